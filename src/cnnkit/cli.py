@@ -1,0 +1,36 @@
+"""The `cnnkit` command line: argument parsing only; the work is done by the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cnnkit import __version__
+from cnnkit.errors import CnnkitError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one sub-parser per command."""
+    parser = argparse.ArgumentParser(
+        prog="cnnkit", description="Convolutional neural networks: train, evaluate, inspect and export.",
+    )
+    parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
+    parser.add_subparsers(dest="command", metavar="COMMAND")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; bad input gives a one-line error and exit code 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return args.run(args)
+    except CnnkitError as error:
+        print(f"cnnkit {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cnnkit {args.command}: interrupted", file=sys.stderr)
+        return 130

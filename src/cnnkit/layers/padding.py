@@ -1,0 +1,80 @@
+"""TF SAME/VALID padding planned once: a static pad when the input size allows, a dynamic one only when it must."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from cnnkit.arithmetic import Padding, effective_kernel, padding_mode, pair, same_padding
+from cnnkit.errors import CnnkitError
+
+
+class TFPadding:
+    """Mixin for conv/pool layers: plans 'same'/'valid'/int padding and applies it in `pad_input`.
+
+    SAME with stride 1 needs no input size (the pad is (k-1)*d split with the extra cell after); with a
+    larger stride it depends on the input size, so a known `input_size` turns it into a static pad that
+    exports cleanly, and without one the pad is computed from each input's shape.
+    """
+
+    def plan_padding(
+        self, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int], padding: Padding,
+        input_size: int | tuple[int, int] | None,
+    ) -> tuple[int, int]:
+        """Set up the layer's padding; return the symmetric (h, w) pad to hand to the torch op."""
+        mode = padding_mode(padding)
+        self.tf_padding = mode if isinstance(mode, str) else "explicit"
+        self.pads: tuple[int, int, int, int] | None = None  # (left, right, top, bottom) applied by F.pad
+        self.dynamic_same = False
+        self.static_size: tuple[int, int] | None = None  # the input size a strided SAME pad was planned for
+        self.extent = (effective_kernel(kernel[0], dilation[0]), effective_kernel(kernel[1], dilation[1]))
+        self.tf_geometry = (kernel, stride, dilation)
+        if isinstance(mode, tuple):
+            return mode
+        size = pair(input_size, "input_size") if input_size is not None else None
+        if mode == "valid":
+            if size is not None:
+                self.check_valid_size(size)
+            return (0, 0)
+        if size is None and stride == (1, 1):
+            size = (1, 1)  # stride 1: the SAME pad does not depend on the input size
+        if size is None:
+            self.dynamic_same = True
+            return (0, 0)
+        top, bottom = same_padding(size[0], kernel[0], stride[0], dilation[0])
+        left, right = same_padding(size[1], kernel[1], stride[1], dilation[1])
+        if stride != (1, 1):
+            self.static_size = size  # another input size gets its own pad in pad_input, never on top of this one
+        elif top == bottom and left == right:
+            return (top, left)
+        self.pads = (left, right, top, bottom)
+        return (0, 0)
+
+    def check_valid_size(self, size: tuple[int, int]) -> None:
+        """Raise if a VALID window does not fit the input."""
+        if size[0] < self.extent[0] or size[1] < self.extent[1]:
+            raise CnnkitError(
+                f"{type(self).__name__}: kernel extent {self.extent[0]}x{self.extent[1]} is larger than the VALID "
+                f"input {size[0]}x{size[1]}; use a smaller kernel or padding='same'"
+            )
+
+    def pad_input(self, x: torch.Tensor, value: float = 0.0) -> torch.Tensor:
+        """Apply the planned asymmetric or dynamic SAME pad (symmetric pads are left to the torch op).
+
+        A strided SAME layer planned for one input size still pads another size correctly, computing the pad
+        from the input's shape.
+        """
+        if self.dynamic_same or (self.static_size is not None and tuple(x.shape[-2:]) != self.static_size):
+            (kh, kw), (sh, sw), (dh, dw) = self.tf_geometry
+            top, bottom = same_padding(x.shape[-2], kh, sh, dh)
+            left, right = same_padding(x.shape[-1], kw, sw, dw)
+            return F.pad(x, (left, right, top, bottom), value=value) if top + bottom + left + right else x
+        if self.pads is not None:
+            return F.pad(x, self.pads, value=value)
+        if self.tf_padding == "valid" and not torch.jit.is_tracing():
+            self.check_valid_size((x.shape[-2], x.shape[-1]))
+        return x
+
+    def padding_repr(self) -> str:
+        """How the padding reads in a module's repr."""
+        return f"padding={self.tf_padding!r}" + (f", pads={self.pads}" if self.pads else "")
