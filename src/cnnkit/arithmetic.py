@@ -28,7 +28,9 @@ def padding_mode(padding: Padding) -> str | tuple[int, int]:
     if isinstance(padding, str):
         mode = padding.lower()
         if mode not in ("same", "valid"):
-            raise CnnkitError(f"padding must be 'same', 'valid', an int or an (h, w) pair; received padding={padding!r}")
+            raise CnnkitError(
+                f"padding must be 'same', 'valid', an int or an (h, w) pair; received padding={padding!r}"
+            )
         return mode
     if isinstance(padding, int) and not isinstance(padding, bool):
         padding = (padding, padding)

@@ -46,7 +46,9 @@ def _hw(value: int | Sequence[int] | None, name: str, data_format: str, default:
     elif len(value) == 4:
         outer = (value[0], value[3]) if data_format == "NHWC" else (value[0], value[1])
         if outer != (1, 1):
-            raise CnnkitError(f"{name} must be 1 on the batch and depth axes; received {name}={value!r} ({data_format})")
+            raise CnnkitError(
+                f"{name} must be 1 on the batch and depth axes; received {name}={value!r} ({data_format})"
+            )
         hw = (value[1], value[2]) if data_format == "NHWC" else (value[2], value[3])
     else:
         raise CnnkitError(f"{name} must be an int or a list of 1, 2 or 4 ints; received {name}={value!r}")
@@ -67,7 +69,9 @@ def spatial_pads(
             left, right = same_padding(size[1], kernel[1], stride[1], dilation[1])
             return left, right, top, bottom
         if mode != "VALID":
-            raise CnnkitError(f"padding must be 'SAME', 'VALID' or an explicit list of pairs; received padding={padding!r}")
+            raise CnnkitError(
+                f"padding must be 'SAME', 'VALID' or an explicit list of pairs; received padding={padding!r}"
+            )
         for axis in (0, 1):
             if size[axis] < effective_kernel(kernel[axis], dilation[axis]):
                 raise CnnkitError(

@@ -26,8 +26,8 @@ class Input(nn.Module):
         if data_format not in ("NCHW", "NHWC"):
             raise CnnkitError(f"data_format must be 'NCHW' or 'NHWC'; received data_format={data_format!r}")
         if len(shape) != 3:
-            raise CnnkitError(f"Input shape is per sample, 3 numbers ({'C, H, W' if data_format == 'NCHW' else 'H, W, C'}); "
-                              f"received shape={tuple(shape)}")
+            layout = "C, H, W" if data_format == "NCHW" else "H, W, C"
+            raise CnnkitError(f"Input shape is per sample, 3 numbers ({layout}); received shape={tuple(shape)}")
         self.shape, self.data_format = tuple(shape), data_format
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -37,7 +37,9 @@ class Input(nn.Module):
             raise CnnkitError(f"expected a 4-D ({layout}) batch of shape (N, {self._shape_text()}); received shape "
                               f"{tuple(x.shape)}")
         if not x.is_floating_point():
-            raise CnnkitError(f"expected a floating-point tensor; received dtype {x.dtype} (scale images to floats first)")
+            raise CnnkitError(
+                f"expected a floating-point tensor; received dtype {x.dtype} (scale images to floats first)"
+            )
         if any(want is not None and want != got for want, got in zip(self.shape, x.shape[1:], strict=True)):
             raise CnnkitError(f"expected input of shape (N, {self._shape_text()}) in {self.data_format}; received "
                               f"{tuple(x.shape)}")

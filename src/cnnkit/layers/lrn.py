@@ -20,7 +20,9 @@ class LocalResponseNorm(nn.Module):
     def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0) -> None:
         super().__init__()
         if not isinstance(size, int) or size < 1 or size % 2 == 0:
-            raise CnnkitError(f"LocalResponseNorm size must be a positive odd int (a centred window); received size={size!r}")
+            raise CnnkitError(
+                f"LocalResponseNorm size must be a positive odd int (a centred window); received size={size!r}"
+            )
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -32,7 +34,9 @@ class LocalResponseNorm(nn.Module):
         return {"depth_radius": self.size // 2, "bias": self.k, "alpha": self.alpha, "beta": self.beta}
 
     @classmethod
-    def from_tf(cls, depth_radius: int = 5, bias: float = 1.0, alpha: float = 1.0, beta: float = 0.5) -> LocalResponseNorm:
+    def from_tf(
+        cls, depth_radius: int = 5, bias: float = 1.0, alpha: float = 1.0, beta: float = 0.5,
+    ) -> LocalResponseNorm:
         """The layer equal to TF's LRN with these arguments (TF's defaults by default)."""
         return cls(size=2 * depth_radius + 1, alpha=alpha, beta=beta, k=bias)
 

@@ -1,0 +1,59 @@
+"""The article's digits network (section 5), exactly as its TensorFlow program runs."""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from cnnkit import layers
+from cnnkit.models.base import Classifier, init_kaiming
+from cnnkit.models.registry import register_model
+
+
+class DigitsNet(Classifier):
+    """conv1 3x3x10 SAME + ReLU -> conv2 3x3x5 /2 SAME -> BN -> ReLU -> max pool 3x3 /2 SAME -> FC 50 -> FC 10.
+
+    The article also builds pool1 (max 3x3 /2 on conv1) but feeds conv1, not pool1, to conv2; pool1 is kept as a
+    module for inspection and never runs. The flatten is in NHWC order, as TF's reshape of an NHWC tensor.
+    2,125 trainable parameters at 8x8x1 with 10 classes.
+
+    Args:
+        seed_faithful: initialise every weight and bias from N(0, 1) like the article's `tf.random_normal`
+            (training often stalls); the default uses He initialisation.
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: tuple[int, int] = (8, 8),
+                 seed_faithful: bool = False) -> None:
+        super().__init__()
+        h, w = input_size
+        half = (math.ceil(h / 2), math.ceil(w / 2))
+        quarter = (math.ceil(half[0] / 2), math.ceil(half[1] / 2))
+        self.pool1 = layers.MaxPool2d(3, 2, "same", input_size=input_size)  # dead in the article's graph
+        self.features = nn.Sequential()
+        self.features.add_module("conv1", layers.Conv2d(in_channels, 10, 3, 1, "same"))
+        self.features.add_module("relu1", nn.ReLU())
+        self.features.add_module("conv2", layers.Conv2d(10, 5, 3, 2, "same", input_size=input_size))
+        self.features.add_module("bn2", layers.BatchNorm2d(5, eps=1e-3))
+        self.features.add_module("relu2", nn.ReLU())
+        self.features.add_module("pool2", layers.MaxPool2d(3, 2, "same", input_size=half))
+        self.head = nn.Sequential()
+        self.head.add_module("flatten", layers.Flatten("NHWC"))
+        self.head.add_module("fc1", layers.Dense(5 * quarter[0] * quarter[1], 50))
+        self.head.add_module("relu3", nn.ReLU())
+        self.head.add_module("out", layers.Dense(50, num_classes))
+        if seed_faithful:
+            for name, parameter in self.named_parameters():
+                if not name.startswith("features.bn2"):  # BN offset 0 / scale 1, as tf.zeros / tf.ones
+                    nn.init.normal_(parameter, 0.0, 1.0)
+        else:
+            init_kaiming(self)
+
+
+@register_model("digitsnet", paper="the article, section 5 (sklearn 8x8 digits)", input_size=(1, 8, 8),
+                num_classes=10)
+def digitsnet(
+    num_classes: int, in_channels: int, input_size: tuple[int, int], seed_faithful: bool = False,
+) -> DigitsNet:
+    """The article's digits CNN."""
+    return DigitsNet(num_classes, in_channels, input_size, seed_faithful)

@@ -1,0 +1,113 @@
+"""ResNet-18/34/50/101/152 (He et al. 2016, Deep residual learning for image recognition, Table 1)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cnnkit import layers
+from cnnkit.models.base import Classifier, init_kaiming
+from cnnkit.models.registry import register_model
+
+PAPER_STEM_MIN = 64
+
+
+def _bn(channels: int) -> layers.BatchNorm2d:
+    return layers.BatchNorm2d(channels, eps=1e-5)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs; output = ReLU(F(x) + shortcut(x)) (ResNet-18/34)."""
+
+    expansion = 1
+
+    def __init__(self, in_ch: int, width: int, stride: int = 1, stride_in_3x3: bool = True) -> None:
+        super().__init__()
+        self.residual = nn.Sequential(
+            layers.Conv2d(in_ch, width, 3, stride, padding=1, bias=False), _bn(width), nn.ReLU(inplace=True),
+            layers.Conv2d(width, width, 3, 1, padding=1, bias=False), _bn(width),
+        )
+        self.shortcut = _shortcut(in_ch, width, stride)
+        self.fuse = layers.Fuse("add")
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """F(x) + x, then ReLU."""
+        return self.relu(self.fuse([self.residual(x), self.shortcut(x)]))
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce -> 3x3 -> 1x1 expand (x4); output = ReLU(F(x) + shortcut(x)) (ResNet-50/101/152).
+
+    The paper (v1) strides in the first 1x1 conv, giving its FLOPs row; `stride_in_3x3=True` is torchvision's v1.5.
+    """
+
+    expansion = 4
+
+    def __init__(self, in_ch: int, width: int, stride: int = 1, stride_in_3x3: bool = False) -> None:
+        super().__init__()
+        out_ch = width * self.expansion
+        s1, s3 = (1, stride) if stride_in_3x3 else (stride, 1)
+        self.residual = nn.Sequential(
+            layers.Conv2d(in_ch, width, 1, s1, padding=0, bias=False), _bn(width), nn.ReLU(inplace=True),
+            layers.Conv2d(width, width, 3, s3, padding=1, bias=False), _bn(width), nn.ReLU(inplace=True),
+            layers.Conv2d(width, out_ch, 1, 1, padding=0, bias=False), _bn(out_ch),
+        )
+        self.shortcut = _shortcut(in_ch, out_ch, stride)
+        self.fuse = layers.Fuse("add")
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """F(x) + x, then ReLU."""
+        return self.relu(self.fuse([self.residual(x), self.shortcut(x)]))
+
+
+def _shortcut(in_ch: int, out_ch: int, stride: int) -> nn.Module:
+    """Identity when shapes match, else a 1x1 projection with BN (the paper's option B)."""
+    if stride == 1 and in_ch == out_ch:
+        return nn.Identity()
+    return nn.Sequential(layers.Conv2d(in_ch, out_ch, 1, stride, padding=0, bias=False), _bn(out_ch))
+
+
+class ResNet(Classifier):
+    """conv1 7x7/2 -> max pool 3x3/2 -> conv2_x..conv5_x -> global average pool -> FC.
+
+    Inputs under 64x64 get the CIFAR-style stem (3x3 conv, stride 1, no max pool), so 32x32 ends at 4x4.
+    """
+
+    def __init__(self, block: type[BasicBlock | Bottleneck], depths: list[int], num_classes: int, in_channels: int,
+                 input_size: tuple[int, int], stride_in_3x3: bool = False) -> None:
+        super().__init__()
+        if min(input_size) >= PAPER_STEM_MIN:
+            stem = nn.Sequential(layers.Conv2d(in_channels, 64, 7, 2, padding=3, bias=False), _bn(64),
+                                 nn.ReLU(inplace=True), layers.MaxPool2d(3, 2, padding=1))
+        else:
+            stem = nn.Sequential(layers.Conv2d(in_channels, 64, 3, 1, padding=1, bias=False), _bn(64),
+                                 nn.ReLU(inplace=True))
+        stages, channels = [stem], 64
+        for stage, (width, depth) in enumerate(zip((64, 128, 256, 512), depths, strict=True)):
+            blocks = []
+            for i in range(depth):
+                stride = 2 if stage > 0 and i == 0 else 1
+                blocks.append(block(channels, width, stride, stride_in_3x3))
+                channels = width * block.expansion
+            stages.append(nn.Sequential(*blocks))
+        self.features = nn.Sequential(*stages)
+        self.head = nn.Sequential(layers.GlobalAvgPool2d(), nn.Linear(channels, num_classes))
+        init_kaiming(self)
+
+
+def _register(name: str, block: type[BasicBlock | Bottleneck], depths: list[int]) -> None:
+    @register_model(name, paper=f"He et al. 2016, Deep residual learning ({name[6:]}-layer)",
+                    input_size=(3, 224, 224))
+    def build(num_classes: int, in_channels: int, input_size: tuple[int, int], stride_in_3x3: bool = False) -> ResNet:
+        return ResNet(block, depths, num_classes, in_channels, input_size, stride_in_3x3)
+
+    build.__doc__ = f"ResNet-{name[6:]} per Table 1 of the paper."
+
+
+_register("resnet18", BasicBlock, [2, 2, 2, 2])
+_register("resnet34", BasicBlock, [3, 4, 6, 3])
+_register("resnet50", Bottleneck, [3, 4, 6, 3])
+_register("resnet101", Bottleneck, [3, 4, 23, 3])
+_register("resnet152", Bottleneck, [3, 8, 36, 3])
