@@ -22,8 +22,8 @@ class Conv2d(TFPadding, nn.Conv2d):
 
     def __init__(
         self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
-        stride: int | tuple[int, int] = 1, padding: Padding = "same", dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool = True,
-        input_size: int | tuple[int, int] | None = None,
+        stride: int | tuple[int, int] = 1, padding: Padding = "same", dilation: int | tuple[int, int] = 1,
+        groups: int = 1, bias: bool = True, input_size: int | tuple[int, int] | None = None,
     ) -> None:
         kernel, step, dil = pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(dilation, "dilation")
         nn.Conv2d.__init__(self, in_channels, out_channels, kernel, step, 0, dil, groups, bias)
