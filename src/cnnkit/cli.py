@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from cnnkit import __version__
+from cnnkit.cli_train import add_train_parser
 from cnnkit.errors import CnnkitError
 
 
@@ -15,7 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cnnkit", description="Convolutional neural networks: train, evaluate, inspect and export.",
     )
     parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_train_parser(commands)
     return parser
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,7 @@ class BatchNorm2d(nn.Module):
         self.register_buffer("running_var", torch.ones(shape))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
         self._population: dict | None = None  # set while recompute_batchnorm_stats gathers batch moments
+        self.use_batch_stats = False  # eval with the batch's own moments (the article's evaluation); see batch_statistics
 
     def _check(self, x: torch.Tensor) -> None:
         expected = (self.num_features, *self.spatial) if self.spatial else (self.num_features,)
@@ -56,7 +58,7 @@ class BatchNorm2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise with batch statistics in training, population statistics in eval."""
         self._check(x)
-        use_batch = self.training or self._population is not None
+        use_batch = self.training or self._population is not None or self.use_batch_stats
         reduced = x.shape[0] * (x.shape[2] * x.shape[3] if self.per == "feature_map" else 1)
         if use_batch and reduced < 2:
             raise CnnkitError(
@@ -67,8 +69,9 @@ class BatchNorm2d(nn.Module):
         flat = x if self.per == "feature_map" else x.reshape(x.shape[0], -1)  # per neuron: (N, C*H*W)
         weight = None if self.weight is None else self.weight.reshape(-1)
         bias = None if self.bias is None else self.bias.reshape(-1)
-        if self._population is not None:
-            self._gather(flat, reduced)
+        if not self.training and use_batch:
+            if self._population is not None:
+                self._gather(flat, reduced)
             y = F.batch_norm(flat, None, None, weight, bias, True, 0.0, self.eps)
             return y.reshape(x.shape)
         factor = 0.0
@@ -125,3 +128,17 @@ def recompute_batchnorm_stats(
         layer.running_var.copy_((stats["var"] / stats["batches"]).reshape(layer.running_var.shape))
         layer.num_batches_tracked.fill_(stats["batches"])
     return count
+
+
+@contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[None]:
+    """Inside, BatchNorm2d layers in eval mode normalise with each batch's own moments and leave their running
+    statistics alone: how the article evaluates (its whole data set as one batch)."""
+    layers = [m for m in model.modules() if isinstance(m, BatchNorm2d)]
+    for layer in layers:
+        layer.use_batch_stats = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.use_batch_stats = False

@@ -57,3 +57,32 @@ def digitsnet(
 ) -> DigitsNet:
     """The article's digits CNN."""
     return DigitsNet(num_classes, in_channels, input_size, seed_faithful)
+
+
+class DigitsCNN(Classifier):
+    """cnnkit's default digits model: two conv-BN-ReLU pairs per stage, two SAME max-pool stages, dropout, FC.
+
+    8x8 -> 4x4 -> 2x2 with `width` and 2*`width` maps; about 24k parameters at width 16.
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: tuple[int, int] = (8, 8),
+                 width: int = 16, dropout: float = 0.2) -> None:
+        super().__init__()
+        stages, channels, size = [], in_channels, list(input_size)
+        for depth in (width, 2 * width):
+            stages += [layers.Conv2d(channels, depth, 3), layers.BatchNorm2d(depth, eps=1e-3), nn.ReLU(inplace=True),
+                       layers.Conv2d(depth, depth, 3), layers.BatchNorm2d(depth, eps=1e-3), nn.ReLU(inplace=True),
+                       layers.MaxPool2d(2, 2, "same")]
+            channels, size = depth, [math.ceil(s / 2) for s in size]
+        self.features = nn.Sequential(*stages)
+        self.head = nn.Sequential(layers.Flatten(), nn.Dropout(dropout),
+                                  layers.Dense(channels * size[0] * size[1], num_classes))
+        init_kaiming(self)
+
+
+@register_model("digits_cnn", paper="cnnkit's default for small images (VGG-style, batch norm)",
+                input_size=(1, 8, 8), num_classes=10)
+def digits_cnn(num_classes: int, in_channels: int, input_size: tuple[int, int], width: int = 16,
+               dropout: float = 0.2) -> DigitsCNN:
+    """The default model of `cnnkit train`."""
+    return DigitsCNN(num_classes, in_channels, input_size, width, dropout)

@@ -1,0 +1,54 @@
+"""Preprocessing fitted on the training split only, and saved with the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from cnnkit.errors import CnnkitError
+
+KINDS = ("standardize", "minmax", "none")
+
+
+@dataclass
+class Preprocessing:
+    """x -> (x - shift) * scale. 'minmax' is per pixel as the article's MinMaxScaler; 'standardize' per channel."""
+
+    kind: str
+    shift: torch.Tensor
+    scale: torch.Tensor
+
+    @classmethod
+    def fit(cls, kind: str, images: torch.Tensor) -> Preprocessing:
+        """Fit on (N, C, H, W) training images."""
+        if kind == "minmax":
+            low, high = images.amin(dim=0), images.amax(dim=0)
+            spread = high - low
+            return cls(kind, low, 1.0 / torch.where(spread > 0, spread, torch.ones_like(spread)))
+        if kind == "standardize":
+            mean = images.mean(dim=(0, 2, 3), keepdim=True)[0]
+            std = images.std(dim=(0, 2, 3), keepdim=True)[0]
+            return cls(kind, mean, 1.0 / torch.where(std > 0, std, torch.ones_like(std)))
+        if kind == "none":
+            channels = images.shape[1]
+            return cls(kind, torch.zeros(channels, 1, 1), torch.ones(channels, 1, 1))
+        raise CnnkitError(f"preprocessing must be one of {', '.join(KINDS)}; received {kind!r}")
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Apply to (N, C, H, W) images in their stored scale."""
+        if images.shape[1] != self.shift.shape[0]:
+            raise CnnkitError(f"images have {images.shape[1]} channels; the model expects {self.shift.shape[0]}")
+        if self.kind == "minmax" and tuple(images.shape[1:]) != tuple(self.shift.shape):
+            raise CnnkitError(f"images are {tuple(images.shape[1:])}; per-pixel min-max was fitted on "
+                              f"{tuple(self.shift.shape)}")
+        return (images - self.shift.to(images.device)) * self.scale.to(images.device)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """For a safetensors checkpoint."""
+        return {"preprocess.shift": self.shift.contiguous(), "preprocess.scale": self.scale.contiguous()}
+
+    @classmethod
+    def from_tensors(cls, kind: str, tensors: dict[str, torch.Tensor]) -> Preprocessing:
+        """Inverse of `tensors`."""
+        return cls(kind, tensors["preprocess.shift"], tensors["preprocess.scale"])

@@ -1,0 +1,101 @@
+"""One config object for a training run: the CLI fills it, the trainer reads it, the run directory keeps it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from cnnkit.errors import CnnkitError
+
+CHOICES = {
+    "optimizer": ("adam", "adamw", "sgd"),
+    "schedule": ("constant", "step", "cosine", "onecycle"),
+    "loss": ("cross_entropy", "article"),
+    "precision": ("fp32", "bf16", "fp16"),
+    "bn_stats": ("running", "recompute"),
+    "eval_mode": ("population", "batch"),
+    "preprocessing": ("standardize", "minmax", "none"),
+    "device": ("auto", "cpu", "cuda"),
+    "compile": ("auto", "on", "off"),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run. Defaults are the recipe that trains the digits CNN to >= 99%."""
+
+    model: str = "digits_cnn"
+    model_options: dict = field(default_factory=dict)
+    data: str = "digits"
+    image_size: int | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    preprocessing: str = "standardize"
+    shift: int = 1  # random-shift augmentation, in pixels (0 = off)
+    flip: bool = False
+    optimizer: str = "adamw"
+    lr: float = 5e-3
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"
+    warmup_epochs: float = 0.0
+    step_size: int = 10
+    gamma: float = 0.1
+    label_smoothing: float = 0.1
+    loss: str = "cross_entropy"
+    batch_size: int = 64
+    epochs: int = 40
+    patience: int = 0  # early stopping: epochs without a better validation accuracy (0 = off)
+    grad_clip: float = 0.0  # max gradient norm (0 = off)
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    bn_stats: str = "running"
+    shuffle: bool = True
+    drop_last: bool = False
+    eval_every: int = 1
+    eval_mode: str = "population"  # 'batch': BN uses the evaluated batch's statistics, as the article does
+    sync_bn: bool = False
+    compile: str = "off"
+    recipe: str = "default"
+
+    def validate(self) -> TrainConfig:
+        """Check every choice and range; raise CnnkitError naming the bad value."""
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise CnnkitError(f"{name} must be one of {', '.join(allowed)}; received {name}={value!r}")
+        for name in ("epochs", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise CnnkitError(f"{name} must be at least 1; received {name}={getattr(self, name)}")
+        for name in ("lr", "weight_decay", "label_smoothing", "grad_clip", "patience", "shift", "warmup_epochs"):
+            if getattr(self, name) < 0:
+                raise CnnkitError(f"{name} must not be negative; received {name}={getattr(self, name)}")
+        if self.image_size is not None and self.image_size < 1:
+            raise CnnkitError(f"image_size must be positive; received image_size={self.image_size}")
+        return self
+
+    def to_dict(self) -> dict:
+        """JSON-ready."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """Inverse of to_dict; unknown keys are refused by name."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise CnnkitError(f"unknown config keys: {', '.join(unknown)}")
+        return cls(**values).validate()
+
+
+def seed_recipe(config: TrainConfig) -> TrainConfig:
+    """The article's exact recipe: digitsnet with N(0, 1) init, batch 8 in file order, Adam 1e-3, its loss,
+    1000 epochs, accuracy every 100 epochs measured on the training set with batch statistics."""
+    return TrainConfig(
+        model="digitsnet", model_options={"seed_faithful": True}, data=config.data, val_fraction=0.0,
+        test_fraction=config.test_fraction, preprocessing="minmax", shift=0, optimizer="adam", lr=1e-3,
+        weight_decay=0.0, schedule="constant", loss="article", batch_size=8, epochs=config.epochs, seed=config.seed,
+        device=config.device, shuffle=False, drop_last=True, eval_every=100, eval_mode="batch",
+        compile=config.compile, recipe="seed",
+    ).validate()

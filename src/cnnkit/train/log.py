@@ -1,0 +1,74 @@
+"""Progress output: a bar on a terminal, plain lines in logs and CI; only the main process speaks."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from tqdm import tqdm
+
+from cnnkit.train.config import TrainConfig
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+class EpochLog:
+    """One line per evaluated epoch (plain), or a progress bar whose postfix shows the latest metrics (TTY)."""
+
+    def __init__(self, config: TrainConfig, enabled: bool, progress: bool | None, start_epoch: int,
+                 stream: TextIO | None = None) -> None:
+        self.config, self.enabled, self.stream = config, enabled, stream or sys.stdout
+        tty = sys.stderr.isatty() if progress is None else progress
+        self.bar = None
+        if enabled and tty:
+            self.bar = tqdm(total=config.epochs, initial=start_epoch - 1, desc=f"training {config.model}", unit="epoch",
+                            leave=False)
+
+    def epoch(self, record: dict) -> None:
+        """Report one finished epoch."""
+        if not self.enabled:
+            return
+        evaluated = "val_accuracy" in record or "article_train_accuracy" in record
+        if self.bar is not None:
+            self.bar.update(1)
+            if evaluated:
+                self.bar.set_postfix(loss=f"{record['train_loss']:.4f}", val=_pct(record.get("val_accuracy")))
+            return
+        if evaluated:
+            parts = [f"epoch {record['epoch']:>4}/{self.config.epochs}", f"train loss {record['train_loss']:.4f}",
+                     f"acc {_pct(record['train_accuracy'])}"]
+            if record.get("val_accuracy") is not None:
+                parts.append(f"val loss {record['val_loss']:.4f} acc {_pct(record['val_accuracy'])}")
+            if "article_train_accuracy" in record:
+                parts.append(f"article-style accuracy {_pct(record['article_train_accuracy'])}")
+            parts.append(f"lr {record['lr']:.2e}  {record['seconds']:.2f}s")
+            print("  ".join(parts), file=self.stream, flush=True)
+
+    def note(self, text: str) -> None:
+        """A one-off message."""
+        if self.enabled:
+            if self.bar is not None:
+                self.bar.write(text)
+            else:
+                print(text, file=self.stream)
+
+    def close(self) -> None:
+        """Remove the bar."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def final(self, final: dict, best: dict | None) -> None:
+        """The closing lines: held-out test accuracy (and the article-style figure for the seed recipe)."""
+        if not self.enabled:
+            return
+        if best is not None:
+            print(f"best validation accuracy {_pct(best['val_accuracy'])} at epoch {best['epoch']}", file=self.stream)
+        if final.get("test_count"):
+            print(f"test accuracy: {_pct(final['test_accuracy'])} on {final['test_count']} held-out images",
+                  file=self.stream)
+        if "article_test_accuracy" in final:
+            print(f"test accuracy with batch statistics (the article's way): {_pct(final['article_test_accuracy'])}",
+                  file=self.stream)
