@@ -9,7 +9,7 @@ from cnnkit.models.googlenet import TABLE1, GoogLeNetOutputs
 from cnnkit.summary import count_macs, count_parameters
 
 EXPECTED = {
-    "digitsnet", "lenet5", "lenet5_modern", "alexnet", "alexnet_owt", "googlenet", "googlenet_bn",
+    "digitsnet", "digits_cnn", "lenet5", "lenet5_modern", "alexnet", "alexnet_owt", "googlenet", "googlenet_bn",
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
     *(f"vgg{d}{bn}" for d in ("11", "13", "16", "16_c", "19") for bn in ("", "_bn")),
 }
@@ -19,7 +19,7 @@ def small_config(name: str) -> dict:
     """A small input each model can take: its own size for the digits/LeNet nets, 32x32 RGB otherwise."""
     if name == "lenet5":
         return {"input_size": 32, "in_channels": 1}
-    if name in ("digitsnet", "lenet5_modern"):
+    if name in ("digitsnet", "digits_cnn", "lenet5_modern"):
         return {"input_size": 8, "in_channels": 1}
     return {"input_size": 32, "in_channels": 3}
 

@@ -24,7 +24,9 @@ def to_nchw(x: np.ndarray, path: Path) -> np.ndarray:
         return x.transpose(0, 3, 1, 2)
     if x.ndim == 4 and x.shape[1] in (1, 3, 4):
         return x
-    raise CnnkitError(f"{path}: x has shape {x.shape}; expected (N, H, W), (N, H, W, C) or (N, C, H, W) with C 1, 3 or 4")
+    raise CnnkitError(
+        f"{path}: x has shape {x.shape}; expected (N, H, W), (N, H, W, C) or (N, C, H, W) with C 1, 3 or 4"
+    )
 
 
 def labels_from(y: np.ndarray, path: Path) -> tuple[torch.Tensor, list[str]]:

@@ -9,6 +9,6 @@ from cnnkit.layers.pool import AvgPool2d, GlobalAvgPool2d, MaxPool2d
 
 __all__ = [
     "AvgPool2d", "BatchNorm2d", "Branches", "Conv2d", "Dense", "Dropout", "Flatten", "Fuse", "GlobalAvgPool2d",
-    "Input", "LocalResponseNorm", "MaxPool2d", "ReLU", "SoftmaxOutput", "Split", "batch_statistics", "recompute_batchnorm_stats",
-    "split_sizes",
+    "Input", "LocalResponseNorm", "MaxPool2d", "ReLU", "SoftmaxOutput", "Split", "batch_statistics",
+    "recompute_batchnorm_stats", "split_sizes",
 ]

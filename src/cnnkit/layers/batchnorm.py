@@ -46,7 +46,7 @@ class BatchNorm2d(nn.Module):
         self.register_buffer("running_var", torch.ones(shape))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
         self._population: dict | None = None  # set while recompute_batchnorm_stats gathers batch moments
-        self.use_batch_stats = False  # eval with the batch's own moments (the article's evaluation); see batch_statistics
+        self.use_batch_stats = False  # eval with each batch's own moments, as the article evaluates
 
     def _check(self, x: torch.Tensor) -> None:
         expected = (self.num_features, *self.spatial) if self.spatial else (self.num_features,)

@@ -117,8 +117,8 @@ def train_one_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512, loss_fn: Callable | None = None,
-    batch_stats: bool = False, config: TrainConfig | None = None,
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512,
+    loss_fn: Callable | None = None, batch_stats: bool = False, config: TrainConfig | None = None,
 ) -> dict:
     """Loss and accuracy in eval mode; `batch_stats` evaluates the whole set as one batch with BN batch moments."""
     model.eval()
@@ -204,7 +204,9 @@ def _fit(config, out, overwrite, resume, progress, stop_after_epochs, world: Wor
     x_train, y_train = data.train
     per_epoch = num_batches(len(y_train), config.batch_size, config.drop_last, world.size)
     if per_epoch == 0:
-        raise CnnkitError(f"the training split ({len(y_train)} images) is smaller than one batch of {config.batch_size}")
+        raise CnnkitError(
+            f"the training split ({len(y_train)} images) is smaller than one batch of {config.batch_size}"
+        )
     total_steps = per_epoch * config.epochs
     loss_fn = make_loss(config.loss, config.label_smoothing)
     scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None

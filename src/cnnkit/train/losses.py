@@ -27,7 +27,8 @@ def make_loss(kind: str, label_smoothing: float = 0.0):
 
     def loss(output: torch.Tensor | GoogLeNetOutputs, labels: torch.Tensor) -> torch.Tensor:
         if isinstance(output, GoogLeNetOutputs):
-            return single(output.logits, labels) + AUX_WEIGHT * (single(output.aux1, labels) + single(output.aux2, labels))
+            aux = single(output.aux1, labels) + single(output.aux2, labels)
+            return single(output.logits, labels) + AUX_WEIGHT * aux
         return single(output, labels)
 
     return loss
