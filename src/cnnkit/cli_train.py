@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import fields
@@ -122,9 +123,11 @@ def run_train(args: argparse.Namespace) -> int:
         out = args.out or Path("runs") / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
         resume = False
     stream = sys.stderr if args.json else sys.stdout
-    print(f"training {config.model} on {config.data}; run directory {out}", file=stream)
+    is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 speaks
+    if is_main:
+        print(f"training {config.model} on {config.data}; run directory {out}", file=stream)
     result = fit(config, out=out, overwrite=args.overwrite, resume=resume,
                  progress=False if args.no_progress else None, stream=stream)
-    if args.json:
+    if args.json and is_main:
         print(json.dumps(result.summary()))
     return 0

@@ -47,6 +47,7 @@ class BatchNorm2d(nn.Module):
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
         self._population: dict | None = None  # set while recompute_batchnorm_stats gathers batch moments
         self.use_batch_stats = False  # eval with each batch's own moments, as the article evaluates
+        self.sync_world = False  # under torch.distributed: batch moments over every process's batch (SyncBN)
 
     def _check(self, x: torch.Tensor) -> None:
         expected = (self.num_features, *self.spatial) if self.spatial else (self.num_features,)
@@ -74,6 +75,8 @@ class BatchNorm2d(nn.Module):
                 self._gather(flat, reduced)
             y = F.batch_norm(flat, None, None, weight, bias, True, 0.0, self.eps)
             return y.reshape(x.shape)
+        if self.training and self.sync_world and torch.distributed.is_initialized():
+            return self._synced(flat, weight, bias, reduced).reshape(x.shape)
         factor = 0.0
         if self.training:
             self.num_batches_tracked.add_(1)
@@ -81,6 +84,28 @@ class BatchNorm2d(nn.Module):
         y = F.batch_norm(flat, self.running_mean.view(-1), self.running_var.view(-1), weight, bias,
                          self.training, factor, self.eps)
         return y.reshape(x.shape)
+
+    def _synced(self, flat: torch.Tensor, weight, bias, reduced: int) -> torch.Tensor:
+        """Training forward with mean/variance over all processes' batches (autograd flows through all_reduce)."""
+        from torch.distributed.nn.functional import all_reduce
+
+        dims = [0, 2, 3] if self.per == "feature_map" else [0]
+        count = torch.full((1,), float(reduced), device=flat.device, dtype=flat.dtype)
+        totals = all_reduce(torch.cat([flat.sum(dims), flat.square().sum(dims), count]))
+        channels = (len(totals) - 1) // 2
+        n = totals[-1]
+        mean = totals[:channels] / n
+        var = (totals[channels:2 * channels] / n - mean.square()).clamp_min(0)
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            self.running_mean.view(-1).lerp_(mean.detach(), factor)
+            self.running_var.view(-1).lerp_(var.detach() * n / (n - 1), factor)
+        shape = (1, -1, 1, 1) if self.per == "feature_map" else (1, -1)
+        y = (flat - mean.reshape(shape)) * torch.rsqrt(var.reshape(shape) + self.eps)
+        if weight is not None:
+            y = y * weight.reshape(shape) + bias.reshape(shape)
+        return y
 
     def _gather(self, flat: torch.Tensor, reduced: int) -> None:
         dims = [0, 2, 3] if self.per == "feature_map" else [0]

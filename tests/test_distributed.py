@@ -1,0 +1,28 @@
+"""Two CPU processes under torchrun (gloo, SyncBatchNorm) train to the same accuracy band as one process."""
+
+import json
+import os
+import subprocess
+import sys
+
+from cnnkit.train.checkpoint import load_checkpoint
+
+
+def run(args: list[str], cwd, env_extra: dict) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env_extra}
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, done.stdout  # only rank 0 prints the summary
+    return json.loads(lines[0])
+
+
+def test_two_processes_match_one(tmp_path):
+    train = ["-m", "cnnkit", "train", "--epochs", "12", "--json", "--no-progress"]
+    two = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *train,
+               "--sync-bn", "--out", "two"], tmp_path, {})
+    one = run([sys.executable, *train, "--out", "one"], tmp_path, {})
+    assert one["test_accuracy"] > 0.95 and two["test_accuracy"] > 0.95
+    assert abs(one["test_accuracy"] - two["test_accuracy"]) < 0.03
+    meta = load_checkpoint(tmp_path / "two" / "last")[1]
+    assert meta["epoch"] == 12 and not (tmp_path / "one" / "two").exists()

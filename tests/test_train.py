@@ -1,0 +1,163 @@
+"""The trainer end to end: accuracy, checkpoints, resume, errors, the seed recipe, and one step per family."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cnnkit import CnnkitError
+from cnnkit.cli import main
+from cnnkit.models import get_model
+from cnnkit.train import TrainConfig, fit, model_from_checkpoint, train_one_epoch
+from cnnkit.train.checkpoint import load_checkpoint
+from cnnkit.train.losses import article_loss, make_loss
+
+FAST = {"epochs": 5}
+
+
+def test_short_digits_training_learns(tmp_path):
+    result = fit(TrainConfig(**FAST), out=tmp_path / "run", progress=False)
+    assert result.test_accuracy > 0.9 and result.epochs_run == 5
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines[:-1]] == [1, 2, 3, 4, 5] and "final" in json.loads(lines[-1])
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["epochs"] == 5
+
+
+def test_checkpoint_rebuilds_the_same_model(tmp_path):
+    result = fit(TrainConfig(**FAST), out=tmp_path / "run", progress=False)
+    model, preprocessing, meta = model_from_checkpoint(tmp_path / "run")
+    assert meta["class_names"] == [str(i) for i in range(10)] and preprocessing.kind == "standardize"
+    assert meta["model"] == {"name": "digits_cnn", "options": {}, "num_classes": 10, "in_channels": 1,
+                             "input_size": [8, 8]}
+    x = torch.randn(4, 1, 8, 8)
+    result.model.eval()
+    torch.testing.assert_close(model(x), result.model(x))
+    tensors, _ = load_checkpoint(tmp_path / "run" / "last")
+    assert any(k.startswith("optim.") for k in tensors) and "rng.torch" in tensors
+    assert not list((tmp_path / "run").glob("*.tmp"))  # atomic writes leave no temp files
+
+
+def test_one_image_alone_equals_inside_a_batch(tmp_path):
+    fit(TrainConfig(**FAST), out=tmp_path / "run", progress=False)
+    model, preprocessing, _ = model_from_checkpoint(tmp_path / "run")
+    x = preprocessing(torch.rand(16, 1, 8, 8) * 16)
+    torch.testing.assert_close(model(x[3:4]), model(x)[3:4])
+
+
+def test_resume_ends_with_the_same_weights(tmp_path):
+    config = TrainConfig(epochs=4, batch_size=128, lr=1e-2, shift=1)
+    fit(config, out=tmp_path / "straight", progress=False)
+    fit(config, out=tmp_path / "cut", progress=False, stop_after_epochs=2)
+    assert load_checkpoint(tmp_path / "cut" / "last")[1]["epoch"] == 2
+    fit(TrainConfig.from_dict(json.loads((tmp_path / "cut" / "config.json").read_text())), out=tmp_path / "cut",
+        resume=True, progress=False)
+    straight, cut = load_file(tmp_path / "straight" / "last.safetensors"), load_file(tmp_path / "cut" / "last.safetensors")
+    for key in straight:
+        if key.startswith(("model.", "optim.")):
+            assert torch.equal(straight[key], cut[key]), key
+    epochs = [json.loads(line).get("epoch") for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs[:4] == [1, 2, 3, 4]
+
+
+def test_existing_run_is_refused_unless_overwrite(tmp_path):
+    fit(TrainConfig(epochs=1), out=tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "last.safetensors").read_bytes()
+    with pytest.raises(CnnkitError, match="already holds a run.*--resume.*--overwrite"):
+        fit(TrainConfig(epochs=1), out=tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "last.safetensors").read_bytes() == before
+    fit(TrainConfig(epochs=1, seed=5), out=tmp_path / "run", progress=False, overwrite=True)
+    assert (tmp_path / "run" / "last.safetensors").read_bytes() != before
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    fit(TrainConfig(epochs=3, optimizer="sgd", lr=0.01), out=run, progress=False, stop_after_epochs=1)
+    good = (run / "last.safetensors").read_bytes()
+    config = json.loads((run / "config.json").read_text())
+    config["lr"] = 1e30  # the next epoch explodes
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CnnkitError, match=r"loss became (nan|inf) at epoch 2, batch \d+.*last good checkpoint"):
+        fit(TrainConfig.from_dict(config), out=run, resume=True, progress=False)
+    assert (run / "last.safetensors").read_bytes() == good
+    assert load_checkpoint(run / "last")[1]["epoch"] == 1
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--data", "/no/such/place"], "no such file or folder"),
+    (["--model", "resnet9"], "unknown model 'resnet9'"),
+    (["--model", "lenet5"], "lenet5 needs inputs of at least 32x32"),
+    (["--epochs", "0"], "epochs must be at least 1"),
+    (["--model-option", "width"], "KEY=VALUE"),
+    (["--precision", "fp16", "--device", "cpu"], "needs a CUDA device"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    assert main(["train", "--out", str(tmp_path / "r"), "--epochs", "1", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_cli_existing_run_and_json(tmp_path, capsys):
+    out = str(tmp_path / "r")
+    assert main(["train", "--out", out, "--epochs", "1", "--json", "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["epochs_run"] == 1 and 0 <= summary["test_accuracy"] <= 1
+    assert main(["train", "--out", out, "--epochs", "1"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["train", "--resume", out, "--epochs", "2", "--no-progress"]) == 0
+    assert load_checkpoint(tmp_path / "r" / "last")[1]["epoch"] == 2
+
+
+def test_seed_recipe_runs_the_article_program(tmp_path, capsys):
+    code = main(["train", "--recipe", "seed", "--epochs", "2", "--eval-every", "1", "--out", str(tmp_path / "s"),
+                 "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "article-style accuracy" in out and "test accuracy" in out and "batch statistics" in out
+    meta = load_checkpoint(tmp_path / "s" / "best")[1]
+    assert meta["config"]["batch_size"] == 8 and meta["config"]["loss"] == "article"
+    assert meta["model"]["options"] == {"seed_faithful": True}
+    assert meta["global_step"] == 2 * (1437 // 8)  # file order, whole batches only
+
+
+def test_article_loss_by_hand():
+    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1], [1e-14, 0.5, 0.5]]))
+    labels = torch.tensor([0, 0])
+    expected = -(torch.log(torch.tensor(0.7)) + torch.log(torch.tensor(1e-11))) / 6  # mean over 2 x 3, clipped
+    torch.testing.assert_close(article_loss(logits, labels), expected)
+
+
+def test_bn_recompute_and_seed_faithful_init():
+    result = fit(TrainConfig(epochs=2, bn_stats="recompute", val_fraction=0.0), progress=False)
+    assert result.test_accuracy > 0.5
+    torch.manual_seed(0)
+    model = get_model("digitsnet", seed_faithful=True)
+    weights = torch.cat([p.flatten() for n, p in model.named_parameters() if "bn" not in n])
+    assert abs(weights.std().item() - 1.0) < 0.1  # N(0, 1), as tf.random_normal
+    assert torch.equal(model.features.bn2.weight, torch.ones(5)) and torch.equal(model.features.bn2.bias, torch.zeros(5))
+
+
+FAMILY = {"lenet5": (1, 32), "lenet5_modern": (1, 28), "alexnet": (3, 32), "vgg11_bn": (3, 32),
+          "googlenet": (3, 32), "resnet18": (3, 32), "digitsnet": (1, 8)}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY))
+def test_one_training_step_per_family_lowers_the_loss(name):
+    channels, size = FAMILY[name]
+    model = get_model(name, num_classes=4, in_channels=channels, input_size=size)
+    x, y = torch.randn(8, channels, size, size), torch.arange(8) % 4
+    config = TrainConfig(shift=0, grad_clip=1.0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    loss_fn = make_loss("cross_entropy")
+
+    def training_loss() -> float:  # train mode (batch statistics), the same dropout masks each time
+        torch.manual_seed(1)
+        model.train()
+        with torch.no_grad():
+            return loss_fn(model(x), y).item()
+
+    before = training_loss()
+    for _ in range(3):
+        train_one_epoch(model, [(x, y)], optimizer, loss_fn, lambda s: 1e-4, 0, config, torch.device("cpu"),
+                        torch.Generator())
+    assert training_loss() < before
