@@ -52,7 +52,8 @@ def test_resume_ends_with_the_same_weights(tmp_path):
     assert load_checkpoint(tmp_path / "cut" / "last")[1]["epoch"] == 2
     fit(TrainConfig.from_dict(json.loads((tmp_path / "cut" / "config.json").read_text())), out=tmp_path / "cut",
         resume=True, progress=False)
-    straight, cut = load_file(tmp_path / "straight" / "last.safetensors"), load_file(tmp_path / "cut" / "last.safetensors")
+    straight = load_file(tmp_path / "straight" / "last.safetensors")
+    cut = load_file(tmp_path / "cut" / "last.safetensors")
     for key in straight:
         if key.startswith(("model.", "optim.")):
             assert torch.equal(straight[key], cut[key]), key
@@ -134,7 +135,8 @@ def test_bn_recompute_and_seed_faithful_init():
     model = get_model("digitsnet", seed_faithful=True)
     weights = torch.cat([p.flatten() for n, p in model.named_parameters() if "bn" not in n])
     assert abs(weights.std().item() - 1.0) < 0.1  # N(0, 1), as tf.random_normal
-    assert torch.equal(model.features.bn2.weight, torch.ones(5)) and torch.equal(model.features.bn2.bias, torch.zeros(5))
+    assert torch.equal(model.features.bn2.weight, torch.ones(5))
+    assert torch.equal(model.features.bn2.bias, torch.zeros(5))
 
 
 FAMILY = {"lenet5": (1, 32), "lenet5_modern": (1, 28), "alexnet": (3, 32), "vgg11_bn": (3, 32),
