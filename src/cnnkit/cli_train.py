@@ -95,12 +95,7 @@ def parse_option(text: str) -> tuple[str, object]:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Defaults, then the recipe, then explicit flags."""
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
-    config = TrainConfig(**given)
-    if args.recipe == "seed":
-        config = seed_recipe(config)
-        for name in ("eval_every", "batch_size", "lr", "model"):
-            if name in given:
-                setattr(config, name, given[name])
+    config = seed_recipe(**given) if args.recipe == "seed" else TrainConfig(**given)
     if args.model_option:
         config.model_options = {**config.model_options, **dict(map(parse_option, args.model_option))}
     return config.validate()
