@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from cnnkit import __version__
+from cnnkit.cli_inspect import add_inspect_parsers
 from cnnkit.cli_train import add_train_parser
 from cnnkit.errors import CnnkitError
 
@@ -18,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_train_parser(commands)
+    add_inspect_parsers(commands)
     return parser
 
 
@@ -33,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     except CnnkitError as error:
         print(f"cnnkit {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        return 0
     except KeyboardInterrupt:
         print(f"cnnkit {args.command}: interrupted", file=sys.stderr)
         return 130

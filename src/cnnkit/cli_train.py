@@ -45,6 +45,7 @@ HELP = {
     "eval_mode": "population (BN population statistics) or batch (the article's batch statistics)",
     "sync_bn": "synchronise batch-norm statistics across processes under torchrun",
     "compile": "torch.compile the training step: auto, on or off",
+    "tensorboard": "also log scalars for TensorBoard under RUN_DIR/tensorboard (extra [tensorboard])",
 }
 
 

@@ -1,9 +1,13 @@
-"""Counting what a model holds and does: parameters and multiply-adds of the real forward pass."""
+"""What a model holds and does, layer by layer: parameters, output shapes, multiply-adds, receptive fields."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import torch
 from torch import nn
+
+from cnnkit.layers import BatchNorm2d, Flatten, GlobalAvgPool2d
 
 
 def count_parameters(model: nn.Module, trainable: bool = True) -> int:
@@ -19,6 +23,166 @@ def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
     if isinstance(module, nn.Linear):
         return output[0].numel() // module.out_features * module.in_features * module.out_features
     return 0
+
+
+@dataclass
+class LayerRow:
+    """One line of a summary."""
+
+    name: str
+    type: str
+    output_shape: list
+    trainable: int
+    non_trainable: int
+    macs: int
+    receptive_field: int | None  # side of the input region one output cell sees (None: the whole input)
+    jump: int | None  # input pixels between neighbouring output cells
+    formula: str
+
+
+@dataclass
+class Summary:
+    """A model's summary table and totals."""
+
+    model: str
+    input_shape: list
+    rows: list[LayerRow]
+
+    @property
+    def totals(self) -> dict:
+        """Totals over all rows."""
+        return {"trainable": sum(r.trainable for r in self.rows),
+                "non_trainable": sum(r.non_trainable for r in self.rows), "macs": sum(r.macs for r in self.rows)}
+
+    def to_dict(self) -> dict:
+        """JSON-ready."""
+        return {"model": self.model, "input_shape": self.input_shape, "layers": [asdict(r) for r in self.rows],
+                "totals": self.totals}
+
+    def table(self) -> str:
+        """The summary as a fixed-width text table."""
+        header = ("layer", "type", "output", "params", "non-train", "mult-adds", "RF", "jump", "formula")
+        lines = [header] + [
+            (r.name, r.type, "x".join(map(str, r.output_shape)) if r.output_shape else "-", f"{r.trainable:,}",
+             f"{r.non_trainable:,}", f"{r.macs:,}", "all" if r.receptive_field is None else str(r.receptive_field),
+             "-" if r.jump is None else str(r.jump), r.formula)
+            for r in self.rows
+        ]
+        widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+        text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines]
+        text.insert(1, "-" * len(text[0]))
+        t = self.totals
+        text.append("-" * len(text[0]))
+        text.append(f"input {'x'.join(map(str, self.input_shape))}; trainable parameters {t['trainable']:,}; "
+                    f"non-trainable {t['non_trainable']:,}; multiply-adds per image {t['macs']:,}")
+        return "\n".join(text)
+
+
+def _geometry(module: nn.Module) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None:
+    """(kernel, stride, dilation) of a sliding-window layer, else None."""
+    def two(v):
+        return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+    if isinstance(module, nn.Conv2d):
+        return two(module.kernel_size), two(module.stride), two(module.dilation)
+    if hasattr(module, "kernel_size") and hasattr(module, "stride"):  # pools, LeNet's subsampling
+        stride = module.stride if module.stride is not None else module.kernel_size
+        dilation = getattr(module, "dilation", 1)
+        return two(module.kernel_size), two(stride), two(dilation)
+    return None
+
+
+def _formula(module: nn.Module, own: int) -> str:
+    if isinstance(module, nn.Conv2d):
+        kh, kw = module.kernel_size
+        cin = module.in_channels // module.groups
+        if module.bias is not None:
+            return f"({kh}*{kw}*{cin}+1)*{module.out_channels} = {own:,}"
+        return f"{kh}*{kw}*{cin}*{module.out_channels} = {own:,}"
+    if isinstance(module, nn.Linear):
+        bias = "+1" if module.bias is not None else ""
+        return f"({module.in_features}{bias})*{module.out_features} = {own:,}"
+    if isinstance(module, BatchNorm2d) and module.weight is not None:
+        shape = "*".join(map(str, module.weight.shape))
+        return f"2*{shape} = {own:,}"
+    return f"{own:,}" if own else ""
+
+
+def summarize(model: nn.Module, input_shape: tuple[int, int, int], name: str = "") -> Summary:
+    """Run one (C, H, W) zero image through `model` in eval mode and describe every layer that holds parameters
+    or does work. Receptive fields follow the path each tensor takes (branches merge by the largest field)."""
+    device = next(model.parameters()).device
+    fields: dict[int, tuple[int | None, int | None]] = {}
+    rows: list[LayerRow] = []
+    last = [(1, 1)]
+    enclosing: list[tuple[int | None, int | None]] = []  # fields of the inputs of the containers now running
+    alive: list[torch.Tensor] = []  # keeps tracked tensors alive so Python never reuses their ids
+
+    def field_of(inputs) -> tuple[int | None, int | None]:
+        items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        tensors = [t for t in items if isinstance(t, torch.Tensor)]
+        if tensors and isinstance(inputs, (list, tuple)) and len(tensors) > 1:
+            known = [fields.get(id(t), fallback()) for t in tensors]
+            if any(k[0] is None for k in known):
+                return (None, None)
+            return (max(k[0] for k in known), max(k[1] for k in known))
+        return fields.get(id(tensors[0]), fallback()) if tensors else fallback()
+
+    def fallback() -> tuple[int | None, int | None]:
+        # A tensor no layer produced (index_select, cat inside a container) derives from the container's input.
+        return enclosing[-1] if enclosing else last[0]
+
+    def enter(module: nn.Module, inputs: tuple) -> None:
+        enclosing.append(field_of(inputs[0] if len(inputs) == 1 else list(inputs)))
+
+    def hook(module: nn.Module, inputs: tuple, output) -> None:
+        qualified = names[module]
+        outputs = [out for out in (output if isinstance(output, (list, tuple)) else [output])
+                   if isinstance(out, torch.Tensor)]
+        leaf = not any(True for _ in module.children())
+        if not leaf:  # a container: its children already placed their outputs; only fill in functional results
+            enclosing.pop()
+            for out in outputs:
+                fields.setdefault(id(out), last[0])
+                alive.append(out)
+        rf, jump = field_of(inputs[0] if len(inputs) == 1 else list(inputs))
+        geometry = _geometry(module)
+        if rf is not None and geometry is not None:
+            (k, _), (s, _), (d, _) = geometry
+            rf, jump = rf + (k - 1) * d * jump, jump * s
+        if isinstance(module, (Flatten, GlobalAvgPool2d, nn.Linear, nn.AdaptiveAvgPool2d, nn.Flatten)):
+            rf, jump = None, None
+        if leaf:
+            for out in outputs:
+                fields[id(out)] = (rf, jump)
+                alive.append(out)
+            last[0] = (rf, jump)
+        else:
+            rf, jump = field_of(outputs)
+        own = sum(p.numel() for p in module.parameters(recurse=False) if p.requires_grad)
+        frozen = sum(p.numel() for p in module.parameters(recurse=False) if not p.requires_grad)
+        frozen += sum(b.numel() for n, b in module.named_buffers(recurse=False)
+                      if b.is_floating_point() and n in module.state_dict(keep_vars=True))
+        if not (leaf or own or frozen):
+            return
+        first = output[0] if isinstance(output, (list, tuple)) else output
+        shape = list(first.shape[1:]) if isinstance(first, torch.Tensor) else []
+        rows.append(LayerRow(qualified, type(module).__name__, shape, own, frozen, layer_macs(module, first),
+                             rf, jump, _formula(module, own)))
+
+    names = {m: n for n, m in model.named_modules() if n}
+    handles = [m.register_forward_hook(hook) for m in names]
+    handles += [m.register_forward_pre_hook(enter) for m in names if any(True for _ in m.children())]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape), device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return Summary(name or getattr(model, "model_name", type(model).__name__), list(input_shape), rows)
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...], device: str | torch.device = "meta") -> int:

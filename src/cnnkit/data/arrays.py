@@ -58,7 +58,8 @@ def load_npz(path: Path) -> ImageDataset:
     if len(x) != len(y):
         raise CnnkitError(f"{path}: {len(x)} images but {len(y)} labels")
     labels, names = labels_from(np.asarray(y), path)
-    return ImageDataset(torch.tensor(to_nchw(x, path), dtype=torch.float32), labels, names, source=str(path))
+    images = torch.tensor(to_nchw(x, path), dtype=torch.float32)
+    return ImageDataset(images, labels, names, source=str(path), pixel_max=pixel_max(images))
 
 
 def load_csv(path: Path) -> ImageDataset:
@@ -90,7 +91,12 @@ def load_csv(path: Path) -> ImageDataset:
         raise CnnkitError(f"{path}: non-finite pixel or label values")
     labels, names = labels_from(values[:, 0], path)
     images = torch.tensor(values[:, 1:].reshape(-1, 1, side, side))
-    return ImageDataset(images, labels, names, source=str(path))
+    return ImageDataset(images, labels, names, source=str(path), pixel_max=pixel_max(images))
+
+
+def pixel_max(images: torch.Tensor) -> float:
+    """White is 1.0 for arrays already in [0, 1], else 255."""
+    return 1.0 if images.numel() and float(images.max()) <= 1.0 else 255.0
 
 
 def _is_number(text: str) -> bool:

@@ -17,6 +17,7 @@ class ImageDataset:
     labels: torch.Tensor
     class_names: list[str]
     source: str = ""
+    pixel_max: float = 255.0  # the value of a white pixel in this data (digits: 16); image files map 255 to it
 
     def __post_init__(self) -> None:
         if self.images.dim() != 4:
@@ -39,7 +40,7 @@ class ImageDataset:
 
     def subset(self, index: torch.Tensor) -> ImageDataset:
         """The images at `index`, same class names."""
-        return ImageDataset(self.images[index], self.labels[index], self.class_names, self.source)
+        return ImageDataset(self.images[index], self.labels[index], self.class_names, self.source, self.pixel_max)
 
 
 def classes_from_labels(labels: torch.Tensor) -> list[str]:

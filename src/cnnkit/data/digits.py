@@ -13,4 +13,4 @@ def load_digits_dataset() -> ImageDataset:
     digits = load_digits()
     images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1)
     labels = torch.tensor(digits.target, dtype=torch.long)
-    return ImageDataset(images, labels, [str(i) for i in range(10)], source="digits")
+    return ImageDataset(images, labels, [str(i) for i in range(10)], source="digits", pixel_max=16.0)

@@ -52,4 +52,4 @@ def resize_images(dataset: ImageDataset, image_size: tuple[int, int] | None) -> 
     import torch.nn.functional as F
 
     images = F.interpolate(dataset.images, size=image_size, mode="bilinear", antialias=True, align_corners=False)
-    return ImageDataset(images, dataset.labels, dataset.class_names, dataset.source)
+    return ImageDataset(images, dataset.labels, dataset.class_names, dataset.source, dataset.pixel_max)

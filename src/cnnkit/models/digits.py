@@ -62,7 +62,7 @@ def digitsnet(
 class DigitsCNN(Classifier):
     """cnnkit's default digits model: two conv-BN-ReLU pairs per stage, two SAME max-pool stages, dropout, FC.
 
-    8x8 -> 4x4 -> 2x2 with `width` and 2*`width` maps; about 24k parameters at width 16.
+    8x8 -> 4x4 -> 2x2 with `width` and 2*`width` maps; 17,850 parameters at width 16.
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: tuple[int, int] = (8, 8),

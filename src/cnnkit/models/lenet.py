@@ -34,6 +34,7 @@ class Subsampling(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
+        self.kernel_size, self.stride = 2, 2
         self.coefficient = nn.Parameter(torch.full((channels,), 0.25))
         self.bias = nn.Parameter(torch.zeros(channels))
 

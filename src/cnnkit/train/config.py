@@ -57,6 +57,7 @@ class TrainConfig:
     eval_mode: str = "population"  # 'batch': BN uses the evaluated batch's statistics, as the article does
     sync_bn: bool = False
     compile: str = "off"
+    tensorboard: bool = False
     recipe: str = "default"
 
     def validate(self) -> TrainConfig:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TextIO
 
 from tqdm import tqdm
 
+from cnnkit.errors import CnnkitError
 from cnnkit.train.config import TrainConfig
 
 
@@ -18,8 +20,16 @@ class EpochLog:
     """One line per evaluated epoch (plain), or a progress bar whose postfix shows the latest metrics (TTY)."""
 
     def __init__(self, config: TrainConfig, enabled: bool, progress: bool | None, start_epoch: int,
-                 stream: TextIO | None = None) -> None:
+                 stream: TextIO | None = None, tensorboard_dir: Path | None = None) -> None:
         self.config, self.enabled, self.stream = config, enabled, stream or sys.stdout
+        self.writer = None
+        if enabled and tensorboard_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise CnnkitError("--tensorboard needs the tensorboard package: pip install 'cnnkit[tensorboard]'") \
+                    from None
+            self.writer = SummaryWriter(str(tensorboard_dir))
         tty = sys.stderr.isatty() if progress is None else progress
         self.bar = None
         if enabled and tty:
@@ -30,6 +40,10 @@ class EpochLog:
         """Report one finished epoch."""
         if not self.enabled:
             return
+        if self.writer is not None:
+            for key, value in record.items():
+                if key not in ("epoch", "step") and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, record["epoch"])
         evaluated = "val_accuracy" in record or "article_train_accuracy" in record
         if self.bar is not None:
             self.bar.update(1)
@@ -59,6 +73,9 @@ class EpochLog:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
     def final(self, final: dict, best: dict | None) -> None:
         """The closing lines: held-out test accuracy (and the article-style figure for the seed recipe)."""

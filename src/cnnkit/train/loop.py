@@ -210,7 +210,8 @@ def _fit(config, out, overwrite, resume, progress, stop_after_epochs, world: Wor
     total_steps = per_epoch * config.epochs
     loss_fn = make_loss(config.loss, config.label_smoothing)
     scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
-    log = EpochLog(config, world.is_main, progress, start_epoch, stream)
+    tensorboard_dir = out / "tensorboard" if config.tensorboard and out is not None else None
+    log = EpochLog(config, world.is_main, progress, start_epoch, stream, tensorboard_dir)
     best_state = None
     if resume and best is not None and (out / "best.json").exists():
         best_state = {k[6:]: v for k, v in load_checkpoint(out / "best")[0].items() if k.startswith("model.")}
@@ -298,6 +299,7 @@ def _meta(config: TrainConfig, data: PreparedData, spec: dict, record: dict, epo
     return {"model": spec, "class_names": data.dataset.class_names, "metrics": dict(record), "epoch": epoch,
             "global_step": step, "best": best, "config": config.to_dict(),
             "data": {"source": data.dataset.source, "image_shape": list(data.dataset.image_shape),
+                     "pixel_max": data.dataset.pixel_max, "split_seed": config.seed,
                      "train": len(data.train[1]), "val": len(data.val[1]), "test": len(data.test[1])}}
 
 

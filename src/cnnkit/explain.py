@@ -1,0 +1,93 @@
+"""`cnnkit explain`: how a conv or pool window pads and scans an input, in numbers and pictures."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from cnnkit.arithmetic import effective_kernel, output_size, padding_mode, same_padding  # noqa: E402
+from cnnkit.errors import CnnkitError  # noqa: E402
+
+
+def explain_window(kind: str, size: tuple[int, int], kernel: int, stride: int = 1, padding: str | int = "valid",
+                   dilation: int = 1) -> dict:
+    """Pads on each side, output size and the formula behind it, for a conv or pool window on an H x W input."""
+    if kind not in ("conv", "pool"):
+        raise CnnkitError(f"explain takes 'conv' or 'pool'; received {kind!r}")
+    mode = padding_mode(padding)
+    extent = effective_kernel(kernel, dilation)
+    pads, outs, formulas = [], [], []
+    for axis, n in zip(("height", "width"), size, strict=True):
+        out = output_size(n, kernel, stride, padding, dilation)
+        if mode == "same":
+            before, after = same_padding(n, kernel, stride, dilation)
+            formulas.append(f"{axis}: SAME out = ceil({n} / {stride}) = {out}; total pad = max(({out} - 1) * {stride} "
+                            f"+ {extent} - {n}, 0) = {before + after}, split {before} before / {after} after")
+        elif mode == "valid":
+            before = after = 0
+            formulas.append(f"{axis}: VALID out = ceil(({n} - {extent} + 1) / {stride}) = {out}")
+        else:
+            before = after = mode[0] if axis == "height" else mode[1]
+            formulas.append(f"{axis}: out = floor(({n} + 2*{before} - {extent}) / {stride}) + 1 = {out}")
+        pads.append((before, after))
+        outs.append(out)
+    return {"kind": kind, "input": list(size), "kernel": kernel, "stride": stride, "dilation": dilation,
+            "padding": mode if isinstance(mode, str) else list(mode), "pad_top": pads[0][0], "pad_bottom": pads[0][1],
+            "pad_left": pads[1][0], "pad_right": pads[1][1], "output": outs, "formulas": formulas}
+
+
+def _frame(info: dict, position: tuple[int, int] | None) -> plt.Figure:
+    """The padded input grid; with `position`, the receptive field of that output cell."""
+    (h, w), k, s, d = info["input"], info["kernel"], info["stride"], info["dilation"]
+    top, left = info["pad_top"], info["pad_left"]
+    total_h, total_w = h + top + info["pad_bottom"], w + left + info["pad_right"]
+    fig, ax = plt.subplots(figsize=(max(3.0, 0.45 * total_w + 1.5), max(3.0, 0.45 * total_h + 1.2)))
+    for r in range(total_h):
+        for c in range(total_w):
+            real = top <= r < top + h and left <= c < left + w
+            ax.add_patch(Rectangle((c, r), 1, 1, facecolor="white" if real else "#d9d9d9", edgecolor="#999999",
+                                   hatch=None if real else "//", linewidth=0.6))
+    positions = [position] if position else [(i, j) for i in range(info["output"][0]) for j in range(info["output"][1])]
+    for i, j in positions:
+        r0, c0 = i * s, j * s
+        cells = [(r0 + a * d, c0 + b * d) for a in range(k) for b in range(k)]
+        for r, c in cells:
+            ax.add_patch(Rectangle((c, r), 1, 1, facecolor="tab:orange", alpha=0.55 if position else 0.08))
+        if position:
+            ax.add_patch(Rectangle((c0, r0), (k - 1) * d + 1, (k - 1) * d + 1, fill=False, edgecolor="tab:red", lw=2))
+    ax.set_xlim(0, total_w)
+    ax.set_ylim(total_h, 0)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    where = f"output cell ({position[0]}, {position[1]})" if position else "all windows"
+    ax.set_title(f"{info['kind']} {k}x{k}/{s} {info['padding']} on {h}x{w} -> {info['output'][0]}x"
+                 f"{info['output'][1]}: {where}\n(grey hatched = padding)", fontsize=9)
+    return fig
+
+
+def draw_window(info: dict, path: Path, gif: bool = False) -> Path:
+    """A PNG of the first output cell's receptive field over the padded input, or an animated GIF of the scan."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not gif:
+        fig = _frame(info, (0, 0))
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        return path
+    frames = []
+    for i in range(info["output"][0]):
+        for j in range(info["output"][1]):
+            fig = _frame(info, (i, j))
+            buffer = io.BytesIO()
+            fig.savefig(buffer, dpi=80, format="png")
+            plt.close(fig)
+            frames.append(Image.open(io.BytesIO(buffer.getvalue())).convert("P", palette=Image.Palette.ADAPTIVE))
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=500, loop=0)
+    return path

@@ -1,0 +1,167 @@
+"""evaluate, predict, models, summary, explain, visualize and report on real checkpoints and registry models."""
+
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnkit.cli import main
+from cnnkit.explain import explain_window
+from cnnkit.inference import evaluate_trained, evaluation_data, load_trained, predict, read_image_files
+from cnnkit.models import get_model, list_models
+from cnnkit.summary import summarize
+from cnnkit.train import TrainConfig, fit
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("inspect") / "run"
+    fit(TrainConfig(epochs=4, tensorboard=True), out=out, progress=False)
+    return out
+
+
+def test_summary_of_digitsnet_by_hand():
+    rows = {r.name: r for r in summarize(get_model("digitsnet"), (1, 8, 8)).rows}
+    conv1, conv2, bn, pool = (rows[f"features.{n}"] for n in ("conv1", "conv2", "bn2", "pool2"))
+    fc1, out = rows["head.fc1"], rows["head.out"]
+    assert (conv1.trainable, conv1.macs, conv1.output_shape) == (100, 8 * 8 * 10 * 3 * 3, [10, 8, 8])
+    assert (conv2.trainable, conv2.macs, conv2.output_shape) == (455, 4 * 4 * 5 * 3 * 3 * 10, [5, 4, 4])
+    assert (bn.trainable, bn.non_trainable) == (10, 10)  # gamma/beta; population mean/variance
+    assert (fc1.trainable, fc1.macs, out.trainable, out.macs) == (1_050, 20 * 50, 510, 50 * 10)
+    assert conv1.formula == "(3*3*1+1)*10 = 100" and fc1.formula == "(20+1)*50 = 1,050"
+    # Receptive fields: 3 (conv1), 3 + 2*1 = 5 with jump 2 (conv2), 5 + 2*2 = 9 with jump 4 (pool2).
+    assert [(r.receptive_field, r.jump) for r in (conv1, conv2, pool)] == [(3, 1), (5, 2), (9, 4)]
+    assert "features.pool1" not in rows  # the article's dead layer never runs
+
+
+def test_summary_totals_match_torch_and_resnet18_arithmetic():
+    model = get_model("resnet18", input_size=224)
+    summary = summarize(model, (3, 224, 224))
+    assert summary.totals["trainable"] == sum(p.numel() for p in model.parameters()) == 11_689_512
+    bn_buffers = sum(m.running_mean.numel() * 2 for m in model.modules() if hasattr(m, "running_mean"))
+    assert summary.totals["non_trainable"] == bn_buffers
+    assert abs(summary.totals["macs"] / 1e9 - 1.8) < 0.05  # the paper's 1.8 GFLOPs
+    # Receptive field along the main path: 7x7/2 stem -> 7 (jump 2); 3x3/2 pool -> 11 (jump 4); four 3x3 -> 43;
+    # then each later stage: a strided 3x3 (field + 2*jump, jump doubles) and three more 3x3 convs.
+    rf, jump = 7, 2
+    rf, jump = rf + 2 * jump, jump * 2
+    rf += 4 * 2 * jump
+    for _ in range(3):
+        rf, jump = rf + 2 * jump, jump * 2
+        rf += 3 * 2 * jump
+    assert rf == 435
+    last_conv = [r for r in summary.rows if r.type == "Conv2d"][-1]
+    assert (last_conv.receptive_field, last_conv.jump) == (435, 32)
+
+
+def test_predict_one_image_alone_equals_in_batch_and_png_roundtrip(run_dir, tmp_path):
+    trained = load_trained(run_dir)
+    images, labels, _ = evaluation_data(trained, None)
+    batch = predict(trained, images[:20])
+    alone = [predict(trained, images[i:i + 1])[0] for i in range(20)]
+    assert [b["class"] for b in batch] == [a["class"] for a in alone]
+    assert all(abs(b["probability"] - a["probability"]) < 1e-5 for a, b in zip(alone, batch, strict=True))
+    # The same digits as 8-bit PNG files (0..16 scaled to 0..255) get the same answers.
+    paths = []
+    for i in range(5):
+        path = tmp_path / f"d{i}.png"
+        Image.fromarray((images[i, 0].numpy() * 255 / 16).round().astype(np.uint8)).save(path)
+        paths.append(path)
+    from_files = predict(trained, read_image_files(paths, trained))
+    assert [r["class"] for r in from_files] == [b["class"] for b in batch[:5]]
+    assert abs(sum(t["probability"] for t in batch[0]["top"]) - 1) < 1 and len(batch[0]["top"]) == 3
+
+
+def test_evaluate_metrics_are_consistent(run_dir):
+    trained = load_trained(run_dir)
+    images, labels, _ = evaluation_data(trained, None)
+    metrics = evaluate_trained(trained, images, labels)
+    confusion = np.array(metrics["confusion_matrix"])
+    assert confusion.sum() == metrics["count"] == 360
+    assert metrics["accuracy"] == pytest.approx(np.trace(confusion) / confusion.sum())
+    recall = [c["recall"] for c in metrics["per_class"]]
+    np.testing.assert_allclose(recall, np.diag(confusion) / confusion.sum(1))
+    assert metrics["top5_accuracy"] >= metrics["accuracy"]
+
+
+def test_cli_evaluate_predict_summary_models(run_dir, tmp_path, capsys):
+    assert main(["evaluate", str(run_dir), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["count"] == 360 and len(report["per_class"]) == 10
+    np.save(tmp_path / "x.npy", np.zeros((8, 8), dtype=np.float32))
+    assert main(["predict", str(run_dir), str(tmp_path / "x.npy"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["input"].endswith("x.npy")
+    np.save(tmp_path / "rgb.npy", np.zeros((3, 8, 8), dtype=np.float32))
+    assert main(["predict", str(run_dir), str(tmp_path / "rgb.npy")]) == 2
+    assert "the model expects (N, 1, 8, 8) (1 channel(s))" in capsys.readouterr().err
+    assert main(["summary", "digitsnet", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["totals"]["trainable"] == 2_125
+    assert main(["summary", str(run_dir)]) == 0
+    assert "trainable parameters 17,850" in capsys.readouterr().out
+    assert main(["models", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(list_models()) and rows["lenet5"]["parameters"] == 60_000
+
+
+def test_explain_numbers_and_pictures(tmp_path, capsys):
+    info = explain_window("conv", (5, 5), 2, 2, "same")
+    assert (info["pad_top"], info["pad_bottom"], info["pad_left"], info["pad_right"]) == (0, 1, 0, 1)
+    assert info["output"] == [3, 3]
+    assert explain_window("pool", (7, 6), 3, 2, "valid")["output"] == [3, 2]
+    assert main(["explain", "conv", "--input", "5x5", "--kernel", "2", "--stride", "2", "--gif",
+                 "--out", str(tmp_path / "scan.gif")]) == 0
+    assert "split 0 before / 1 after" in capsys.readouterr().out
+    with Image.open(tmp_path / "scan.gif") as gif:
+        assert gif.n_frames == 9  # one frame per output cell
+    assert main(["explain", "pool", "--input", "2x2", "--kernel", "3", "--padding", "valid"]) == 2
+    assert "larger than the VALID input" in capsys.readouterr().err
+
+
+def test_visualize_files_and_errors(run_dir, tmp_path, capsys):
+    image = tmp_path / "digit.png"
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(image)
+    assert main(["visualize", str(run_dir), "--image", str(image), "--layers", "features.0,features.7",
+                 "--out", str(tmp_path / "vis")]) == 0
+    names = sorted(p.name for p in (tmp_path / "vis").iterdir())
+    assert names == ["features_features_0.png", "features_features_7.png", "filters.png"]
+    with Image.open(tmp_path / "vis" / "filters.png") as png:
+        assert png.size[0] > 200
+    assert main(["visualize", str(run_dir), "--image", str(image), "--layers", "conv9"]) == 2
+    assert "no layer named 'conv9'; layers: features, features.0" in capsys.readouterr().err
+    assert main(["visualize", "resnet18", "--image", str(image), "--out", str(tmp_path / "rv")]) == 0  # RGB model
+    assert (tmp_path / "rv" / "filters.png").exists()
+
+
+def test_tensorboard_logs_were_written(run_dir):
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_report_renders_in_headless_chromium(run_dir, tmp_path):
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "report.html")]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("<img") == len(re.findall(r'src="data:image/png;base64,', page)) >= 6
+    assert "http://" not in page and "https://" not in page  # self-contained
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser, "the report test needs Debian's chromium (apt-get install chromium); .ci/run installs it"
+    probe = ("<script>window.__errors=0;window.addEventListener('error',()=>window.__errors++,true);"
+             "const e=console.error;console.error=(...a)=>{window.__errors++;e(...a)};"
+             "window.addEventListener('load',()=>{const i=[...document.images];"
+             "document.title='IMAGES '+i.filter(x=>x.complete&&x.naturalWidth>0).length+'/'+i.length+"
+             "' ERRORS '+window.__errors;});</script>")
+    (tmp_path / "probe.html").write_text(page.replace("<head>", "<head>" + probe, 1))
+    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+                           "--dump-dom", (tmp_path / "probe.html").as_uri()], capture_output=True, text=True,
+                          timeout=120)
+    title = re.search(r"<title>(IMAGES (\d+)/(\d+) ERRORS (\d+))</title>", done.stdout)
+    assert title, done.stdout[:500] + done.stderr[-1000:]
+    loaded, total, errors = map(int, title.groups()[1:])
+    assert loaded == total == page.count("<img") and errors == 0
+
+
+def test_summary_of_unknown_name(capsys):
+    assert main(["summary", "nosuchmodel"]) == 2
+    assert "neither a registered model" in capsys.readouterr().err
