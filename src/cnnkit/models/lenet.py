@@ -83,7 +83,7 @@ class RBFOutput(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Negative squared Euclidean distance to each class code."""
-        return -torch.cdist(x, self.codes).square()
+        return -(x[:, None, :] - self.codes).square().sum(dim=-1)  # (N, classes); exports to plain ONNX ops
 
 
 class LeNet5(Classifier):

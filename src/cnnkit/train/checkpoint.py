@@ -65,7 +65,7 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
 
 def save_checkpoint(
     path: Path, model: nn.Module, meta: dict, preprocessing: Preprocessing | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: torch.optim.Optimizer | None = None, extra: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write `path`.safetensors (weights, preprocessing, optimiser state, RNG) and `path`.json (metadata)."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -77,6 +77,7 @@ def save_checkpoint(
         optim_tensors, groups = optimizer_tensors(optimizer)
         tensors.update(optim_tensors)
         meta["optimizer_param_groups"] = groups
+    tensors.update(extra or {})
     tensors["rng.torch"] = torch.get_rng_state()
     # Weights first, metadata last: a reader that finds the JSON finds the weights that belong to it.
     atomic_write(path.with_suffix(".safetensors"), save_safetensors(tensors))

@@ -56,7 +56,7 @@ class TrainConfig:
     eval_every: int = 1
     eval_mode: str = "population"  # 'batch': BN uses the evaluated batch's statistics, as the article does
     sync_bn: bool = False
-    compile: str = "off"
+    compile: str = "auto"  # auto: compile runs long enough for it to pay (>= 20,000 steps)
     tensorboard: bool = False
     recipe: str = "default"
 

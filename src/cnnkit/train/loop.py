@@ -22,6 +22,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.layers.batchnorm import BatchNorm2d, batch_statistics, recompute_batchnorm_stats
 from cnnkit.models import get_model
 from cnnkit.train.checkpoint import atomic_write, load_checkpoint, restore_optimizer, save_checkpoint
+from cnnkit.train.compiled import CompiledStep, should_compile
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.data import PreparedData, prepare_data
 from cnnkit.train.distributed import World, all_sum, setup_world, teardown
@@ -75,7 +76,7 @@ def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimiz
 def train_one_epoch(
     model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], optimizer: torch.optim.Optimizer,
     loss_fn: Callable, lr_of_step: Callable[[int], float], step: int, config: TrainConfig, device: torch.device,
-    generator: torch.Generator, scaler: torch.amp.GradScaler | None = None,
+    generator: torch.Generator, scaler: torch.amp.GradScaler | None = None, compiled: CompiledStep | None = None,
 ) -> tuple[int, dict]:
     """One pass over `batches`; returns the next step and summed loss/correct/count tensors (no per-step syncs)."""
     model.train()
@@ -88,31 +89,38 @@ def train_one_epoch(
             x = random_shift(x, config.shift, generator)
         if config.flip:
             x = random_flip(x, generator)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_of_step(step)
-        with autocast(config, device):
-            output = model(x)
-            loss = loss_fn(output, y)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
+        if compiled is not None:
+            detached, logits = compiled(x, y, lr_of_step(step))
         else:
-            loss.backward()
-        if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        detached = loss.detach()
+            detached, logits = _eager_step(model, x, y, optimizer, loss_fn, lr_of_step(step), config, device, scaler)
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached), batch_index, first_bad)
         loss_sum += detached * len(y)
-        correct += (main_logits(output).argmax(1) == y).sum()
+        correct += (logits.argmax(1) == y).sum()
         count += len(y)
         step += 1
     return step, {"loss_sum": loss_sum, "correct": correct, "count": count, "first_bad": first_bad}
+
+
+def _eager_step(model, x, y, optimizer, loss_fn, lr, config, device, scaler) -> tuple[torch.Tensor, torch.Tensor]:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast(config, device):
+        output = model(x)
+        loss = loss_fn(output, y)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if config.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return loss.detach(), main_logits(output).detach()
 
 
 @torch.no_grad()
@@ -189,9 +197,9 @@ def _fit(config, out, overwrite, resume, progress, stop_after_epochs, world: Wor
     model = get_model(spec["name"], num_classes=spec["num_classes"], in_channels=spec["in_channels"],
                       input_size=tuple(spec["input_size"]), **spec["options"]).to(device)
     optimizer = make_optimizer(config, model)
-    start_epoch, step, best, history = 1, 0, None, []
+    start_epoch, step, best, history, saved = 1, 0, None, [], None
     if resume:
-        start_epoch, step, best, history = _restore(out, model, optimizer)
+        start_epoch, step, best, history, saved = _restore(out, model)
     if world.is_main and out is not None and not resume:
         atomic_write(out / "config.json", json.dumps(config.to_dict(), indent=1).encode())
     train_model = model
@@ -209,6 +217,18 @@ def _fit(config, out, overwrite, resume, progress, stop_after_epochs, world: Wor
         )
     total_steps = per_epoch * config.epochs
     loss_fn = make_loss(config.loss, config.label_smoothing)
+    compiled = None
+    say = print if world.is_main else (lambda _text: None)
+    if should_compile(config, total_steps, world.size, say):
+        compiled = CompiledStep(model, config, loss_fn, tuple(spec["input_size"]))
+    if saved is not None:
+        if compiled is not None and "optim.flat.exp_avg" in saved:
+            compiled.load_state_tensors(saved)
+        elif compiled is None and "optim.flat.exp_avg" not in saved:
+            restore_optimizer(optimizer, saved, load_checkpoint(out / "last")[1]["optimizer_param_groups"])
+        else:
+            raise CnnkitError(f"{out}: the run was saved with compile={'on' if compiled is None else 'off'}; "
+                              "resume it with the same --compile setting")
     scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
     tensorboard_dir = out / "tensorboard" if config.tensorboard and out is not None else None
     log = EpochLog(config, world.is_main, progress, start_epoch, stream, tensorboard_dir)
@@ -224,7 +244,7 @@ def _fit(config, out, overwrite, resume, progress, stop_after_epochs, world: Wor
         batches = tensor_batches(x_train, y_train, config.batch_size, order, config.drop_last, world.rank, world.size)
         step, sums = train_one_epoch(train_model, batches, optimizer, loss_fn,
                                      lambda s: lr_at(s, total_steps, per_epoch, config), step, config, device,
-                                     generator, scaler)
+                                     generator, scaler, compiled)
         for key in ("loss_sum", "correct"):
             all_sum(sums[key], world)
         count = sums["count"] * world.size
@@ -256,7 +276,8 @@ def _fit(config, out, overwrite, resume, progress, stop_after_epochs, world: Wor
         log.epoch(record)
         if world.is_main and out is not None and evaluate_now:
             meta = _meta(config, data, spec, record, epoch, step, best)
-            save_checkpoint(out / "last", model, meta, data.preprocessing, optimizer)
+            save_checkpoint(out / "last", model, meta, data.preprocessing, None if compiled else optimizer,
+                            compiled.state_tensors() if compiled else None)
             with open(out / "metrics.jsonl", "a") as file:
                 file.write(json.dumps(record) + "\n")
         stale = best is not None and epoch - best["epoch"] >= config.patience
@@ -303,19 +324,18 @@ def _meta(config: TrainConfig, data: PreparedData, spec: dict, record: dict, epo
                      "train": len(data.train[1]), "val": len(data.val[1]), "test": len(data.test[1])}}
 
 
-def _restore(out: Path | None, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, int, dict, list]:
+def _restore(out: Path | None, model: nn.Module) -> tuple[int, int, dict, list, dict]:
     if out is None or not (out / "last.json").exists():
         raise CnnkitError(f"{out}: nothing to resume (no last.json checkpoint)")
     tensors, meta = load_checkpoint(out / "last")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    restore_optimizer(optimizer, tensors, meta["optimizer_param_groups"])
     torch.set_rng_state(tensors["rng.torch"])
     history = []
     if (out / "metrics.jsonl").exists():
         lines = (out / "metrics.jsonl").read_text().splitlines()
         history = [r for r in map(json.loads, lines) if "epoch" in r and r["epoch"] <= meta["epoch"]]
         atomic_write(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
-    return meta["epoch"] + 1, meta["global_step"], meta.get("best"), history
+    return meta["epoch"] + 1, meta["global_step"], meta.get("best"), history, tensors
 
 
 def _sync_buffers(model: nn.Module, world: World) -> None:
