@@ -58,6 +58,7 @@ class TrainConfig:
     sync_bn: bool = False
     compile: str = "auto"  # auto: compile runs long enough for it to pay (>= 20,000 steps)
     tensorboard: bool = False
+    channels_last: bool = False
     recipe: str = "default"
 
     def validate(self) -> TrainConfig:

@@ -87,6 +87,8 @@ def train_one_epoch(
     for batch_index, (x, y) in enumerate(batches):
         if config.shift:
             x = random_shift(x, config.shift, generator)
+        if config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         if config.flip:
             x = random_flip(x, generator)
         if compiled is not None:
@@ -168,24 +170,26 @@ def prepare_run_dir(out: Path, overwrite: bool) -> None:
 def fit(
     config: TrainConfig, out: str | Path | None = None, overwrite: bool = False, resume: bool = False,
     progress: bool | None = None, stop_after_epochs: int | None = None, stream: TextIO | None = None,
+    epoch_callback: Callable[[int, nn.Module], None] | None = None,
 ) -> RunResult:
     """Train per `config`; with `out`, keep config, metrics and checkpoints there (rank 0 only).
 
     `resume=True` continues the run in `out` from its last checkpoint. `stop_after_epochs` ends this call early,
-    as an interruption would (for tests of resume).
+    as an interruption would (for tests of resume). `epoch_callback(epoch, model)` runs after each epoch
+    (benchmarks use it to watch held-out accuracy).
     """
     config.validate()
     started = time.perf_counter()
     world = setup_world(config.device)
     try:
         return _fit(config, Path(out) if out else None, overwrite, resume, progress, stop_after_epochs, world, started,
-                    stream)
+                    stream, epoch_callback)
     finally:
         teardown(world)
 
 
 def _fit(config, out, overwrite, resume, progress, stop_after_epochs, world: World, started: float,
-         stream) -> RunResult:
+         stream, epoch_callback) -> RunResult:
     device = world.device
     if config.precision == "fp16" and device.type != "cuda":
         raise CnnkitError("precision fp16 (AMP with loss scaling) needs a CUDA device; use bf16 on CPU")
@@ -196,6 +200,8 @@ def _fit(config, out, overwrite, resume, progress, stop_after_epochs, world: Wor
     spec = model_spec(config, data)
     model = get_model(spec["name"], num_classes=spec["num_classes"], in_channels=spec["in_channels"],
                       input_size=tuple(spec["input_size"]), **spec["options"]).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model)
     start_epoch, step, best, history, saved = 1, 0, None, [], None
     if resume:
@@ -273,6 +279,8 @@ def _fit(config, out, overwrite, resume, progress, stop_after_epochs, world: Wor
                                     data.preprocessing)
         record["seconds"] = round(time.perf_counter() - epoch_started, 4)
         history.append(record)
+        if epoch_callback is not None:
+            epoch_callback(epoch, model)
         log.epoch(record)
         if world.is_main and out is not None and evaluate_now:
             meta = _meta(config, data, spec, record, epoch, step, best)
