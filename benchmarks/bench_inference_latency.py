@@ -31,13 +31,13 @@ def run(quick: bool = False) -> dict:
         repeats = 20 if quick else (300 if name == "digitsnet" else 40)
         row = {"model": name, "input": "x".join(map(str, shape))}
         with torch.no_grad():
-            row["eager"] = timings(lambda m=model: m(x), repeats)
+            row["eager"] = timings(lambda m=model, x=x: m(x), repeats)
             if not quick or name == "digitsnet":
                 compiled = torch.compile(model)
                 started = time.perf_counter()
                 compiled(x)
                 row["compile_seconds"] = round(time.perf_counter() - started, 1)
-                row["compiled"] = timings(lambda c=compiled: c(x), repeats)
+                row["compiled"] = timings(lambda c=compiled, x=x: c(x), repeats)
         try:
             import onnxruntime as ort
 

@@ -65,7 +65,8 @@ def measure(name: str, channels: int, size: int, precision: str, channels_last: 
             model(x)
 
     results = {}
-    for label, fns in (("train", (ours_train, plain_train)), ("inference", (lambda: infer(ours), lambda: infer(plain)))):
+    pairs = (("train", (ours_train, plain_train)), ("inference", (lambda: infer(ours), lambda: infer(plain))))
+    for label, fns in pairs:
         for fn in fns:
             fn()  # warm-up (and compilation)
         times = ([], [])
@@ -75,7 +76,8 @@ def measure(name: str, channels: int, size: int, precision: str, channels_last: 
                 fn()
                 bucket.append(time.perf_counter() - started)
         ours_s, plain_s = statistics.median(times[0]), statistics.median(times[1])
-        results[label] = {"cnnkit_images_per_s": round(BATCH / ours_s, 1), "plain_images_per_s": round(BATCH / plain_s, 1),
+        results[label] = {"cnnkit_images_per_s": round(BATCH / ours_s, 1),
+                          "plain_images_per_s": round(BATCH / plain_s, 1),
                           "cnnkit_overhead": round(ours_s / plain_s - 1, 3)}
     return results
 

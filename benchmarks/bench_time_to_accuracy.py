@@ -3,6 +3,8 @@ cnnkit's default recipe vs the article's seed recipe (run under a time budget)."
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import time
 
@@ -15,8 +17,8 @@ from cnnkit.train.data import prepare_data
 THRESHOLDS = (0.98, 0.99)
 
 
-class _Budget(Exception):
-    pass
+class BudgetSpentError(Exception):
+    """Stops a run once its thresholds are reached or its time is up."""
 
 
 def time_to(config: TrainConfig, budget_s: float) -> dict:
@@ -37,14 +39,12 @@ def time_to(config: TrainConfig, budget_s: float) -> dict:
                 reached[threshold] = now - started - spent_checking
         spent_checking += time.perf_counter() - now
         if all(v is not None for v in reached.values()) and config.recipe == "seed":
-            raise _Budget
+            raise BudgetSpentError
         if now - started - spent_checking > budget_s:
-            raise _Budget
+            raise BudgetSpentError
 
-    try:
-        fit(config, progress=False, epoch_callback=check, stream=open("/dev/null", "w"))  # noqa: SIM115
-    except _Budget:
-        pass
+    with contextlib.suppress(BudgetSpentError), open(os.devnull, "w") as quiet:
+        fit(config, progress=False, epoch_callback=check, stream=quiet)
     return {"seconds_to": {f"{t:.0%}": None if v is None else round(v, 2) for t, v in reached.items()},
             "final_accuracy": round(accuracies[-1], 4) if accuracies else None,
             "training_seconds": round(time.perf_counter() - started - spent_checking, 2)}
@@ -59,7 +59,8 @@ def run(quick: bool = False) -> dict:
         values = [r["seconds_to"][key] for r in runs]
         return round(statistics.mean(values), 2) if all(v is not None for v in values) else None
 
-    summary = {key: {"default_recipe_s": mean(default, key), "seed_recipe_s": mean(seed, key)} for key in ("98%", "99%")}
+    summary = {key: {"default_recipe_s": mean(default, key), "seed_recipe_s": mean(seed, key)}
+               for key in ("98%", "99%")}
     return {"machine": machine(), "targets_s": {"98%": 1.0, "99%": 3.0}, "mean_over_seeds": summary,
             "default_recipe_final_accuracy_mean": round(statistics.mean(r["final_accuracy"] for r in default), 4),
             "default_recipe_training_seconds_mean": round(statistics.mean(r["training_seconds"] for r in default), 2),
