@@ -8,6 +8,7 @@ import sys
 
 from cnnkit import __version__
 from cnnkit.cli_inspect import add_inspect_parsers
+from cnnkit.cli_io import add_io_parsers
 from cnnkit.cli_train import add_train_parser
 from cnnkit.errors import CnnkitError
 
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_train_parser(commands)
     add_inspect_parsers(commands)
+    add_io_parsers(commands)
     return parser
 
 

@@ -184,7 +184,10 @@ def local_response_normalization(
         raise CnnkitError(f"depth_radius must be >= 0; received depth_radius={depth_radius!r}")
     x = _to_nchw(input, data_format)
     squares = F.pad(x.square(), (0, 0, 0, 0, depth_radius, depth_radius))  # zero maps beyond the edges
-    window_sums = squares.unfold(1, 2 * depth_radius + 1, 1).sum(dim=-1)  # (N, C, H, W)
+    channels = x.shape[1]
+    window_sums = squares[:, :channels]  # sum of 2r+1 shifted slices: exact, and exports as Slice + Add
+    for offset in range(1, 2 * depth_radius + 1):
+        window_sums = window_sums + squares[:, offset:offset + channels]
     return _from_nchw(x / (bias + alpha * window_sums).pow(beta), data_format)
 
 

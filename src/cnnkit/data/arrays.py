@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +50,11 @@ def load_npz(path: Path) -> ImageDataset:
             if "x" not in archive or "y" not in archive:
                 raise CnnkitError(f"{path}: an NPZ dataset needs arrays 'x' and 'y'; found {sorted(archive.files)}")
             x, y = archive["x"], archive["y"]
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as error:
-        raise CnnkitError(f"{path}: not a readable NPZ file without pickles ({error})") from None
+    except CnnkitError:
+        raise
+    except Exception as error:  # noqa: BLE001 - numpy/zipfile fail in many ways on hostile files
+        raise CnnkitError(f"{path}: not a readable NPZ file without pickles ({type(error).__name__}: {error})") \
+            from None
     if x.dtype.kind not in "uif" or not np.all(np.isfinite(x)):
         raise CnnkitError(f"{path}: x must hold finite numbers; found dtype {x.dtype}")
     if len(x) != len(y):

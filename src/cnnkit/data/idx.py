@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from cnnkit.data.dataset import ImageDataset, classes_from_labels
-from cnnkit.data.safety import read_bytes
+from cnnkit.data.safety import gunzip, read_bytes
 from cnnkit.errors import CnnkitError
 
 IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801  # unsigned bytes, 3 and 1 dimensions
@@ -19,10 +18,7 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     """Parse one IDX file, checking its magic number and that its size matches its header."""
     data = read_bytes(path)
     if path.suffix == ".gz":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as error:
-            raise CnnkitError(f"{path}: not a readable gzip file ({error})") from None
+        data = gunzip(data, path)
     if len(data) < 4:
         raise CnnkitError(f"{path}: too short for an IDX header ({len(data)} bytes)")
     found = int.from_bytes(data[:4], "big")

@@ -74,16 +74,20 @@ class BatchNorm2d(nn.Module):
             if self._population is not None:
                 self._gather(flat, reduced)
             y = F.batch_norm(flat, None, None, weight, bias, True, 0.0, self.eps)
-            return y.reshape(x.shape)
+            return self._unflatten(y)
         if self.training and self.sync_world and torch.distributed.is_initialized():
-            return self._synced(flat, weight, bias, reduced).reshape(x.shape)
+            return self._unflatten(self._synced(flat, weight, bias, reduced))
         factor = 0.0
         if self.training:
             self.num_batches_tracked.add_(1)
             factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
         y = F.batch_norm(flat, self.running_mean.view(-1), self.running_var.view(-1), weight, bias,
                          self.training, factor, self.eps)
-        return y.reshape(x.shape)
+        return self._unflatten(y)
+
+    def _unflatten(self, y: torch.Tensor) -> torch.Tensor:
+        # Per neuron the batch was normalised as (N, C*H*W); a constant target shape keeps exports shape-free.
+        return y if self.per == "feature_map" else y.reshape(-1, self.num_features, *self.spatial)
 
     def _synced(self, flat: torch.Tensor, weight, bias, reduced: int) -> torch.Tensor:
         """Training forward with mean/variance over all processes' batches (autograd flows through all_reduce)."""

@@ -65,7 +65,7 @@ class Flatten(nn.Module):
         """Flatten all but the batch axis."""
         if self.order == "NHWC" and x.dim() == 4:
             x = x.permute(0, 2, 3, 1)
-        return x.reshape(x.shape[0], -1)
+        return x.flatten(1)  # exports as one ONNX Flatten, free of shape arithmetic
 
     def extra_repr(self) -> str:
         return f"order={self.order!r}"

@@ -66,8 +66,11 @@ class TFPadding:
         """
         if self.dynamic_same or (self.static_size is not None and tuple(x.shape[-2:]) != self.static_size):
             (kh, kw), (sh, sw), (dh, dw) = self.tf_geometry
-            top, bottom = same_padding(x.shape[-2], kh, sh, dh)
-            left, right = same_padding(x.shape[-1], kw, sw, dw)
+            h, w = x.shape[-2], x.shape[-1]
+            if torch.jit.is_tracing():  # exports fix H and W: bake this size's pads in as constants
+                h, w = int(h), int(w)
+            top, bottom = same_padding(h, kh, sh, dh)
+            left, right = same_padding(w, kw, sw, dw)
             return F.pad(x, (left, right, top, bottom), value=value) if top + bottom + left + right else x
         if self.pads is not None:
             return F.pad(x, self.pads, value=value)

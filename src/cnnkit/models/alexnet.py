@@ -19,7 +19,7 @@ class AlexNet(Classifier):
         widths: the five conv depths (paper: 96, 256, 384, 384, 256; torchvision: 64, 192, 384, 256, 256).
         lrn: the paper's local response normalisation (n=5, alpha=1e-4, beta=0.75, k=2) after conv1 and conv2.
         groups: 2 reproduces the paper's two-GPU split: conv2, conv4 and conv5 only see their own GPU's maps.
-        adaptive_pool: torchvision's adaptive 6x6 average pool before the classifier.
+        adaptive_pool: torchvision's adaptive 6x6 average pool before the classifier (when the maps are larger).
     Inputs under 63x63 get a small-input stem: conv1 5x5 stride 1 SAME and SAME-padded pools (32x32 -> 4x4).
     """
 
@@ -58,8 +58,8 @@ class AlexNet(Classifier):
         for _ in range(3):  # conv2..conv5 keep the size; the three pools shrink it
             size = [output_size(s, 3, 2, pool_pad) for s in size]
         head = nn.Sequential()
-        if adaptive_pool:
-            head.add_module("avgpool", nn.AdaptiveAvgPool2d((6, 6)))
+        if adaptive_pool and min(size) > 6:  # torchvision's adaptive 6x6 pool; at 6x6 and below it would be an
+            head.add_module("avgpool", nn.AdaptiveAvgPool2d((6, 6)))  # identity or an upsampling, so it is left out
             size = [6, 6]
         head.add_module("flatten", layers.Flatten())
         head.add_module("drop6", nn.Dropout(dropout))

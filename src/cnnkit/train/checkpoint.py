@@ -20,6 +20,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.models import get_model
 
 FORMAT = "cnnkit-checkpoint"
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".bin")
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -92,9 +93,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
             if (path / f"{name}.json").exists():
                 return path / name
         raise CnnkitError(f"{path}: no best.json or last.json checkpoint in this folder")
-    if path.suffix in (".pt", ".pth", ".ckpt", ".pkl", ".bin") and path.exists():
+    if path.suffix in PICKLE_SUFFIXES and path.exists():
         raise CnnkitError(f"{path}: pickle-based checkpoints are refused (they can run code); cnnkit reads "
-                          "safetensors + JSON only")
+                          f"safetensors + JSON only. To convert one you trust: cnnkit import-weights {path} --trust "
+                          "--model NAME --out STEM")
     stem = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
     if not stem.with_suffix(".json").exists():
         raise CnnkitError(f"{path}: no checkpoint here (expected {stem.with_suffix('.json')})")
@@ -112,7 +114,9 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise CnnkitError(f"{stem.with_suffix('.json')}: not a cnnkit checkpoint (format {FORMAT!r} missing)")
     try:
         tensors = load_safetensors(read_bytes(stem.with_suffix(".safetensors")))
-    except (SafetensorError, ValueError, RuntimeError, OverflowError) as error:
+    except CnnkitError:
+        raise
+    except (SafetensorError, Exception) as error:  # noqa: BLE001 - a corrupt file can fail anywhere in the parser
         raise CnnkitError(f"{stem.with_suffix('.safetensors')}: corrupt safetensors file ({error})") from None
     return tensors, meta
 
@@ -121,16 +125,24 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, Preprocessing | 
     """Rebuild the model (eval mode), its preprocessing and metadata from a checkpoint."""
     tensors, meta = load_checkpoint(path)
     spec = meta.get("model")
-    if not isinstance(spec, dict) or "name" not in spec:
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise CnnkitError(f"{path}: checkpoint metadata has no model entry")
-    options = dict(spec.get("options", {}))
-    model = get_model(spec["name"], num_classes=spec.get("num_classes"), in_channels=spec.get("in_channels"),
-                      input_size=tuple(spec["input_size"]) if spec.get("input_size") else None, **options)
+    try:
+        options = dict(spec.get("options", {}))
+        model = get_model(spec["name"], num_classes=spec.get("num_classes"), in_channels=spec.get("in_channels"),
+                          input_size=tuple(spec["input_size"]) if spec.get("input_size") else None, **options)
+    except CnnkitError:
+        raise
+    except Exception as error:  # noqa: BLE001 - hand-edited or hostile metadata
+        raise CnnkitError(f"{path}: checkpoint metadata does not describe a buildable model ({error})") from None
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(weights)
     except RuntimeError as error:
         first = str(error).splitlines()[0] if str(error) else "state mismatch"
         raise CnnkitError(f"{path}: weights do not fit {spec['name']}: {first}") from None
-    preprocessing = Preprocessing.from_tensors(meta["preprocessing"], tensors) if "preprocessing" in meta else None
+    try:
+        preprocessing = Preprocessing.from_tensors(meta["preprocessing"], tensors) if "preprocessing" in meta else None
+    except KeyError as error:
+        raise CnnkitError(f"{path}: checkpoint lacks the preprocessing tensor {error}") from None
     return model.eval(), preprocessing, meta
