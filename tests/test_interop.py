@@ -95,3 +95,47 @@ def test_trusted_pickle_still_refuses_code(tmp_path, capsys):
                  "--out", str(tmp_path / "e")]) == 2
     captured = capsys.readouterr()
     assert "pwned" not in captured.out and "not a plain tensor state dict" in captured.err
+
+
+def test_keras_resnet_names_map_shortcuts_correctly(tmp_path):
+    """keras.applications names (conv2_block1_0_conv = shortcut) land on cnnkit's matching tensors."""
+    import h5py
+
+    model = get_model("resnet18", num_classes=10, input_size=32)
+    rng = np.random.default_rng(0)
+    expected = {}
+    with h5py.File(tmp_path / "r.weights.h5", "w") as file:
+        def put(name, arrays):
+            group = file.create_group(f"layers/{name}/vars")
+            for i, a in enumerate(arrays):
+                group.create_dataset(str(i), data=a)
+            expected[name] = arrays
+
+        def conv(name, k, cin, cout):
+            put(name, [rng.normal(size=(k, k, cin, cout)).astype(np.float32)])
+
+        def bn(name, c):
+            put(name, [rng.random(c, dtype=np.float32) + 0.5 for _ in range(4)])
+
+        conv("conv1_conv", 3, 3, 64)
+        bn("conv1_bn", 64)
+        cin = 64
+        for stage, width in zip((2, 3, 4, 5), (64, 128, 256, 512), strict=True):
+            for block in (1, 2):
+                if block == 1 and stage > 2:  # projection shortcut, written first as Keras does
+                    conv(f"conv{stage}_block1_0_conv", 1, cin, width)
+                    bn(f"conv{stage}_block1_0_bn", width)
+                conv(f"conv{stage}_block{block}_1_conv", 3, cin if block == 1 else width, width)
+                bn(f"conv{stage}_block{block}_1_bn", width)
+                conv(f"conv{stage}_block{block}_2_conv", 3, width, width)
+                bn(f"conv{stage}_block{block}_2_bn", width)
+            cin = width
+        put("predictions", [rng.normal(size=(512, 10)).astype(np.float32), np.zeros(10, np.float32)])
+    load_keras_into(model, read_keras_weights(tmp_path / "r.weights.h5"), bn_epsilon=1.001e-5)
+    shortcut = model.features[2][0].shortcut[0].weight  # conv3_block1_0_conv: 1x1, 64 -> 128
+    np.testing.assert_array_equal(shortcut.detach().numpy(), expected["conv3_block1_0_conv"][0].transpose(3, 2, 0, 1))
+    second = model.features[2][0].residual[3].weight  # conv3_block1_2_conv
+    np.testing.assert_array_equal(second.detach().numpy(), expected["conv3_block1_2_conv"][0].transpose(3, 2, 0, 1))
+    mean = model.features[4][1].residual[1].running_mean  # conv5_block2_1_bn moving mean
+    np.testing.assert_array_equal(mean.numpy(), expected["conv5_block2_1_bn"][2])
+    assert model.features[4][1].residual[1].eps == 1.001e-5

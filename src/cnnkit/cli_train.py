@@ -45,7 +45,7 @@ HELP = {
     "eval_mode": "population (BN population statistics) or batch (the article's batch statistics)",
     "sync_bn": "synchronise batch-norm statistics across processes under torchrun",
     "compile": "torch.compile the training step: auto, on or off",
-    "channels_last": "NHWC memory format for the model and batches (faster for some CPU/GPU kernels)",
+    "channels_last": "NHWC memory format for model and batches: auto (for inputs of 32x32 and up), on or off",
     "tensorboard": "also log scalars for TensorBoard under RUN_DIR/tensorboard (extra [tensorboard])",
 }
 

@@ -75,10 +75,21 @@ def read_keras_weights(path: Path) -> dict[str, list[np.ndarray]]:
     except (OSError, KeyError, ValueError) as error:
         raise CnnkitError(f"{path}: not a readable Keras weights file ({error})") from None
     names = [n for n in order if n in layers] if order else sorted(layers, key=_natural)
+    if any(re.fullmatch(r"conv\d+_block\d+_\d+_\w+", n) for n in names):  # keras.applications ResNet naming
+        names = sorted(names, key=_natural)
     return {name: layers[name] for name in names}
 
 
 def _natural(name: str) -> tuple:
+    """Sort key: conv2d, conv2d_1, conv2d_2, ...; keras.applications ResNet names put the shortcut (_0_) last
+    in its block, as cnnkit's blocks hold it (residual branch first, then the projection)."""
+    resnet = re.fullmatch(r"conv(\d+)_block(\d+)_(\d+)_(\w+)", name)
+    if resnet:
+        stage, block, index, kind = resnet.groups()
+        return ("conv", int(stage), int(block), int(index) or 99, kind)
+    stem = re.fullmatch(r"conv(\d+)_(conv|bn)", name)
+    if stem:
+        return ("conv", int(stem.group(1)), 0, 0, stem.group(2))
     match = re.fullmatch(r"(.*?)(?:_(\d+))?", name)
     return (match.group(1), int(match.group(2) or 0))
 

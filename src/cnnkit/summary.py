@@ -173,15 +173,7 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int], name: str = "
     names = {m: n for n, m in model.named_modules() if n}
     handles = [m.register_forward_hook(hook) for m in names]
     handles += [m.register_forward_pre_hook(enter) for m in names if any(True for _ in m.children())]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros((1, *input_shape), device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    _forward_once(model, input_shape, device, handles)
     return Summary(name or getattr(model, "model_name", type(model).__name__), list(input_shape), rows)
 
 
@@ -198,6 +190,12 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], device: str | tor
         total += layer_macs(module, output)
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    _forward_once(model, input_shape, device, handles)
+    return total
+
+
+def _forward_once(model: nn.Module, input_shape: tuple[int, ...], device, handles: list) -> None:
+    """One zero image through the model in eval mode; then remove `handles` and restore the mode."""
     was_training = model.training
     model.eval()
     try:
@@ -207,4 +205,3 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], device: str | tor
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return total

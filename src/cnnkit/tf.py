@@ -119,16 +119,21 @@ def conv2d(
     return _from_nchw(y, data_format)
 
 
+def _pool_setup(value: torch.Tensor, ksize, strides, padding: str, data_format: str):
+    """Checked NCHW input, (kh, kw), (sh, sw) and the (left, right, top, bottom) pads of a TF pooling call."""
+    _check_format(data_format)
+    _check_rank4(value, "value", data_format)
+    kernel, stride = _hw(ksize, "ksize", data_format), _hw(strides, "strides", data_format)
+    x = _to_nchw(value, data_format)
+    return x, kernel, stride, spatial_pads(tuple(x.shape[2:]), kernel, stride, padding, data_format=data_format)
+
+
 def max_pool(
     value: torch.Tensor, ksize: int | Sequence[int], strides: int | Sequence[int], padding: str,
     data_format: str = "NHWC",
 ) -> torch.Tensor:
     """tf.nn.max_pool: padded cells are -inf, so a window never picks one."""
-    _check_format(data_format)
-    _check_rank4(value, "value", data_format)
-    kernel, stride = _hw(ksize, "ksize", data_format), _hw(strides, "strides", data_format)
-    x = _to_nchw(value, data_format)
-    pads = spatial_pads(tuple(x.shape[2:]), kernel, stride, padding, data_format=data_format)
+    x, kernel, stride, pads = _pool_setup(value, ksize, strides, padding, data_format)
     if any(pads):
         x = F.pad(x, pads, value=float("-inf"))
     return _from_nchw(F.max_pool2d(x, kernel, stride), data_format)
@@ -139,11 +144,7 @@ def avg_pool(
     data_format: str = "NHWC",
 ) -> torch.Tensor:
     """tf.nn.avg_pool: with SAME, each window's sum is divided by its number of real (unpadded) cells."""
-    _check_format(data_format)
-    _check_rank4(value, "value", data_format)
-    kernel, stride = _hw(ksize, "ksize", data_format), _hw(strides, "strides", data_format)
-    x = _to_nchw(value, data_format)
-    pads = spatial_pads(tuple(x.shape[2:]), kernel, stride, padding, data_format=data_format)
+    x, kernel, stride, pads = _pool_setup(value, ksize, strides, padding, data_format)
     if not any(pads):
         return _from_nchw(F.avg_pool2d(x, kernel, stride), data_format)
     ones = torch.ones((1, 1, *x.shape[2:]), dtype=x.dtype, device=x.device)

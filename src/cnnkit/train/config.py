@@ -16,6 +16,7 @@ CHOICES = {
     "preprocessing": ("standardize", "minmax", "none"),
     "device": ("auto", "cpu", "cuda"),
     "compile": ("auto", "on", "off"),
+    "channels_last": ("auto", "on", "off"),
 }
 
 
@@ -58,7 +59,7 @@ class TrainConfig:
     sync_bn: bool = False
     compile: str = "auto"  # auto: compile runs long enough for it to pay (>= 20,000 steps)
     tensorboard: bool = False
-    channels_last: bool = False
+    channels_last: str = "auto"  # auto: NHWC memory format for inputs of 32x32 and up (measured faster there)
     recipe: str = "default"
 
     def validate(self) -> TrainConfig:
