@@ -163,3 +163,27 @@ def test_one_training_step_per_family_lowers_the_loss(name):
         train_one_epoch(model, [(x, y)], optimizer, loss_fn, lambda s: 1e-4, 0, config, torch.device("cpu"),
                         torch.Generator())
     assert training_loss() < before
+
+
+def test_streamed_folder_trains_like_the_in_memory_path(tmp_path):
+    from PIL import Image
+
+    images, labels = get_digits_images()
+    for i in range(120):
+        folder = tmp_path / "digits" / str(int(labels[i]))
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((images[i, 0].numpy() * 255 / 16).astype("uint8")).save(folder / f"{i}.png")
+    common = {"data": str(tmp_path / "digits"), "epochs": 2, "batch_size": 16, "shift": 0}
+    memory = fit(TrainConfig(model="digitsnet", **common), progress=False)
+    streamed = fit(TrainConfig(model="digitsnet", stream=True, workers=1, **common), progress=False)
+    for a, b in zip(memory.model.state_dict().values(), streamed.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a.float(), b.float(), rtol=1e-4, atol=1e-4)
+    with pytest.raises(CnnkitError, match="--stream reads image folders"):
+        fit(TrainConfig(stream=True, epochs=1), progress=False)
+
+
+def get_digits_images():
+    from cnnkit.data import load_source
+
+    data = load_source("digits")
+    return data.images, data.labels

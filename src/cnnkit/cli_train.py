@@ -46,6 +46,8 @@ HELP = {
     "sync_bn": "synchronise batch-norm statistics across processes under torchrun",
     "compile": "torch.compile the training step: auto, on or off",
     "channels_last": "NHWC memory format for model and batches: auto (for inputs of 32x32 and up), on or off",
+    "stream": "image folders too large for memory: decode training batches from disk (a DataLoader)",
+    "workers": "DataLoader worker processes with --stream; default 2",
     "tensorboard": "also log scalars for TensorBoard under RUN_DIR/tensorboard (extra [tensorboard])",
 }
 

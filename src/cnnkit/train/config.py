@@ -59,6 +59,8 @@ class TrainConfig:
     sync_bn: bool = False
     compile: str = "auto"  # auto: compile runs long enough for it to pay (>= 20,000 steps)
     tensorboard: bool = False
+    stream: bool = False  # image folders: decode training batches from disk with a DataLoader
+    workers: int = 2  # DataLoader worker processes with --stream
     channels_last: str = "auto"  # auto: NHWC memory format for inputs of 32x32 and up (measured faster there)
     recipe: str = "default"
 
@@ -74,6 +76,10 @@ class TrainConfig:
         for name in ("lr", "weight_decay", "label_smoothing", "grad_clip", "patience", "shift", "warmup_epochs"):
             if getattr(self, name) < 0:
                 raise CnnkitError(f"{name} must not be negative; received {name}={getattr(self, name)}")
+        if self.stream and self.eval_mode == "batch":
+            raise CnnkitError("--stream cannot evaluate the training set as one batch (eval_mode batch)")
+        if self.workers < 0:
+            raise CnnkitError(f"workers must not be negative; received workers={self.workers}")
         if self.image_size is not None and self.image_size < 1:
             raise CnnkitError(f"image_size must be positive; received image_size={self.image_size}")
         return self

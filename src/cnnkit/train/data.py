@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from cnnkit.data import ImageDataset, Preprocessing, load_source, stratified_split
+from cnnkit.data.stream import FolderImages
+from cnnkit.errors import CnnkitError
 from cnnkit.train.config import TrainConfig
 
 
@@ -19,11 +22,17 @@ class PreparedData:
     train: tuple[torch.Tensor, torch.Tensor]
     val: tuple[torch.Tensor, torch.Tensor]
     test: tuple[torch.Tensor, torch.Tensor]
+    stream: FolderImages | None = None  # with --stream: train holds indices into it, decoded batch by batch
+
+
+STREAM_FIT_IMAGES = 2_000  # training images decoded to fit preprocessing when streaming
 
 
 def prepare_data(config: TrainConfig, device: torch.device) -> PreparedData:
     """Load, split (stratified, seeded), fit preprocessing on the training split only, move to `device`."""
     size = (config.image_size, config.image_size) if config.image_size else None
+    if config.stream:
+        return _prepare_stream(config, device, size)
     dataset = load_source(config.data, size)
     split = stratified_split(dataset.labels, config.val_fraction, config.test_fraction, config.seed)
     preprocessing = Preprocessing.fit(config.preprocessing, dataset.images[split.train])
@@ -32,3 +41,20 @@ def prepare_data(config: TrainConfig, device: torch.device) -> PreparedData:
         return preprocessing(dataset.images[index]).to(device), dataset.labels[index].to(device)
 
     return PreparedData(dataset, preprocessing, part(split.train), part(split.val), part(split.test))
+
+
+def _prepare_stream(config: TrainConfig, device: torch.device, size: tuple[int, int] | None) -> PreparedData:
+    """Training images stay on disk; validation and test splits (small fractions) are decoded into memory."""
+    path = Path(config.data)
+    if not path.is_dir():
+        raise CnnkitError(f"--stream reads image folders; {config.data!r} is not a folder")
+    images = FolderImages(path, size)
+    split = stratified_split(images.labels, config.val_fraction, config.test_fraction, config.seed)
+    sample = split.train[torch.randperm(len(split.train), generator=torch.Generator().manual_seed(config.seed))]
+    preprocessing = Preprocessing.fit(config.preprocessing, images.load(sample[:STREAM_FIT_IMAGES]))
+
+    def part(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return preprocessing(images.load(index)).to(device), images.labels[index].to(device)
+
+    train = (split.train, images.labels[split.train].to(device))
+    return PreparedData(images, preprocessing, train, part(split.val), part(split.test), stream=images)

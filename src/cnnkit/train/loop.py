@@ -18,6 +18,7 @@ from torch import nn
 
 from cnnkit.data.augment import random_flip, random_shift
 from cnnkit.data.batches import epoch_order, num_batches, tensor_batches
+from cnnkit.data.stream import stream_batches
 from cnnkit.errors import CnnkitError
 from cnnkit.layers.batchnorm import BatchNorm2d, batch_statistics, recompute_batchnorm_stats
 from cnnkit.models import get_model
@@ -253,7 +254,7 @@ def _fit(config, out, overwrite, resume, progress, stop_after_epochs, world: Wor
         torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout masks depend on (seed, epoch) only
         generator = torch.Generator().manual_seed(config.seed * 7_919 + epoch)
         order = epoch_order(len(y_train), config.shuffle, config.seed, epoch).to(device)
-        batches = tensor_batches(x_train, y_train, config.batch_size, order, config.drop_last, world.rank, world.size)
+        batches = _batches(data, config, order, device, world)
         step, sums = train_one_epoch(train_model, batches, optimizer, loss_fn,
                                      lambda s: lr_at(s, total_steps, per_epoch, config), step, config, device,
                                      generator, scaler, compiled)
@@ -307,7 +308,7 @@ def _fit(config, out, overwrite, resume, progress, stop_after_epochs, world: Wor
         model.load_state_dict(best_state)
     if config.bn_stats == "recompute":
         order = torch.arange(len(y_train), device=device)
-        recompute_batchnorm_stats(model, tensor_batches(x_train, y_train, config.batch_size, order, config.drop_last))
+        recompute_batchnorm_stats(model, _batches(data, config, order, device, World(device=device)))
     test = evaluate(model, *data.test, loss_fn=make_loss("cross_entropy"), config=config)
     final = {"epoch": epoch, "test_accuracy": test["accuracy"], "test_loss": test["loss"], "test_count": test["count"]}
     if config.eval_mode == "batch" and test["count"]:
@@ -321,6 +322,15 @@ def _fit(config, out, overwrite, resume, progress, stop_after_epochs, world: Wor
     log.final(final, best)
     return RunResult(out, test["accuracy"], test["loss"], best and best["val_accuracy"], epoch,
                      time.perf_counter() - started, history + [{"final": final}], model)
+
+
+def _batches(data: PreparedData, config: TrainConfig, order: torch.Tensor, device: torch.device, world: World):
+    """In-memory tensor batches, or (with --stream) batches decoded from disk by a DataLoader."""
+    x, y = data.train
+    if data.stream is None:
+        return tensor_batches(x, y, config.batch_size, order, config.drop_last, world.rank, world.size)
+    return stream_batches(data.stream, x[order.cpu()], config.batch_size, config.drop_last, data.preprocessing,
+                          device, config.workers, world.rank, world.size)
 
 
 def _better(val: dict, best: dict | None) -> bool:
