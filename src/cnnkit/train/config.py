@@ -34,7 +34,7 @@ class TrainConfig:
     shift: int = 1  # random-shift augmentation, in pixels (0 = off)
     flip: bool = False
     optimizer: str = "adamw"
-    lr: float = 5e-3
+    lr: float = 1e-2
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
@@ -44,7 +44,7 @@ class TrainConfig:
     gamma: float = 0.1
     label_smoothing: float = 0.1
     loss: str = "cross_entropy"
-    batch_size: int = 64
+    batch_size: int = 128
     epochs: int = 40
     patience: int = 0  # early stopping: epochs without a better validation accuracy (0 = off)
     grad_clip: float = 0.0  # max gradient norm (0 = off)
