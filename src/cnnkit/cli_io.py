@@ -61,7 +61,7 @@ def run_import(args: argparse.Namespace) -> int:
 
     from cnnkit.cli_inspect import dims
     from cnnkit.interop import load_keras_into, read_keras_weights
-    from cnnkit.models import get_model
+    from cnnkit.models import get_model, model_info
     from cnnkit.train.checkpoint import PICKLE_SUFFIXES, save_checkpoint
 
     stem = args.out.with_suffix("") if args.out.suffix in (".json", ".safetensors") else args.out
@@ -87,10 +87,9 @@ def run_import(args: argparse.Namespace) -> int:
         loaded = len(state)
     else:
         loaded = load_keras_into(model, read_keras_weights(args.weights), args.bn_epsilon)
-    spec = {"name": args.model, "options": {}, "num_classes": model.head[-1].out_features
-            if hasattr(model, "head") and isinstance(model.head[-1], torch.nn.Linear) else args.num_classes,
-            "in_channels": model.input_shape[0], "input_size": list(model.input_shape[1:])}
-    classes = spec["num_classes"] or 0
+    classes = model_info(args.model).num_classes if args.num_classes is None else args.num_classes
+    spec = {"name": args.model, "options": {}, "num_classes": classes, "in_channels": model.input_shape[0],
+            "input_size": list(model.input_shape[1:])}
     meta = {"model": spec, "class_names": [str(i) for i in range(classes)], "metrics": {}, "epoch": 0,
             "global_step": 0, "imported_from": str(args.weights), "data": {"pixel_max": 255.0}}
     save_checkpoint(stem, model, meta)

@@ -16,7 +16,18 @@ def _bn(channels: int) -> layers.BatchNorm2d:
     return layers.BatchNorm2d(channels, eps=1e-5)
 
 
-class BasicBlock(nn.Module):
+class ResidualBlock(nn.Module):
+    """output = ReLU(F(x) + shortcut(x)); subclasses build `residual`, `shortcut`, `fuse` and `relu`."""
+
+    residual: nn.Module
+    shortcut: nn.Module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """F(x) + x, then ReLU."""
+        return self.relu(self.fuse([self.residual(x), self.shortcut(x)]))
+
+
+class BasicBlock(ResidualBlock):
     """Two 3x3 convs; output = ReLU(F(x) + shortcut(x)) (ResNet-18/34)."""
 
     expansion = 1
@@ -31,12 +42,8 @@ class BasicBlock(nn.Module):
         self.fuse = layers.Fuse("add")
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """F(x) + x, then ReLU."""
-        return self.relu(self.fuse([self.residual(x), self.shortcut(x)]))
 
-
-class Bottleneck(nn.Module):
+class Bottleneck(ResidualBlock):
     """1x1 reduce -> 3x3 -> 1x1 expand (x4); output = ReLU(F(x) + shortcut(x)) (ResNet-50/101/152).
 
     The paper (v1) strides in the first 1x1 conv, giving its FLOPs row; `stride_in_3x3=True` is torchvision's v1.5.
@@ -56,10 +63,6 @@ class Bottleneck(nn.Module):
         self.shortcut = _shortcut(in_ch, out_ch, stride)
         self.fuse = layers.Fuse("add")
         self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """F(x) + x, then ReLU."""
-        return self.relu(self.fuse([self.residual(x), self.shortcut(x)]))
 
 
 def _shortcut(in_ch: int, out_ch: int, stride: int) -> nn.Module:
