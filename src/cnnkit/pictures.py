@@ -60,10 +60,10 @@ def plot_filters(model: nn.Module, path: Path, limit: int = 64) -> Path:
     if conv is None:
         raise CnnkitError("the model has no convolution layer to draw")
     weights = conv.weight.detach().float().cpu()
-    kernels = weights.mean(dim=1)[:limit]  # (O, kh, kw)
+    kernels = weights.mean(dim=1)[:limit].numpy()  # (O, kh, kw); matplotlib wants NumPy arrays
     rows, cols = _grid(len(kernels))
     fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 1, 1.3 * rows + 0.8), squeeze=False)
-    bound = float(kernels.abs().max()) or 1.0
+    bound = float(abs(kernels).max()) or 1.0
     image = None
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
@@ -81,7 +81,7 @@ def plot_feature_maps(name: str, maps: torch.Tensor, path: Path, limit: int = 32
     maps = maps.detach().float().cpu()
     if maps.dim() == 1:
         maps = maps[:, None, None]
-    shown = maps[:limit]
+    shown = maps[:limit].numpy()
     rows, cols = _grid(len(shown))
     fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 1, 1.3 * rows + 0.8), squeeze=False)
     low, high = float(shown.min()), float(shown.max())
@@ -143,8 +143,8 @@ def plot_examples(images: torch.Tensor, titles: list[str], path: Path, title: st
         ax.axis("off")
         if i < len(images):
             image = images[i].float()
-            image = (image - image.min()) / ((image.max() - image.min()) or 1)
-            ax.imshow(image[0] if image.shape[0] == 1 else image.permute(1, 2, 0), cmap="gray_r"
+            image = ((image - image.min()) / ((image.max() - image.min()) or 1)).numpy()
+            ax.imshow(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0), cmap="gray_r"
                       if image.shape[0] == 1 else None)
             ax.set_title(titles[i], fontsize=7)
     fig.suptitle(title, fontsize=9)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -36,7 +35,7 @@ class FolderImages(Dataset):
         if array.shape[1:] != tuple(self.size):
             raise CnnkitError(f"{self.paths[index]}: is {array.shape[1]}x{array.shape[2]}, the folder's first image "
                               f"{self.size[0]}x{self.size[1]}; pass --image-size to resize them all")
-        return torch.from_numpy(np.ascontiguousarray(array)).float(), int(self.labels[index])
+        return torch.tensor(array, dtype=torch.float32), int(self.labels[index])
 
     def load(self, index: torch.Tensor) -> torch.Tensor:
         """Decode the images at `index` into one (N, C, H, W) tensor (validation, test, preprocessing fit)."""
