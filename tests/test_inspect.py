@@ -131,8 +131,10 @@ def test_visualize_files_and_errors(run_dir, tmp_path, capsys):
     assert names == ["features_features_0.png", "features_features_7.png", "filters.png"]
     with Image.open(tmp_path / "vis" / "filters.png") as png:
         assert png.size[0] > 200
-    assert main(["visualize", str(run_dir), "--image", str(image), "--layers", "conv9"]) == 2
+    assert main(["visualize", str(run_dir), "--image", str(image), "--layers", "conv9",
+                 "--out", str(tmp_path / "bad")]) == 2
     assert "no layer named 'conv9'; layers: features, features.0" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # a bad request writes nothing
     assert main(["visualize", "resnet18", "--image", str(image), "--out", str(tmp_path / "rv")]) == 0  # RGB model
     assert (tmp_path / "rv" / "filters.png").exists()
 

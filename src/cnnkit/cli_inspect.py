@@ -234,8 +234,9 @@ def run_visualize(args: argparse.Namespace) -> int:
         trained = Trained(model, None, {}, [], shape, 255.0)
     x = trained.prepare(_load_inputs([args.image], trained))[:1]
     layers = [n.strip() for n in args.layers.split(",")] if args.layers else default_layers(model)
+    maps_by_layer = feature_maps(model, x, layers)  # unknown layer names fail here, before any file is written
     written = [plot_filters(model, args.out / "filters.png")]
-    for name, maps in feature_maps(model, x, layers).items():
+    for name, maps in maps_by_layer.items():
         written.append(plot_feature_maps(name, maps, args.out / f"features_{name.replace('.', '_')}.png"))
     for path in written:
         print(path)

@@ -210,9 +210,9 @@ def _fit(config, out, overwrite, resume, progress, stop_after_epochs, world: Wor
     if use_channels_last(config, tuple(spec["input_size"])):
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model)
-    start_epoch, step, best, history, saved = 1, 0, None, [], None
+    start_epoch, step, best, history, saved, saved_groups = 1, 0, None, [], None, None
     if resume:
-        start_epoch, step, best, history, saved = _restore(out, model)
+        start_epoch, step, best, history, saved, saved_groups = _restore(out, model)
     if world.is_main and out is not None and not resume:
         atomic_write(out / "config.json", json.dumps(config.to_dict(), indent=1).encode())
     train_model = model
@@ -238,7 +238,7 @@ def _fit(config, out, overwrite, resume, progress, stop_after_epochs, world: Wor
         if compiled is not None and "optim.flat.exp_avg" in saved:
             compiled.load_state_tensors(saved)
         elif compiled is None and "optim.flat.exp_avg" not in saved:
-            restore_optimizer(optimizer, saved, load_checkpoint(out / "last")[1]["optimizer_param_groups"])
+            restore_optimizer(optimizer, saved, saved_groups)
         else:
             raise CnnkitError(f"{out}: the run was saved with compile={'on' if compiled is None else 'off'}; "
                               "resume it with the same --compile setting")
@@ -348,7 +348,7 @@ def _meta(config: TrainConfig, data: PreparedData, spec: dict, record: dict, epo
                      "train": len(data.train[1]), "val": len(data.val[1]), "test": len(data.test[1])}}
 
 
-def _restore(out: Path | None, model: nn.Module) -> tuple[int, int, dict, list, dict]:
+def _restore(out: Path | None, model: nn.Module) -> tuple[int, int, dict, list, dict, list | None]:
     if out is None or not (out / "last.json").exists():
         raise CnnkitError(f"{out}: nothing to resume (no last.json checkpoint)")
     tensors, meta = load_checkpoint(out / "last")
@@ -359,7 +359,8 @@ def _restore(out: Path | None, model: nn.Module) -> tuple[int, int, dict, list, 
         lines = (out / "metrics.jsonl").read_text().splitlines()
         history = [r for r in map(json.loads, lines) if "epoch" in r and r["epoch"] <= meta["epoch"]]
         atomic_write(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
-    return meta["epoch"] + 1, meta["global_step"], meta.get("best"), history, tensors
+    return (meta["epoch"] + 1, meta["global_step"], meta.get("best"), history, tensors,
+            meta.get("optimizer_param_groups"))
 
 
 def _sync_buffers(model: nn.Module, world: World) -> None:
