@@ -28,8 +28,9 @@ def test_checkpoint_rebuilds_the_same_model(tmp_path):
     result = fit(TrainConfig(**FAST), out=tmp_path / "run", progress=False)
     model, preprocessing, meta = model_from_checkpoint(tmp_path / "run")
     assert meta["class_names"] == [str(i) for i in range(10)] and preprocessing.kind == "standardize"
-    assert meta["model"] == {"name": "digits_cnn", "options": {}, "num_classes": 10, "in_channels": 1,
-                             "input_size": [8, 8]}
+    # Options are recorded with the builder's defaults filled in, so a later default change cannot break it.
+    assert meta["model"] == {"name": "digits_cnn", "options": {"width": 24, "dropout": 0.2}, "num_classes": 10,
+                             "in_channels": 1, "input_size": [8, 8]}
     x = torch.randn(4, 1, 8, 8)
     result.model.eval()
     torch.testing.assert_close(model(x), result.model(x))

@@ -128,8 +128,7 @@ def _load_inputs(paths: list[str], trained) -> torch.Tensor:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Print the predicted class and top-k probabilities per input."""
-    from cnnkit.data import load_source
-    from cnnkit.inference import load_trained, predict
+    from cnnkit.inference import load_trained, predict, read_data
 
     if not args.inputs and not args.data:
         raise CnnkitError("give image files / .npy arrays to predict, or --data PATH")
@@ -139,9 +138,9 @@ def run_predict(args: argparse.Namespace) -> int:
         batches.append(_load_inputs(args.inputs, trained))
         names += args.inputs
     if args.data:
-        source = load_source(args.data, trained.input_shape[1:])
-        batches.append(source.images * (trained.pixel_max / source.pixel_max))
-        names += [f"{args.data}[{i}]" for i in range(len(source))]
+        images, _ = read_data(trained, args.data)
+        batches.append(images)
+        names += [f"{args.data}[{i}]" for i in range(len(images))]
     results = predict(trained, torch.cat(batches), args.top_k)
     if args.json:
         print(json.dumps([{"input": n, **r} for n, r in zip(names, results, strict=True)]))

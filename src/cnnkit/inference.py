@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
 
-from cnnkit.data import Preprocessing, load_source, stratified_split
+from cnnkit.data import ImageDataset, Preprocessing, load_source, stratified_split
 from cnnkit.data.safety import decode_image
 from cnnkit.errors import CnnkitError
 from cnnkit.train.checkpoint import model_from_checkpoint
@@ -79,7 +79,6 @@ def logits_of(trained: Trained, images: torch.Tensor, batch_size: int = 256) -> 
 
 def evaluation_data(trained: Trained, data: str | None) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(images, labels, description): the run's own held-out test split, or every image of `data`."""
-    size = trained.input_shape[1:]
     if data is None:
         config = trained.meta.get("config", {})
         source = load_source(config.get("data", "digits"), (config["image_size"],) * 2 if config.get("image_size")
@@ -89,11 +88,16 @@ def evaluation_data(trained: Trained, data: str | None) -> tuple[torch.Tensor, t
         index = split.test if len(split.test) else torch.arange(len(source))
         what = f"the run's held-out test split of {config.get('data', 'digits')}" if len(split.test) else "all data"
         return source.images[index], source.labels[index], what
-    source = load_source(data, size)
+    images, source = read_data(trained, data)
     if len(source.class_names) > len(trained.class_names):
         raise CnnkitError(f"{data} has {len(source.class_names)} classes; the model knows {len(trained.class_names)}")
-    scale = trained.pixel_max / source.pixel_max
-    return source.images * scale, source.labels, f"all of {data}"
+    return images, source.labels, f"all of {data}"
+
+
+def read_data(trained: Trained, data: str) -> tuple[torch.Tensor, ImageDataset]:
+    """Every image of a data source at the model's size, in the training data's scale, and the source itself."""
+    source = load_source(data, trained.input_shape[1:])
+    return source.images * (trained.pixel_max / source.pixel_max), source
 
 
 def evaluate_trained(trained: Trained, images: torch.Tensor, labels: torch.Tensor, top_k: int = 5) -> dict:

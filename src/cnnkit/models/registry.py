@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -52,6 +53,16 @@ def list_models() -> list[str]:
     """Sorted names of every registered model."""
     _load_families()
     return sorted(_MODELS)
+
+
+def resolved_options(name: str, options: dict) -> dict:
+    """The builder's option defaults overridden by `options`: what a checkpoint records, so that a later change
+    of a default (say digits_cnn's width) cannot break rebuilding an old model."""
+    fixed = {"num_classes", "in_channels", "input_size"}
+    signature = inspect.signature(model_info(name).builder)
+    defaults = {k: p.default for k, p in signature.parameters.items()
+                if k not in fixed and p.default is not inspect.Parameter.empty}
+    return {**defaults, **options}
 
 
 def get_model(

@@ -21,7 +21,7 @@ from cnnkit.data.batches import epoch_order, num_batches, tensor_batches
 from cnnkit.data.stream import stream_batches
 from cnnkit.errors import CnnkitError
 from cnnkit.layers.batchnorm import BatchNorm2d, batch_statistics, recompute_batchnorm_stats
-from cnnkit.models import get_model
+from cnnkit.models import get_model, resolved_options
 from cnnkit.train.checkpoint import atomic_write, load_checkpoint, restore_optimizer, save_checkpoint
 from cnnkit.train.compiled import CompiledStep, should_compile
 from cnnkit.train.config import TrainConfig
@@ -158,7 +158,8 @@ def evaluate(
 def model_spec(config: TrainConfig, data: PreparedData) -> dict:
     """How to rebuild the model: registry name, options, classes, channels, input size."""
     channels, h, w = data.dataset.image_shape
-    return {"name": config.model, "options": dict(config.model_options), "num_classes": len(data.dataset.class_names),
+    return {"name": config.model, "options": resolved_options(config.model, config.model_options),
+            "num_classes": len(data.dataset.class_names),
             "in_channels": channels, "input_size": [h, w]}
 
 
