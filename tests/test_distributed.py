@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from cnnkit.train.checkpoint import load_checkpoint
+from cnnkit.checkpoint import load_checkpoint
 
 
 def run(args: list[str], cwd, env_extra: dict) -> dict:
@@ -25,4 +25,8 @@ def test_two_processes_match_one(tmp_path):
     assert one["test_accuracy"] > 0.95 and two["test_accuracy"] > 0.95
     assert abs(one["test_accuracy"] - two["test_accuracy"]) < 0.03
     meta = load_checkpoint(tmp_path / "two" / "last")[1]
-    assert meta["epoch"] == 12 and not (tmp_path / "one" / "two").exists()
+    assert meta["epoch"] == 12
+    # Only rank 0 writes: one metrics line per epoch plus the final line, not one per process.
+    lines = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line).get("epoch") for line in lines[:-1]] == list(range(1, 13))
+    assert "final" in json.loads(lines[-1])

@@ -10,16 +10,12 @@ import torch
 
 from cnnkit.cli import main
 from cnnkit.export import compare, export_onnx, export_torchscript
-from cnnkit.models import get_model, list_models
+from cnnkit.models import get_model, list_models, model_info
 from cnnkit.train import TrainConfig, fit
 
 
 def small(name: str) -> tuple[int, int, int]:
-    if name == "lenet5":
-        return (1, 32, 32)
-    if name in ("digitsnet", "digits_cnn", "lenet5_modern"):
-        return (1, 8, 8)
-    return (3, 32, 32)
+    return model_info(name).test_size
 
 
 def depends_on_input(graph, value: str) -> bool:

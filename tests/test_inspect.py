@@ -73,7 +73,11 @@ def test_predict_one_image_alone_equals_in_batch_and_png_roundtrip(run_dir, tmp_
         paths.append(path)
     from_files = predict(trained, read_image_files(paths, trained))
     assert [r["class"] for r in from_files] == [b["class"] for b in batch[:5]]
-    assert abs(sum(t["probability"] for t in batch[0]["top"]) - 1) < 1 and len(batch[0]["top"]) == 3
+    top = [t["probability"] for t in batch[0]["top"]]
+    assert len(top) == 3 and top == sorted(top, reverse=True) and top[0] == batch[0]["probability"]
+    every_class = predict(trained, images[:1], top_k=10)[0]["top"]  # all ten classes: a distribution
+    assert abs(sum(t["probability"] for t in every_class) - 1) < 1e-5
+    assert [t["probability"] for t in every_class[:3]] == pytest.approx(top, abs=1e-6)
 
 
 def test_evaluate_metrics_are_consistent(run_dir):

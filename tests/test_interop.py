@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 from cnnkit import CnnkitError
+from cnnkit.checkpoint import model_from_checkpoint
 from cnnkit.cli import main
 from cnnkit.interop import dense_kernel_from_tf, keras_momentum_to_torch, load_keras_into, read_keras_weights
 from cnnkit.layers import Flatten
 from cnnkit.models import get_model
-from cnnkit.train.checkpoint import model_from_checkpoint
 from tests import tf_reference as ref
 
 FIXTURES = Path(__file__).parent / "fixtures"

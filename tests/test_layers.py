@@ -30,7 +30,7 @@ def test_conv2d_rectangular_and_valid():
     expected = tf.conv2d(x.permute(NHWC), conv.weight.permute(2, 3, 1, 0), [2, 1], "VALID").permute(NCHW)
     torch.testing.assert_close(conv(x), expected + conv.bias[:, None, None])
     assert conv(x).shape == (1, 3, 4, 5)
-    with pytest.raises(CnnkitError, match="larger than the VALID input 2x5"):
+    with pytest.raises(CnnkitError, match=r"larger than the VALID input size 2 \(input 2x5\)"):
         conv(torch.randn(1, 2, 2, 5))
 
 

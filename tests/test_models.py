@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from cnnkit import CnnkitError
-from cnnkit.models import get_model, list_models, model_info, register_model
-from cnnkit.models.googlenet import TABLE1, GoogLeNetOutputs
+from cnnkit.models import TrainingOutputs, get_model, list_models, model_info, register_model
+from cnnkit.models.googlenet import TABLE1
 from cnnkit.summary import count_macs, count_parameters
 
 EXPECTED = {
@@ -16,12 +16,9 @@ EXPECTED = {
 
 
 def small_config(name: str) -> dict:
-    """A small input each model can take: its own size for the digits/LeNet nets, 32x32 RGB otherwise."""
-    if name == "lenet5":
-        return {"input_size": 32, "in_channels": 1}
-    if name in ("digitsnet", "digits_cnn", "lenet5_modern"):
-        return {"input_size": 8, "in_channels": 1}
-    return {"input_size": 32, "in_channels": 3}
+    """The registry's small test input for the model."""
+    channels, height, _ = model_info(name).test_size
+    return {"input_size": height, "in_channels": channels}
 
 
 def meta_model(name: str, **kw):
@@ -42,8 +39,10 @@ def test_registry_errors():
         get_model("lenet5", input_size=28)
     with pytest.raises(CnnkitError, match="lenet5_modern needs inputs of at least 4x4"):
         get_model("lenet5_modern", input_size=3)
-    with pytest.raises(CnnkitError, match="unexpected keyword"):
+    with pytest.raises(CnnkitError, match="resnet18 has no option 'depth'; its options: stride_in_3x3"):
         get_model("resnet18", depth=7)
+    with pytest.raises(CnnkitError, match="digits_cnn option width must be int; received width='abc'"):
+        get_model("digits_cnn", width="abc")
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -54,8 +53,9 @@ def test_forward_backward_and_modes(name):
     model.train()
     out = model(x)
     if name.startswith("googlenet"):
-        assert isinstance(out, GoogLeNetOutputs)  # auxiliary heads only in training
-        loss = out.logits.sum() + 0.3 * (out.aux1.sum() + out.aux2.sum())
+        assert isinstance(out, TrainingOutputs) and len(out.auxiliary) == 2  # auxiliary heads only in training
+        assert out.aux_weight == 0.3  # the paper's weight for the auxiliary losses
+        loss = out.logits.sum() + 0.3 * sum(aux.sum() for aux in out.auxiliary)
         out = out.logits
     else:
         loss = out.sum()

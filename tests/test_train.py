@@ -7,26 +7,31 @@ import torch
 from safetensors.torch import load_file
 
 from cnnkit import CnnkitError
+from cnnkit.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnkit.cli import main
-from cnnkit.models import get_model
-from cnnkit.train import TrainConfig, fit, model_from_checkpoint, train_one_epoch
-from cnnkit.train.checkpoint import load_checkpoint
+from cnnkit.models import get_model, model_info
+from cnnkit.train import TrainConfig, fit, train_one_epoch
 from cnnkit.train.losses import article_loss, make_loss
 
-FAST = {"epochs": 5}
+
+@pytest.fixture(scope="module")
+def five_epochs(tmp_path_factory):
+    """One 5-epoch default run, shared by the tests that only read it."""
+    out = tmp_path_factory.mktemp("train") / "run"
+    return fit(TrainConfig(epochs=5), out=out, progress=False), out
 
 
-def test_short_digits_training_learns(tmp_path):
-    result = fit(TrainConfig(**FAST), out=tmp_path / "run", progress=False)
+def test_short_digits_training_learns(five_epochs):
+    result, run = five_epochs
     assert result.test_accuracy > 0.9 and result.epochs_run == 5
-    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines[:-1]] == [1, 2, 3, 4, 5] and "final" in json.loads(lines[-1])
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["epochs"] == 5
+    assert json.loads((run / "config.json").read_text())["epochs"] == 5
 
 
-def test_checkpoint_rebuilds_the_same_model(tmp_path):
-    result = fit(TrainConfig(**FAST), out=tmp_path / "run", progress=False)
-    model, preprocessing, meta = model_from_checkpoint(tmp_path / "run")
+def test_checkpoint_rebuilds_the_same_model(five_epochs):
+    result, run = five_epochs
+    model, preprocessing, meta = model_from_checkpoint(run)
     assert meta["class_names"] == [str(i) for i in range(10)] and preprocessing.kind == "standardize"
     # Options are recorded with the builder's defaults filled in, so a later default change cannot break it.
     assert meta["model"] == {"name": "digits_cnn", "options": {"width": 24, "dropout": 0.2}, "num_classes": 10,
@@ -34,14 +39,13 @@ def test_checkpoint_rebuilds_the_same_model(tmp_path):
     x = torch.randn(4, 1, 8, 8)
     result.model.eval()
     torch.testing.assert_close(model(x), result.model(x))
-    tensors, _ = load_checkpoint(tmp_path / "run" / "last")
+    tensors, _ = load_checkpoint(run / "last")
     assert any(k.startswith("optim.") for k in tensors) and "rng.torch" in tensors
-    assert not list((tmp_path / "run").glob("*.tmp"))  # atomic writes leave no temp files
+    assert not list(run.glob("*.tmp"))  # atomic writes leave no temp files
 
 
-def test_one_image_alone_equals_inside_a_batch(tmp_path):
-    fit(TrainConfig(**FAST), out=tmp_path / "run", progress=False)
-    model, preprocessing, _ = model_from_checkpoint(tmp_path / "run")
+def test_one_image_alone_equals_inside_a_batch(five_epochs):
+    model, preprocessing, _ = model_from_checkpoint(five_epochs[1])
     x = preprocessing(torch.rand(16, 1, 8, 8) * 16)
     torch.testing.assert_close(model(x[3:4]), model(x)[3:4])
 
@@ -110,6 +114,15 @@ def test_cli_existing_run_and_json(tmp_path, capsys):
     assert load_checkpoint(tmp_path / "r" / "last")[1]["epoch"] == 2
 
 
+def test_json_output_holds_only_json_when_compile_falls_back(tmp_path, capsys):
+    # bf16 has no compiled step: the fallback note is a log line and belongs on stderr with --json.
+    assert main(["train", "--out", str(tmp_path / "r"), "--epochs", "1", "--compile", "on", "--precision", "bf16",
+                 "--json", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "compile: falling back to eager" in captured.err
+    assert [json.loads(line)["epochs_run"] for line in captured.out.splitlines()] == [1]
+
+
 def test_seed_recipe_runs_the_article_program(tmp_path, capsys):
     code = main(["train", "--recipe", "seed", "--epochs", "2", "--eval-every", "1", "--out", str(tmp_path / "s"),
                  "--no-progress"])
@@ -140,13 +153,12 @@ def test_bn_recompute_and_seed_faithful_init():
     assert torch.equal(model.features.bn2.bias, torch.zeros(5))
 
 
-FAMILY = {"lenet5": (1, 32), "lenet5_modern": (1, 28), "alexnet": (3, 32), "vgg11_bn": (3, 32),
-          "googlenet": (3, 32), "resnet18": (3, 32), "digitsnet": (1, 8)}
+FAMILY = ["lenet5", "lenet5_modern", "alexnet", "vgg11_bn", "googlenet", "resnet18", "digitsnet"]
 
 
 @pytest.mark.parametrize("name", sorted(FAMILY))
 def test_one_training_step_per_family_lowers_the_loss(name):
-    channels, size = FAMILY[name]
+    channels, size, _ = model_info(name).test_size
     model = get_model(name, num_classes=4, in_channels=channels, input_size=size)
     x, y = torch.randn(8, channels, size, size), torch.arange(8) % 4
     config = TrainConfig(shift=0, grad_clip=1.0)

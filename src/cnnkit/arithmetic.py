@@ -59,12 +59,18 @@ def output_size(in_size: int, kernel: int, stride: int = 1, padding: Padding = "
     if mode == "same":
         return math.ceil(in_size / stride)
     pad = 0 if mode == "valid" else mode[0]
-    if in_size + 2 * pad < extent:
-        raise CnnkitError(
-            f"kernel extent {extent} is larger than the {'VALID ' if mode == 'valid' else ''}input "
-            f"size {in_size}{f' padded by {pad} on each side' if pad else ''}; use a smaller kernel or padding='same'"
-        )
+    check_window_fits(in_size, extent, pad)
     return (in_size + 2 * pad - extent) // stride + 1
+
+
+def check_window_fits(in_size: int, extent: int, pad: int = 0, shape: tuple[int, int] | None = None) -> None:
+    """Refuse a window of `extent` cells that does not fit an input of `in_size` cells padded by `pad` on each side
+    (a VALID window when `pad` is 0); `shape` (H, W) names the whole input in the message."""
+    if in_size + 2 * pad < extent:
+        where = f" padded by {pad} on each side" if pad else ""
+        whole = f" (input {shape[0]}x{shape[1]})" if shape else ""
+        raise CnnkitError(f"kernel extent {extent} is larger than the {'' if pad else 'VALID '}input size {in_size}"
+                          f"{where}{whole}; use a smaller kernel or padding='same'")
 
 
 def conv_params(kh: int, kw: int, in_ch: int, out_ch: int, bias: bool = True, groups: int = 1) -> int:

@@ -1,4 +1,4 @@
-"""`cnnkit evaluate | predict | models | summary | explain | visualize | report`: argument parsing only."""
+"""`cnnkit evaluate | predict | models | summary | explain | visualize | report`: parse, call the library, print."""
 
 from __future__ import annotations
 
@@ -6,23 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from cnnkit.errors import CnnkitError
-
-
-def dims(text: str, count: int) -> tuple[int, ...]:
-    """'1x8x8' -> (1, 8, 8); a single number repeats ('8' -> (8, 8) for count 2)."""
-    try:
-        values = tuple(int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise CnnkitError(f"expected sizes like {'x'.join(['8'] * count)}; received {text!r}") from None
-    if len(values) == 1 and count == 2:
-        values = values * 2
-    if len(values) != count or min(values) < 1:
-        raise CnnkitError(f"expected {count} positive sizes like {'x'.join(['8'] * count)}; received {text!r}")
-    return values
+from cnnkit.cli_common import dims, percent
 
 
 def add_inspect_parsers(commands: argparse._SubParsersAction) -> None:
@@ -81,24 +65,17 @@ def add_inspect_parsers(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_report)
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.2f}%"
-
-
 def run_evaluate(args: argparse.Namespace) -> int:
     """Print accuracy, top-k, per-class metrics and the confusion matrix."""
-    from cnnkit.inference import evaluate_trained, evaluation_data, load_trained
+    from cnnkit.inference import evaluate_checkpoint
 
-    trained = load_trained(args.checkpoint)
-    images, labels, described = evaluation_data(trained, args.data)
-    metrics = evaluate_trained(trained, images, labels, args.top_k)
-    metrics.pop("predicted")
+    metrics = evaluate_checkpoint(args.checkpoint, args.data, args.top_k)
     if args.json:
-        print(json.dumps({"data": described, **metrics}))
+        print(json.dumps(metrics))
         return 0
     top_key = next(k for k in metrics if k.startswith("top"))
-    print(f"evaluated on {described}: {metrics['count']} images")
-    print(f"accuracy {_pct(metrics['accuracy'])}   {top_key.replace('_', ' ')} {_pct(metrics[top_key])}")
+    print(f"evaluated on {metrics['data']}: {metrics['count']} images")
+    print(f"accuracy {percent(metrics['accuracy'])}   {top_key.replace('_', ' ')} {percent(metrics[top_key])}")
     print(f"{'class':>12} {'precision':>9} {'recall':>7} {'F1':>6} {'support':>7}")
     for c in metrics["per_class"]:
         print(f"{c['class']:>12} {c['precision']:9.3f} {c['recall']:7.3f} {c['f1']:6.3f} {c['support']:7d}")
@@ -108,61 +85,25 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_inputs(paths: list[str], trained) -> torch.Tensor:
-    from cnnkit.inference import read_image_files
-
-    arrays, images = [], []
-    for path in paths:
-        if path.endswith(".npy"):
-            try:
-                array = np.load(path, allow_pickle=False)
-            except (ValueError, OSError) as error:
-                raise CnnkitError(f"{path}: not a readable .npy array without pickles ({error})") from None
-            array = array[None, None] if array.ndim == 2 else array[None] if array.ndim == 3 else array
-            arrays.append(torch.as_tensor(array, dtype=torch.float32))
-        else:
-            images.append(path)
-    parts = ([read_image_files(images, trained)] if images else []) + arrays
-    return torch.cat(parts) if len(parts) > 1 else parts[0]
-
-
 def run_predict(args: argparse.Namespace) -> int:
     """Print the predicted class and top-k probabilities per input."""
-    from cnnkit.inference import load_trained, predict, read_data
+    from cnnkit.inference import predict_sources
 
-    if not args.inputs and not args.data:
-        raise CnnkitError("give image files / .npy arrays to predict, or --data PATH")
-    trained = load_trained(args.checkpoint)
-    names, batches = [], []
-    if args.inputs:
-        batches.append(_load_inputs(args.inputs, trained))
-        names += args.inputs
-    if args.data:
-        images, _ = read_data(trained, args.data)
-        batches.append(images)
-        names += [f"{args.data}[{i}]" for i in range(len(images))]
-    results = predict(trained, torch.cat(batches), args.top_k)
+    results = predict_sources(args.checkpoint, args.inputs, args.data, args.top_k)
     if args.json:
-        print(json.dumps([{"input": n, **r} for n, r in zip(names, results, strict=True)]))
+        print(json.dumps(results))
         return 0
-    for name, result in zip(names, results, strict=True):
-        top = ", ".join(f"{t['class']} {_pct(t['probability'])}" for t in result["top"])
-        print(f"{name}: {result['class']}  ({top})")
+    for result in results:
+        top = ", ".join(f"{t['class']} {percent(t['probability'])}" for t in result["top"])
+        print(f"{result['input']}: {result['class']}  ({top})")
     return 0
 
 
 def run_models(args: argparse.Namespace) -> int:
     """Print the registry."""
-    from cnnkit.models import get_model, list_models, model_info
-    from cnnkit.summary import count_parameters
+    from cnnkit.summary import model_table
 
-    rows = []
-    for name in list_models():
-        info = model_info(name)
-        with torch.device("meta"):
-            params = count_parameters(get_model(name))
-        rows.append({"name": name, "paper": info.paper, "parameters": params,
-                     "input_size": "x".join(map(str, info.input_size)), "num_classes": info.num_classes})
+    rows = model_table()
     if args.json:
         print(json.dumps(rows))
         return 0
@@ -173,43 +114,23 @@ def run_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_or_checkpoint(spec: str, input_size: str | None, num_classes: int | None):
-    from cnnkit.models import get_model, list_models
-
-    if spec in list_models() and not Path(spec).exists():
-        shape = dims(input_size, 3) if input_size else None
-        model = get_model(spec, num_classes=num_classes, in_channels=shape[0] if shape else None,
-                          input_size=shape[1:] if shape else None)
-        return model.eval(), model.input_shape, None
-    from cnnkit.inference import load_trained
-
-    if not Path(spec).exists():
-        raise CnnkitError(f"{spec!r} is neither a registered model (see `cnnkit models`) nor a checkpoint path")
-    trained = load_trained(spec)
-    if input_size and dims(input_size, 3) != trained.input_shape:
-        raise CnnkitError(f"the checkpoint's model takes {'x'.join(map(str, trained.input_shape))}; received "
-                          f"--input-size {input_size}")
-    return trained.model, trained.input_shape, trained
-
-
 def run_summary(args: argparse.Namespace) -> int:
     """Print the per-layer table."""
-    from cnnkit.summary import summarize
+    from cnnkit.summary import summarize_source
 
-    model, shape, _ = _model_or_checkpoint(args.model, args.input_size, args.num_classes)
-    summary = summarize(model, shape, name=args.model)
+    shape = dims(args.input_size, 3) if args.input_size else None
+    summary = summarize_source(args.model, shape, args.num_classes)
     print(json.dumps(summary.to_dict()) if args.json else summary.table())
     return 0
 
 
 def run_explain(args: argparse.Namespace) -> int:
     """Print the padding arithmetic and draw the window."""
-    from cnnkit.explain import draw_window, explain_window
+    from cnnkit.explain import explain
 
     padding = int(args.padding) if args.padding.isdigit() else args.padding
-    info = explain_window(args.kind, dims(args.input, 2), args.kernel, args.stride, padding, args.dilation)
     out = args.out or Path("explain.gif" if args.gif else "explain.png")
-    info["picture"] = str(draw_window(info, out, args.gif))
+    info = explain(args.kind, dims(args.input, 2), args.kernel, args.stride, padding, args.dilation, out, args.gif)
     if args.json:
         print(json.dumps(info))
         return 0
@@ -225,19 +146,10 @@ def run_explain(args: argparse.Namespace) -> int:
 
 def run_visualize(args: argparse.Namespace) -> int:
     """Write the filter grid and one feature-map grid per layer."""
-    from cnnkit.inference import Trained
-    from cnnkit.pictures import default_layers, feature_maps, plot_feature_maps, plot_filters
+    from cnnkit.pictures import visualize
 
-    model, shape, trained = _model_or_checkpoint(args.checkpoint, None, None)
-    if trained is None:
-        trained = Trained(model, None, {}, [], shape, 255.0)
-    x = trained.prepare(_load_inputs([args.image], trained))[:1]
-    layers = [n.strip() for n in args.layers.split(",")] if args.layers else default_layers(model)
-    maps_by_layer = feature_maps(model, x, layers)  # unknown layer names fail here, before any file is written
-    written = [plot_filters(model, args.out / "filters.png")]
-    for name, maps in maps_by_layer.items():
-        written.append(plot_feature_maps(name, maps, args.out / f"features_{name.replace('.', '_')}.png"))
-    for path in written:
+    layers = [n.strip() for n in args.layers.split(",")] if args.layers else None
+    for path in visualize(args.checkpoint, args.image, layers, args.out):
         print(path)
     return 0
 

@@ -1,4 +1,4 @@
-"""`cnnkit export` and `cnnkit import-weights`: argument parsing only."""
+"""`cnnkit export` and `cnnkit import-weights`: parse, call the library, print."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from cnnkit.cli_common import dims
 from cnnkit.errors import CnnkitError
 
 
@@ -57,42 +58,11 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     """Convert and write a checkpoint."""
-    import torch
+    from cnnkit.interop import import_weights
 
-    from cnnkit.cli_inspect import dims
-    from cnnkit.interop import load_keras_into, read_keras_weights
-    from cnnkit.models import get_model, model_info
-    from cnnkit.train.checkpoint import PICKLE_SUFFIXES, save_checkpoint
-
-    stem = args.out.with_suffix("") if args.out.suffix in (".json", ".safetensors") else args.out
-    if stem.with_suffix(".json").exists() and not args.overwrite:
-        raise CnnkitError(f"{stem.with_suffix('.json')} already exists; pass --overwrite to replace it")
     shape = dims(args.input_size, 3) if args.input_size else None
-    model = get_model(args.model, num_classes=args.num_classes, in_channels=shape[0] if shape else None,
-                      input_size=shape[1:] if shape else None)
-    if args.weights.suffix in PICKLE_SUFFIXES:
-        if not args.trust:
-            raise CnnkitError(f"{args.weights}: pickled files can run code when loaded; pass --trust if you trust "
-                              "its source (it is then read with weights_only=True)")
-        try:
-            state = torch.load(args.weights, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - the unpickler refuses non-tensor content in many ways
-            raise CnnkitError(f"{args.weights}: not a plain tensor state dict ({type(error).__name__})") from None
-        state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
-        try:
-            model.load_state_dict(state)
-        except (RuntimeError, TypeError, AttributeError) as error:
-            raise CnnkitError(f"{args.weights}: weights do not fit {args.model}: "
-                              f"{str(error).splitlines()[0] if str(error) else 'mismatch'}") from None
-        loaded = len(state)
-    else:
-        loaded = load_keras_into(model, read_keras_weights(args.weights), args.bn_epsilon)
-    classes = model_info(args.model).num_classes if args.num_classes is None else args.num_classes
-    spec = {"name": args.model, "options": {}, "num_classes": classes, "in_channels": model.input_shape[0],
-            "input_size": list(model.input_shape[1:])}
-    meta = {"model": spec, "class_names": [str(i) for i in range(classes)], "metrics": {}, "epoch": 0,
-            "global_step": 0, "imported_from": str(args.weights), "data": {"pixel_max": 255.0}}
-    save_checkpoint(stem, model, meta)
-    print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.safetensors')} ({loaded} layers/tensors "
-          f"from {args.weights.name}; no preprocessing: inputs are used as given)")
+    result = import_weights(args.weights, args.model, args.out, args.num_classes, shape, args.bn_epsilon, args.trust,
+                            args.overwrite)
+    print(f"wrote {result['files'][0]} and {result['files'][1]} ({result['loaded']} layers/tensors from "
+          f"{args.weights.name}; no preprocessing: inputs are used as given)")
     return 0

@@ -1,10 +1,9 @@
-"""`cnnkit train`: flags -> TrainConfig -> fit."""
+"""`cnnkit train`: flags -> TrainConfig -> fit -> print."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import fields
@@ -110,23 +109,13 @@ def run_train(args: argparse.Namespace) -> int:
     from cnnkit.train.loop import fit
 
     if args.resume is not None:
-        config_path = args.resume / "config.json"
-        if not config_path.exists():
-            raise CnnkitError(f"{args.resume}: nothing to resume (no config.json)")
-        config = TrainConfig.from_dict(json.loads(config_path.read_text()))
-        if args.epochs is not None:
-            config.epochs = args.epochs
-        out, resume = args.resume, True
+        config, out, resume = TrainConfig.from_run_dir(args.resume, args.epochs), args.resume, True
     else:
         config = config_from_args(args)
         out = args.out or Path("runs") / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
         resume = False
-    stream = sys.stderr if args.json else sys.stdout
-    is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 speaks
-    if is_main:
-        print(f"training {config.model} on {config.data}; run directory {out}", file=stream)
     result = fit(config, out=out, overwrite=args.overwrite, resume=resume,
-                 progress=False if args.no_progress else None, stream=stream)
-    if args.json and is_main:
+                 progress=False if args.no_progress else None, stream=sys.stderr if args.json else sys.stdout)
+    if args.json and result.is_main:
         print(json.dumps(result.summary()))
     return 0

@@ -91,3 +91,11 @@ def draw_window(info: dict, path: Path, gif: bool = False) -> Path:
             frames.append(Image.open(io.BytesIO(buffer.getvalue())).convert("P", palette=Image.Palette.ADAPTIVE))
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=500, loop=0)
     return path
+
+
+def explain(kind: str, size: tuple[int, int], kernel: int, stride: int, padding: str | int, dilation: int,
+            out: Path, gif: bool = False) -> dict:
+    """The numbers of `explain_window` plus the picture (PNG of the first window, or a GIF of the scan) at `out`."""
+    info = explain_window(kind, size, kernel, stride, padding, dilation)
+    info["picture"] = str(draw_window(info, out, gif))
+    return info

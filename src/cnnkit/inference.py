@@ -10,10 +10,13 @@ import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
 
-from cnnkit.data import ImageDataset, Preprocessing, load_source, stratified_split
+from cnnkit.checkpoint import model_from_checkpoint
+from cnnkit.data import ImageDataset, Preprocessing, load_source
 from cnnkit.data.safety import decode_image
 from cnnkit.errors import CnnkitError
-from cnnkit.train.checkpoint import model_from_checkpoint
+from cnnkit.models import get_model, list_models, model_info
+from cnnkit.train.config import TrainConfig
+from cnnkit.train.data import load_split
 
 
 @dataclass
@@ -26,15 +29,20 @@ class Trained:
     class_names: list[str]
     input_shape: tuple[int, int, int]  # (C, H, W)
     pixel_max: float
+    trained: bool = True  # False for a registry model with freshly initialised weights
+
+    def check_shape(self, images: torch.Tensor, what: str = "images") -> None:
+        """Refuse a batch whose channels or size differ from the model's input."""
+        if images.dim() != 4 or images.shape[1] != self.input_shape[0]:
+            raise CnnkitError(f"{what} have shape {tuple(images.shape)}; the model expects (N, {self.input_shape[0]}, "
+                              f"{self.input_shape[1]}, {self.input_shape[2]}) ({self.input_shape[0]} channel(s))")
+        if tuple(images.shape[2:]) != self.input_shape[1:]:
+            raise CnnkitError(f"{what} are {images.shape[2]}x{images.shape[3]}; the model expects "
+                              f"{self.input_shape[1]}x{self.input_shape[2]}")
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """Stored-scale (N, C, H, W) images -> model input, checking channels and size."""
-        if images.dim() != 4 or images.shape[1] != self.input_shape[0]:
-            raise CnnkitError(f"images have shape {tuple(images.shape)}; the model expects (N, {self.input_shape[0]}, "
-                              f"{self.input_shape[1]}, {self.input_shape[2]}) ({self.input_shape[0]} channel(s))")
-        if tuple(images.shape[2:]) != self.input_shape[1:]:
-            raise CnnkitError(f"images are {images.shape[2]}x{images.shape[3]}; the model expects "
-                              f"{self.input_shape[1]}x{self.input_shape[2]}")
+        self.check_shape(images)
         return self.preprocessing(images) if self.preprocessing is not None else images
 
 
@@ -46,6 +54,53 @@ def load_trained(path: str | Path) -> Trained:
     pixel_max = float(meta.get("data", {}).get("pixel_max", 255.0))
     names = meta.get("class_names") or [str(i) for i in range(spec["num_classes"])]
     return Trained(model, preprocessing, meta, names, shape, pixel_max)
+
+
+def untrained(name: str, input_shape: tuple[int, int, int] | None = None, num_classes: int | None = None) -> Trained:
+    """A registry model with fresh weights, fed raw 0..255 images (no preprocessing)."""
+    model = get_model(name, num_classes=num_classes, in_channels=input_shape[0] if input_shape else None,
+                      input_size=input_shape[1:] if input_shape else None).eval()
+    classes = model_info(name).num_classes if num_classes is None else num_classes
+    return Trained(model, None, {}, [str(i) for i in range(classes)], model.input_shape, 255.0, trained=False)
+
+
+def open_model(source: str, input_shape: tuple[int, int, int] | None = None, num_classes: int | None = None) -> Trained:
+    """A checkpoint or run directory, or else a registered model name (fresh weights)."""
+    if source in list_models() and not Path(source).exists():
+        return untrained(source, input_shape, num_classes)
+    if not Path(source).exists():
+        raise CnnkitError(f"{source!r} is neither a registered model (see `cnnkit models`) nor a checkpoint path")
+    trained = load_trained(source)
+    if input_shape and tuple(input_shape) != trained.input_shape:
+        raise CnnkitError(f"the checkpoint's model takes {'x'.join(map(str, trained.input_shape))}; received "
+                          f"--input-size {'x'.join(map(str, input_shape))}")
+    return trained
+
+
+def read_inputs(paths: list[str], trained: Trained) -> tuple[torch.Tensor, list[str]]:
+    """Image files and .npy arrays (an image (H, W) or (C, H, W), or a batch (N, C, H, W)) as one stored-scale
+    batch, with a name per image (`file.npy[i]` for the images of a batch array)."""
+    parts, names = [], []
+    for path in paths:
+        if path.endswith(".npy"):
+            batch = read_npy(Path(path))
+            trained.check_shape(batch, path)
+            names += [path] if len(batch) == 1 else [f"{path}[{i}]" for i in range(len(batch))]
+        else:
+            batch = read_image_files([path], trained)
+            names.append(path)
+        parts.append(batch)
+    return torch.cat(parts), names
+
+
+def read_npy(path: Path) -> torch.Tensor:
+    """A .npy array without pickles as an (N, C, H, W) float batch."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise CnnkitError(f"{path}: not a readable .npy array without pickles ({error})") from None
+    array = array[None, None] if array.ndim == 2 else array[None] if array.ndim == 3 else array
+    return torch.as_tensor(array, dtype=torch.float32)
 
 
 def read_image_files(paths: list[str | Path], trained: Trained) -> torch.Tensor:
@@ -80,13 +135,10 @@ def logits_of(trained: Trained, images: torch.Tensor, batch_size: int = 256) -> 
 def evaluation_data(trained: Trained, data: str | None) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(images, labels, description): the run's own held-out test split, or every image of `data`."""
     if data is None:
-        config = trained.meta.get("config", {})
-        source = load_source(config.get("data", "digits"), (config["image_size"],) * 2 if config.get("image_size")
-                             else None)
-        split = stratified_split(source.labels, config.get("val_fraction", 0.1), config.get("test_fraction", 0.2),
-                                 config.get("seed", 0))
+        config = TrainConfig.from_dict(trained.meta.get("config", {}))
+        source, split = load_split(config)
         index = split.test if len(split.test) else torch.arange(len(source))
-        what = f"the run's held-out test split of {config.get('data', 'digits')}" if len(split.test) else "all data"
+        what = f"the run's held-out test split of {config.data}" if len(split.test) else "all data"
         return source.images[index], source.labels[index], what
     images, source = read_data(trained, data)
     if len(source.class_names) > len(trained.class_names):
@@ -117,3 +169,30 @@ def evaluate_trained(trained: Trained, images: torch.Tensor, labels: torch.Tenso
         "confusion_matrix": confusion_matrix(labels, predicted, labels=classes).tolist(),
         "predicted": predicted.tolist(),
     }
+
+
+def evaluate_checkpoint(checkpoint: str, data: str | None = None, top_k: int = 5) -> dict:
+    """Metrics of a checkpoint on its run's held-out test split, or on every image of `data`."""
+    trained = load_trained(checkpoint)
+    images, labels, described = evaluation_data(trained, data)
+    metrics = evaluate_trained(trained, images, labels, top_k)
+    metrics.pop("predicted")
+    return {"data": described, **metrics}
+
+
+def predict_sources(checkpoint: str, inputs: list[str], data: str | None = None, top_k: int = 3) -> list[dict]:
+    """Predictions for image files / .npy arrays and every image of a data source, each named by its input."""
+    if not inputs and not data:
+        raise CnnkitError("give image files / .npy arrays to predict, or --data PATH")
+    trained = load_trained(checkpoint)
+    names, batches = [], []
+    if inputs:
+        images, named = read_inputs(inputs, trained)
+        batches.append(images)
+        names += named
+    if data:
+        images, _ = read_data(trained, data)
+        batches.append(images)
+        names += [f"{data}[{i}]" for i in range(len(images))]
+    results = predict(trained, torch.cat(batches), top_k)
+    return [{"input": name, **result} for name, result in zip(names, results, strict=True)]

@@ -17,9 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnkit.checkpoint import PICKLE_SUFFIXES, model_spec, save_checkpoint
 from cnnkit.data.safety import read_bytes
 from cnnkit.errors import CnnkitError
-from cnnkit.layers import BatchNorm2d
+from cnnkit.layers import BatchNorm2d, Flatten
+from cnnkit.models import get_model, model_info
 
 
 def conv_kernel_from_tf(kernel: np.ndarray) -> torch.Tensor:
@@ -160,8 +162,6 @@ def load_keras_into(model: nn.Module, layers: dict[str, list[np.ndarray]], bn_ep
 
 def _flatten_shape(model: nn.Module) -> tuple[int, int, int] | None:
     """(H, W, C) of the maps the first dense layer reads, when the model flattens them in NCHW order."""
-    from cnnkit.layers import Flatten
-
     flatten = next((m for m in model.modules() if isinstance(m, Flatten)), None)
     if flatten is None or flatten.order == "NHWC" or not hasattr(model, "forward_features"):
         return None
@@ -171,3 +171,48 @@ def _flatten_shape(model: nn.Module) -> tuple[int, int, int] | None:
     with torch.no_grad():
         maps = model.eval().forward_features(torch.zeros(1, *shape))
     return (maps.shape[2], maps.shape[3], maps.shape[1]) if maps.dim() == 4 else None
+
+
+def read_torch_state(path: Path, trust: bool) -> dict[str, torch.Tensor]:
+    """A pickled PyTorch state dict, only when the user trusts its source, and then with weights_only=True."""
+    if not trust:
+        raise CnnkitError(f"{path}: pickled files can run code when loaded; pass --trust if you trust its source "
+                          "(it is then read with weights_only=True)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - the unpickler refuses non-tensor content in many ways
+        raise CnnkitError(f"{path}: not a plain tensor state dict ({type(error).__name__})") from None
+    state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise CnnkitError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def import_weights(
+    weights: Path, model_name: str, out: Path, num_classes: int | None = None,
+    input_shape: tuple[int, int, int] | None = None, bn_epsilon: float | None = None, trust: bool = False,
+    overwrite: bool = False,
+) -> dict:
+    """Convert Keras 3 weights (or a trusted PyTorch state dict) for a registered model into a cnnkit checkpoint."""
+    stem = out.with_suffix("") if out.suffix in (".json", ".safetensors") else out
+    if stem.with_suffix(".json").exists() and not overwrite:
+        raise CnnkitError(f"{stem.with_suffix('.json')} already exists; pass --overwrite to replace it")
+    classes = model_info(model_name).num_classes if num_classes is None else num_classes
+    model = get_model(model_name, num_classes=classes, in_channels=input_shape[0] if input_shape else None,
+                      input_size=input_shape[1:] if input_shape else None)
+    if weights.suffix in PICKLE_SUFFIXES:
+        state = read_torch_state(weights, trust)
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as error:
+            raise CnnkitError(f"{weights}: weights do not fit {model_name}: "
+                              f"{str(error).splitlines()[0] if str(error) else 'mismatch'}") from None
+        loaded = len(state)
+    else:
+        loaded = load_keras_into(model, read_keras_weights(weights), bn_epsilon)
+    spec = model_spec(model_name, {}, classes, model.input_shape[0], model.input_shape[1:])
+    meta = {"model": spec, "class_names": [str(i) for i in range(classes)], "metrics": {}, "epoch": 0,
+            "global_step": 0, "imported_from": str(weights), "data": {"pixel_max": 255.0}}
+    save_checkpoint(stem, model, meta)
+    return {"checkpoint": str(stem), "files": [str(stem.with_suffix(".json")), str(stem.with_suffix(".safetensors"))],
+            "loaded": loaded, "source": str(weights)}

@@ -13,6 +13,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from cnnkit.errors import CnnkitError  # noqa: E402
+from cnnkit.inference import open_model, read_inputs  # noqa: E402
 
 
 def module_names(model: nn.Module) -> list[str]:
@@ -156,3 +157,14 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def visualize(source: str, image: str, layers: list[str] | None, out: Path) -> list[Path]:
+    """Filters of the first conv layer and feature maps of `layers` for one image, as PNGs in `out`."""
+    trained = open_model(source)
+    x = trained.prepare(read_inputs([image], trained)[0])[:1]
+    maps_by_layer = feature_maps(trained.model, x, layers or default_layers(trained.model))  # names checked first
+    written = [plot_filters(trained.model, out / "filters.png")]
+    for name, maps in maps_by_layer.items():
+        written.append(plot_feature_maps(name, maps, out / f"features_{name.replace('.', '_')}.png"))
+    return written

@@ -7,7 +7,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from cnnkit.arithmetic import batchnorm_params, conv_macs, conv_params, dense_macs, dense_params
+from cnnkit.inference import open_model
 from cnnkit.layers import BatchNorm2d, Flatten, GlobalAvgPool2d
+from cnnkit.models import get_model, list_models, model_info
 
 
 def count_parameters(model: nn.Module, trainable: bool = True) -> int:
@@ -18,10 +21,11 @@ def count_parameters(model: nn.Module, trainable: bool = True) -> int:
 def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
     """Multiply-adds one sample costs in a conv or dense layer, from the output it produced."""
     if isinstance(module, nn.Conv2d):
-        per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-        return output[0].numel() * per_output
+        (kh, kw), (out_h, out_w) = module.kernel_size, output.shape[-2:]
+        return conv_macs(kh, kw, module.in_channels, module.out_channels, out_h, out_w, module.groups)
     if isinstance(module, nn.Linear):
-        return output[0].numel() // module.out_features * module.in_features * module.out_features
+        positions = output[0].numel() // module.out_features  # a dense layer applied at every leading position
+        return positions * dense_macs(module.in_features, module.out_features)
     return 0
 
 
@@ -93,18 +97,21 @@ def _geometry(module: nn.Module) -> tuple[tuple[int, int], tuple[int, int], tupl
 
 
 def _formula(module: nn.Module, own: int) -> str:
+    """The article-style parameter formula with cnnkit.arithmetic's count (equal to the layer's own count)."""
     if isinstance(module, nn.Conv2d):
         kh, kw = module.kernel_size
         cin = module.in_channels // module.groups
+        count = conv_params(kh, kw, module.in_channels, module.out_channels, module.bias is not None, module.groups)
         if module.bias is not None:
-            return f"({kh}*{kw}*{cin}+1)*{module.out_channels} = {own:,}"
-        return f"{kh}*{kw}*{cin}*{module.out_channels} = {own:,}"
+            return f"({kh}*{kw}*{cin}+1)*{module.out_channels} = {count:,}"
+        return f"{kh}*{kw}*{cin}*{module.out_channels} = {count:,}"
     if isinstance(module, nn.Linear):
         bias = "+1" if module.bias is not None else ""
-        return f"({module.in_features}{bias})*{module.out_features} = {own:,}"
+        count = dense_params(module.in_features, module.out_features, module.bias is not None)
+        return f"({module.in_features}{bias})*{module.out_features} = {count:,}"
     if isinstance(module, BatchNorm2d) and module.weight is not None:
-        shape = "*".join(map(str, module.weight.shape))
-        return f"2*{shape} = {own:,}"
+        count = batchnorm_params(module.num_features, module.per, module.spatial)
+        return f"2*{'*'.join(map(str, module.weight.shape))} = {count:,}"
     return f"{own:,}" if own else ""
 
 
@@ -205,3 +212,22 @@ def _forward_once(model: nn.Module, input_shape: tuple[int, ...], device, handle
         for handle in handles:
             handle.remove()
         model.train(was_training)
+
+
+def summarize_source(source: str, input_shape: tuple[int, int, int] | None = None,
+                     num_classes: int | None = None) -> Summary:
+    """The summary of a registered model (fresh weights) or a checkpoint's model."""
+    trained = open_model(source, input_shape, num_classes)
+    return summarize(trained.model, trained.input_shape, name=source)
+
+
+def model_table() -> list[dict]:
+    """One row per registered model: name, paper, trainable parameters, default input size and classes."""
+    rows = []
+    for name in list_models():
+        info = model_info(name)
+        with torch.device("meta"):
+            params = count_parameters(get_model(name))
+        rows.append({"name": name, "paper": info.paper, "parameters": params,
+                     "input_size": "x".join(map(str, info.input_size)), "num_classes": info.num_classes})
+    return rows

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from cnnkit.arithmetic import effective_kernel, same_padding
+from cnnkit.arithmetic import check_window_fits, effective_kernel, same_padding
 from cnnkit.errors import CnnkitError
 
 __all__ = [
@@ -73,11 +73,7 @@ def spatial_pads(
                 f"padding must be 'SAME', 'VALID' or an explicit list of pairs; received padding={padding!r}"
             )
         for axis in (0, 1):
-            if size[axis] < effective_kernel(kernel[axis], dilation[axis]):
-                raise CnnkitError(
-                    f"kernel extent {effective_kernel(kernel[axis], dilation[axis])} is larger than the VALID input "
-                    f"size {size[axis]} (input {size[0]}x{size[1]}); use a smaller kernel or padding='SAME'"
-                )
+            check_window_fits(size[axis], effective_kernel(kernel[axis], dilation[axis]), shape=size)
         return 0, 0, 0, 0
     pairs = [list(p) for p in padding]
     if len(pairs) != 4 or any(len(p) != 2 for p in pairs):
@@ -145,12 +141,20 @@ def avg_pool(
 ) -> torch.Tensor:
     """tf.nn.avg_pool: with SAME, each window's sum is divided by its number of real (unpadded) cells."""
     x, kernel, stride, pads = _pool_setup(value, ksize, strides, padding, data_format)
+    return _from_nchw(avg_pool_real_cells(x, kernel, stride, pads), data_format)
+
+
+def avg_pool_real_cells(
+    x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int, int, int, int],
+) -> torch.Tensor:
+    """NCHW average pooling after zero pads (left, right, top, bottom), each window's sum divided by its number
+    of real (unpadded) cells: TF's SAME average pool."""
     if not any(pads):
-        return _from_nchw(F.avg_pool2d(x, kernel, stride), data_format)
+        return F.avg_pool2d(x, kernel, stride)
     ones = torch.ones((1, 1, *x.shape[2:]), dtype=x.dtype, device=x.device)
     real_cells = F.avg_pool2d(F.pad(ones, pads), kernel, stride, divisor_override=1)
     window_sums = F.avg_pool2d(F.pad(x, pads), kernel, stride, divisor_override=1)
-    return _from_nchw(window_sums / real_cells, data_format)
+    return window_sums / real_cells
 
 
 def moments(

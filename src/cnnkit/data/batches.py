@@ -20,13 +20,19 @@ def tensor_batches(
     rank: int = 0, world_size: int = 1,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (images, labels) batches in `order`; with several processes each takes every world_size-th sample."""
-    if world_size > 1:
-        usable = len(order) - len(order) % world_size  # equal shares keep the processes in step
-        order = order[:usable][rank::world_size]
+    order = process_share(order, rank, world_size)
     stop = len(order) - len(order) % batch_size if drop_last else len(order)
     for start in range(0, stop, batch_size):
         index = order[start:start + batch_size]
         yield images[index], labels[index]
+
+
+def process_share(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """This process's samples of an epoch's order: every world_size-th, from equal shares that keep the processes
+    in step (the last len % world_size samples are left out)."""
+    if world_size == 1:
+        return order
+    return order[: len(order) - len(order) % world_size][rank::world_size]
 
 
 def num_batches(n: int, batch_size: int, drop_last: bool, world_size: int = 1) -> int:

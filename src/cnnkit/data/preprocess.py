@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from cnnkit.data.preprocess_kinds import PREPROCESSING_KINDS
 from cnnkit.errors import CnnkitError
-
-KINDS = ("standardize", "minmax", "none")
 
 
 @dataclass
@@ -33,7 +32,7 @@ class Preprocessing:
         if kind == "none":
             channels = images.shape[1]
             return cls(kind, torch.zeros(channels, 1, 1), torch.ones(channels, 1, 1))
-        raise CnnkitError(f"preprocessing must be one of {', '.join(KINDS)}; received {kind!r}")
+        raise CnnkitError(f"preprocessing must be one of {', '.join(PREPROCESSING_KINDS)}; received {kind!r}")
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Apply to (N, C, H, W) images in their stored scale."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from cnnkit.data.batches import process_share
 from cnnkit.data.folder import scan_folder
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.data.safety import decode_image, image_is_grey
@@ -49,8 +50,7 @@ def stream_batches(
     device: torch.device, workers: int = 2, rank: int = 0, world_size: int = 1,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Preprocessed batches in `order` (a process takes every world_size-th sample), decoded by a DataLoader."""
-    if world_size > 1:
-        order = order[: len(order) - len(order) % world_size][rank::world_size]
+    order = process_share(order, rank, world_size)
     loader = DataLoader(images, batch_size=batch_size, sampler=order.tolist(), drop_last=drop_last,
                         num_workers=workers, persistent_workers=False)
     for x, y in loader:

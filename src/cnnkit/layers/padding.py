@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cnnkit.arithmetic import Padding, effective_kernel, padding_mode, pair, same_padding
-from cnnkit.errors import CnnkitError
+from cnnkit.arithmetic import Padding, check_window_fits, effective_kernel, padding_mode, pair, same_padding
 
 
 class TFPadding:
@@ -52,18 +51,12 @@ class TFPadding:
 
     def check_valid_size(self, size: tuple[int, int]) -> None:
         """Raise if a VALID window does not fit the input."""
-        if size[0] < self.extent[0] or size[1] < self.extent[1]:
-            raise CnnkitError(
-                f"{type(self).__name__}: kernel extent {self.extent[0]}x{self.extent[1]} is larger than the VALID "
-                f"input {size[0]}x{size[1]}; use a smaller kernel or padding='same'"
-            )
+        for axis in (0, 1):
+            check_window_fits(size[axis], self.extent[axis], shape=size)
 
-    def pad_input(self, x: torch.Tensor, value: float = 0.0) -> torch.Tensor:
-        """Apply the planned asymmetric or dynamic SAME pad (symmetric pads are left to the torch op).
-
-        A strided SAME layer planned for one input size still pads another size correctly, computing the pad
-        from the input's shape.
-        """
+    def input_pads(self, x: torch.Tensor) -> tuple[int, int, int, int] | None:
+        """The (left, right, top, bottom) pads `x` needs before the torch op, or None when the op's own symmetric
+        padding is exact. A strided SAME layer planned for one input size computes another size's pad from it."""
         if self.dynamic_same or (self.static_size is not None and tuple(x.shape[-2:]) != self.static_size):
             (kh, kw), (sh, sw), (dh, dw) = self.tf_geometry
             h, w = x.shape[-2], x.shape[-1]
@@ -71,12 +64,15 @@ class TFPadding:
                 h, w = int(h), int(w)
             top, bottom = same_padding(h, kh, sh, dh)
             left, right = same_padding(w, kw, sw, dw)
-            return F.pad(x, (left, right, top, bottom), value=value) if top + bottom + left + right else x
-        if self.pads is not None:
-            return F.pad(x, self.pads, value=value)
+            return (left, right, top, bottom) if top + bottom + left + right else None
         if self.tf_padding == "valid" and not torch.jit.is_tracing():
             self.check_valid_size((x.shape[-2], x.shape[-1]))
-        return x
+        return self.pads
+
+    def pad_input(self, x: torch.Tensor, value: float = 0.0) -> torch.Tensor:
+        """Apply the planned asymmetric or dynamic SAME pad (symmetric pads are left to the torch op)."""
+        pads = self.input_pads(x)
+        return x if pads is None else F.pad(x, pads, value=value)
 
     def padding_repr(self) -> str:
         """How the padding reads in a module's repr."""

@@ -9,6 +9,7 @@ from torch import nn
 from cnnkit.arithmetic import Padding, pair
 from cnnkit.errors import CnnkitError
 from cnnkit.layers.padding import TFPadding
+from cnnkit.tf import avg_pool_real_cells
 
 
 class _Pool2d(TFPadding, nn.Module):
@@ -42,13 +43,11 @@ class AvgPool2d(_Pool2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pool each feature map."""
-        padded = self.pad_input(x)
-        if padded is x:  # no asymmetric/dynamic pad: torch's op is already exact (symmetric pads use torch rules)
+        pads = self.input_pads(x)
+        if pads is None:  # no asymmetric/dynamic pad: torch's op is already exact (symmetric pads use torch rules)
             return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding,
                                 count_include_pad=self.tf_padding == "explicit")
-        ones = torch.ones((1, 1, *x.shape[-2:]), dtype=x.dtype, device=x.device)
-        real_fraction = F.avg_pool2d(self.pad_input(ones), self.kernel_size, self.stride)
-        return F.avg_pool2d(padded, self.kernel_size, self.stride) / real_fraction
+        return avg_pool_real_cells(x, self.kernel_size, self.stride, pads)
 
 
 class GlobalAvgPool2d(nn.Module):

@@ -1,9 +1,35 @@
-"""The shape every cnnkit model shares: forward = forward_head(forward_features(x))."""
+"""The shape every cnnkit model shares: forward = forward_head(forward_features(x)), and what forward returns.
+
+The output contract: `forward` returns logits (N, classes), except that a model with auxiliary classifiers
+(GoogLeNet) returns `TrainingOutputs` in training mode: its main logits, the auxiliary logits, and the weight
+their losses get. Trainers, losses and the compiled step read outputs only through `main_logits` and
+`auxiliary_logits`, never by naming a model family.
+"""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
+
+
+class TrainingOutputs(NamedTuple):
+    """Training-mode output of a model with auxiliary classifiers."""
+
+    logits: torch.Tensor
+    auxiliary: tuple[torch.Tensor, ...]
+    aux_weight: float  # each auxiliary loss is added to the main loss times this
+
+
+def main_logits(output: torch.Tensor | TrainingOutputs) -> torch.Tensor:
+    """The logits that predictions and accuracy are measured on."""
+    return output.logits if isinstance(output, TrainingOutputs) else output
+
+
+def auxiliary_logits(output: torch.Tensor | TrainingOutputs) -> tuple[tuple[torch.Tensor, ...], float]:
+    """(auxiliary logits, their loss weight); empty for a plain logits tensor."""
+    return (output.auxiliary, output.aux_weight) if isinstance(output, TrainingOutputs) else ((), 0.0)
 
 
 class Classifier(nn.Module):

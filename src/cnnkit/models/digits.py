@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 from torch import nn
 
 from cnnkit import layers
+from cnnkit.arithmetic import output_size
 from cnnkit.models.base import Classifier, init_kaiming
 from cnnkit.models.registry import register_model
 
@@ -26,9 +25,8 @@ class DigitsNet(Classifier):
     def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: tuple[int, int] = (8, 8),
                  seed_faithful: bool = False) -> None:
         super().__init__()
-        h, w = input_size
-        half = (math.ceil(h / 2), math.ceil(w / 2))
-        quarter = (math.ceil(half[0] / 2), math.ceil(half[1] / 2))
+        half = tuple(output_size(s, 3, 2, "same") for s in input_size)  # after conv2 (3x3/2 SAME)
+        quarter = tuple(output_size(s, 3, 2, "same") for s in half)  # after pool2 (3x3/2 SAME)
         self.pool1 = layers.MaxPool2d(3, 2, "same", input_size=input_size)  # dead in the article's graph
         self.features = nn.Sequential()
         self.features.add_module("conv1", layers.Conv2d(in_channels, 10, 3, 1, "same"))
@@ -51,7 +49,7 @@ class DigitsNet(Classifier):
 
 
 @register_model("digitsnet", paper="the article, section 5 (sklearn 8x8 digits)", input_size=(1, 8, 8),
-                num_classes=10)
+                num_classes=10, test_size=(1, 8, 8))
 def digitsnet(
     num_classes: int, in_channels: int, input_size: tuple[int, int], seed_faithful: bool = False,
 ) -> DigitsNet:
@@ -73,7 +71,7 @@ class DigitsCNN(Classifier):
             stages += [layers.Conv2d(channels, depth, 3), layers.BatchNorm2d(depth, eps=1e-3), nn.ReLU(inplace=True),
                        layers.Conv2d(depth, depth, 3), layers.BatchNorm2d(depth, eps=1e-3), nn.ReLU(inplace=True),
                        layers.MaxPool2d(2, 2, "same")]
-            channels, size = depth, [math.ceil(s / 2) for s in size]
+            channels, size = depth, [output_size(s, 2, 2, "same") for s in size]
         self.features = nn.Sequential(*stages)
         self.head = nn.Sequential(layers.Flatten(), nn.Dropout(dropout),
                                   layers.Dense(channels * size[0] * size[1], num_classes))
@@ -81,7 +79,7 @@ class DigitsCNN(Classifier):
 
 
 @register_model("digits_cnn", paper="cnnkit's default for small images (VGG-style, batch norm)",
-                input_size=(1, 8, 8), num_classes=10)
+                input_size=(1, 8, 8), num_classes=10, test_size=(1, 8, 8))
 def digits_cnn(num_classes: int, in_channels: int, input_size: tuple[int, int], width: int = 24,
                dropout: float = 0.2) -> DigitsCNN:
     """The default model of `cnnkit train`."""

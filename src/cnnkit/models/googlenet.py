@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from torch import nn
 
 from cnnkit import layers
-from cnnkit.models.base import Classifier, init_kaiming
+from cnnkit.arithmetic import output_size
+from cnnkit.models.base import Classifier, TrainingOutputs, init_kaiming
 from cnnkit.models.registry import register_model
 
 PAPER_STEM_MIN = 64
+AUX_WEIGHT = 0.3  # section 5: the auxiliary classifiers' losses are added with weight 0.3
 # Table 1: name -> (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj); "M" = 3x3/2 max pool.
 TABLE1: list[tuple[str, tuple[int, ...]] | str] = [
     ("3a", (64, 96, 128, 16, 32, 32)), ("3b", (128, 128, 192, 32, 96, 64)), "M",
@@ -21,17 +21,9 @@ TABLE1: list[tuple[str, tuple[int, ...]] | str] = [
 ]
 
 
-def _half(size: int) -> int:
-    """Output size of a stride-2 SAME layer: ceil(size / 2)."""
-    return -(-size // 2)
-
-
-class GoogLeNetOutputs(NamedTuple):
-    """Training-mode output: main logits and the two auxiliary classifiers' logits (on 4a and 4d)."""
-
-    logits: torch.Tensor
-    aux1: torch.Tensor
-    aux2: torch.Tensor
+def _halved(size: list[int]) -> list[int]:
+    """Map size after a stride-2 SAME layer (conv1, and every 3x3/2 max pool)."""
+    return [output_size(s, 3, 2, "same") for s in size]
 
 
 def conv_unit(in_ch: int, out_ch: int, kernel: int, stride: int = 1, bn: bool = False) -> nn.Sequential:
@@ -83,8 +75,8 @@ class AuxClassifier(nn.Module):
 
 
 class GoogLeNet(Classifier):
-    """Inception v1. In training, forward returns GoogLeNetOutputs (the trainer weighs aux losses by 0.3);
-    in eval, plain logits.
+    """Inception v1. In training, forward returns TrainingOutputs (main logits, the two auxiliary classifiers'
+    logits on 4a and 4d, weight 0.3); in eval, plain logits.
 
     Args:
         bn: batch norm after every conv (no LRN), as in Inception v2 / torchvision.
@@ -108,7 +100,7 @@ class GoogLeNet(Classifier):
             if not bn:
                 stem.add_module("lrn2", layers.LocalResponseNorm(5, 2e-5, 0.75, 1.0))
             stem.add_module("pool2", layers.MaxPool2d(3, 2, "same"))
-            size = [_half(_half(_half(s))) for s in size]  # conv1, pool1 and pool2 each halve (SAME: ceil)
+            size = _halved(_halved(_halved(size)))  # conv1, pool1 and pool2 each halve (SAME: ceil)
         else:
             stem.add_module("conv1", conv_unit(in_channels, 192, 3, bn=bn))
         self.features = nn.Sequential()
@@ -118,7 +110,7 @@ class GoogLeNet(Classifier):
         for index, item in enumerate(TABLE1):
             if item == "M":
                 self.features.add_module(f"pool{index}", layers.MaxPool2d(3, 2, "same"))
-                size = [_half(s) for s in size]
+                size = _halved(size)
                 continue
             name, spec = item
             block = Inception(channels, spec, bn)
@@ -130,7 +122,7 @@ class GoogLeNet(Classifier):
         self.head = nn.Sequential(layers.GlobalAvgPool2d(), nn.Dropout(dropout), nn.Linear(channels, num_classes))
         init_kaiming(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | GoogLeNetOutputs:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | TrainingOutputs:
         """Logits in eval; logits plus both auxiliary logits in training."""
         if not (self.training and self.aux1 is not None):
             return super().forward(x)
@@ -139,11 +131,11 @@ class GoogLeNet(Classifier):
             x = block(x)
             if name in ("inception4a", "inception4d"):
                 aux[name] = (self.aux1 if name == "inception4a" else self.aux2)(x)
-        return GoogLeNetOutputs(self.forward_head(x), aux["inception4a"], aux["inception4d"])
+        return TrainingOutputs(self.forward_head(x), (aux["inception4a"], aux["inception4d"]), AUX_WEIGHT)
 
 
 @register_model("googlenet", paper="Szegedy et al. 2015, Going deeper with convolutions (Inception v1)",
-                input_size=(3, 224, 224))
+                input_size=(3, 224, 224), test_size=(3, 32, 32))
 def googlenet(num_classes: int, in_channels: int, input_size: tuple[int, int], aux: bool = True) -> GoogLeNet:
     """Inception v1 per Table 1 with LRN and both auxiliary classifiers."""
     return GoogLeNet(num_classes, in_channels, input_size, bn=False, aux=aux)

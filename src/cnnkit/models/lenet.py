@@ -110,7 +110,7 @@ class LeNet5(Classifier):
 
 
 @register_model("lenet5", paper="LeCun et al. 1998, Gradient-based learning applied to document recognition",
-                input_size=(1, 32, 32), num_classes=10, min_size=32)
+                input_size=(1, 32, 32), num_classes=10, min_size=32, test_size=(1, 32, 32))
 def lenet5(num_classes: int, in_channels: int, input_size: tuple[int, int]) -> LeNet5:
     """The 1998 paper's LeNet-5; it takes exactly 32x32 (the paper pads 28x28 MNIST digits to 32x32)."""
     if input_size != (32, 32):
@@ -145,7 +145,7 @@ class LeNet5Modern(Classifier):
 
 
 @register_model("lenet5_modern", paper="LeCun et al. 1998, modernised (ReLU, max pool, full C3)",
-                input_size=(1, 28, 28), num_classes=10, min_size=4)
+                input_size=(1, 28, 28), num_classes=10, min_size=4, test_size=(1, 8, 8))
 def lenet5_modern(num_classes: int, in_channels: int, input_size: tuple[int, int]) -> LeNet5Modern:
     """Modern LeNet-5 for 28x28, 32x32 or 8x8 inputs."""
     return LeNet5Modern(num_classes, in_channels, input_size)

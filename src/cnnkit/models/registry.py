@@ -1,20 +1,26 @@
-"""A small model registry: register_model, get_model, list_models (torchvision's `_api.py` pattern)."""
+"""A small model registry: register_model, get_model, list_models (torchvision's `_api.py` pattern).
+
+The registry is a leaf: it imports no model family. `cnnkit.models` imports the families, which register
+themselves here, as torchvision's and timm's packages do.
+"""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
 from cnnkit.arithmetic import pair
 from cnnkit.errors import CnnkitError
 
+FIXED_ARGUMENTS = ("num_classes", "in_channels", "input_size")  # every builder takes these; the rest are options
+
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the registry knows of a model: its builder, source and defaults."""
+    """What the registry knows of a model: its builder, source, defaults and a small size for tests."""
 
     name: str
     builder: Callable[..., nn.Module]
@@ -22,6 +28,14 @@ class ModelInfo:
     input_size: tuple[int, int, int]  # default (C, H, W)
     num_classes: int
     min_size: int = 1  # smallest H and W the model accepts
+    test_size: tuple[int, int, int] = (3, 32, 32)  # a small (C, H, W) it takes, for registry-driven tests
+    recipe: dict = field(default_factory=dict)  # training defaults for this model (TrainConfig field -> value)
+
+    @property
+    def options(self) -> dict[str, inspect.Parameter]:
+        """The builder's options (its keyword arguments beyond the fixed ones), by name."""
+        parameters = inspect.signature(self.builder, eval_str=True).parameters
+        return {name: p for name, p in parameters.items() if name not in FIXED_ARGUMENTS}
 
 
 _MODELS: dict[str, ModelInfo] = {}
@@ -29,13 +43,15 @@ _MODELS: dict[str, ModelInfo] = {}
 
 def register_model(
     name: str, *, paper: str, input_size: tuple[int, int, int], num_classes: int = 1000, min_size: int = 1,
+    test_size: tuple[int, int, int] | None = None, recipe: dict | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator adding a builder `fn(num_classes, in_channels, input_size, **options)` under `name`."""
 
     def add(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _MODELS:
             raise CnnkitError(f"a model named {name!r} is already registered")
-        _MODELS[name] = ModelInfo(name, builder, paper, input_size, num_classes, min_size)
+        small = test_size or (input_size[0], *(min(s, 32) for s in input_size[1:]))
+        _MODELS[name] = ModelInfo(name, builder, paper, input_size, num_classes, min_size, small, dict(recipe or {}))
         return builder
 
     return add
@@ -43,7 +59,6 @@ def register_model(
 
 def model_info(name: str) -> ModelInfo:
     """The registry entry for `name`; unknown names list the known ones."""
-    _load_families()
     if name not in _MODELS:
         raise CnnkitError(f"unknown model {name!r}; known models: {', '.join(sorted(_MODELS))}")
     return _MODELS[name]
@@ -51,18 +66,35 @@ def model_info(name: str) -> ModelInfo:
 
 def list_models() -> list[str]:
     """Sorted names of every registered model."""
-    _load_families()
     return sorted(_MODELS)
 
 
 def resolved_options(name: str, options: dict) -> dict:
     """The builder's option defaults overridden by `options`: what a checkpoint records, so that a later change
     of a default (say digits_cnn's width) cannot break rebuilding an old model."""
-    fixed = {"num_classes", "in_channels", "input_size"}
-    signature = inspect.signature(model_info(name).builder)
-    defaults = {k: p.default for k, p in signature.parameters.items()
-                if k not in fixed and p.default is not inspect.Parameter.empty}
-    return {**defaults, **options}
+    defaults = {k: p.default for k, p in model_info(name).options.items() if p.default is not inspect.Parameter.empty}
+    return {**defaults, **check_options(name, options)}
+
+
+def check_options(name: str, options: dict) -> dict:
+    """Refuse option names the builder does not take and values of the wrong type, naming both."""
+    known = model_info(name).options
+    for key, value in options.items():
+        if key not in known:
+            listed = ", ".join(known) or "none"
+            raise CnnkitError(f"{name} has no option {key!r}; its options: {listed}")
+        expected = known[key].annotation
+        if expected in (int, float, bool) and not _fits_type(value, expected):
+            raise CnnkitError(f"{name} option {key} must be {expected.__name__}; received {key}={value!r}")
+    return dict(options)
+
+
+def _fits_type(value: object, expected: type) -> bool:
+    if expected is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float)) if expected is float else isinstance(value, int)
 
 
 def get_model(
@@ -79,15 +111,7 @@ def get_model(
                           f"{size[0]}x{size[1]}")
     if classes < 1 or channels < 1:
         raise CnnkitError(f"num_classes and in_channels must be positive; received {classes} and {channels}")
-    try:
-        model = info.builder(num_classes=classes, in_channels=channels, input_size=size, **options)
-    except TypeError as error:
-        raise CnnkitError(f"{name}: {error}") from None
+    model = info.builder(num_classes=classes, in_channels=channels, input_size=size, **check_options(name, options))
     model.model_name = name
     model.input_shape = (channels, *size)
     return model
-
-
-def _load_families() -> None:
-    # Importing the family modules registers their models; done lazily to keep `import cnnkit` light.
-    from cnnkit.models import alexnet, digits, googlenet, lenet, resnet, vgg  # noqa: F401

@@ -100,17 +100,37 @@ class ResNet(Classifier):
         init_kaiming(self)
 
 
-def _register(name: str, block: type[BasicBlock | Bottleneck], depths: list[int]) -> None:
-    @register_model(name, paper=f"He et al. 2016, Deep residual learning ({name[6:]}-layer)",
-                    input_size=(3, 224, 224))
-    def build(num_classes: int, in_channels: int, input_size: tuple[int, int], stride_in_3x3: bool = False) -> ResNet:
-        return ResNet(block, depths, num_classes, in_channels, input_size, stride_in_3x3)
-
-    build.__doc__ = f"ResNet-{name[6:]} per Table 1 of the paper."
+def _paper(depth: int) -> str:
+    return f"He et al. 2016, Deep residual learning ({depth}-layer)"
 
 
-_register("resnet18", BasicBlock, [2, 2, 2, 2])
-_register("resnet34", BasicBlock, [3, 4, 6, 3])
-_register("resnet50", Bottleneck, [3, 4, 6, 3])
-_register("resnet101", Bottleneck, [3, 4, 23, 3])
-_register("resnet152", Bottleneck, [3, 8, 36, 3])
+@register_model("resnet18", paper=_paper(18), input_size=(3, 224, 224))
+def resnet18(num_classes: int, in_channels: int, input_size: tuple[int, int], stride_in_3x3: bool = False) -> ResNet:
+    """ResNet-18 per Table 1: basic blocks [2, 2, 2, 2]."""
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, input_size, stride_in_3x3)
+
+
+@register_model("resnet34", paper=_paper(34), input_size=(3, 224, 224))
+def resnet34(num_classes: int, in_channels: int, input_size: tuple[int, int], stride_in_3x3: bool = False) -> ResNet:
+    """ResNet-34 per Table 1: basic blocks [3, 4, 6, 3]."""
+    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_channels, input_size, stride_in_3x3)
+
+
+@register_model("resnet50", paper=_paper(50), input_size=(3, 224, 224))
+def resnet50(num_classes: int, in_channels: int, input_size: tuple[int, int], stride_in_3x3: bool = False) -> ResNet:
+    """ResNet-50 per Table 1: bottleneck blocks [3, 4, 6, 3]."""
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels, input_size, stride_in_3x3)
+
+
+@register_model("resnet101", paper=_paper(101), input_size=(3, 224, 224))
+def resnet101(num_classes: int, in_channels: int, input_size: tuple[int, int],
+              stride_in_3x3: bool = False) -> ResNet:
+    """ResNet-101 per Table 1: bottleneck blocks [3, 4, 23, 3]."""
+    return ResNet(Bottleneck, [3, 4, 23, 3], num_classes, in_channels, input_size, stride_in_3x3)
+
+
+@register_model("resnet152", paper=_paper(152), input_size=(3, 224, 224))
+def resnet152(num_classes: int, in_channels: int, input_size: tuple[int, int],
+              stride_in_3x3: bool = False) -> ResNet:
+    """ResNet-152 per Table 1: bottleneck blocks [3, 8, 36, 3]."""
+    return ResNet(Bottleneck, [3, 8, 36, 3], num_classes, in_channels, input_size, stride_in_3x3)

@@ -7,6 +7,7 @@ import math
 from torch import nn
 
 from cnnkit import layers
+from cnnkit.arithmetic import output_size
 from cnnkit.models.base import Classifier, init_kaiming
 from cnnkit.models.registry import register_model
 
@@ -50,7 +51,9 @@ class VGG(Classifier):
         super().__init__()
         pools = min(5, int(math.log2(min(input_size))))
         self.features = make_layers(CFGS[cfg], in_channels, batch_norm, pools)
-        h, w = (s // 2**pools for s in input_size)
+        h, w = input_size
+        for _ in range(pools):  # each kept 2x2/2 max pool
+            h, w = output_size(h, 2, 2), output_size(w, 2, 2)
         self.head = nn.Sequential(
             layers.Flatten(), nn.Linear(512 * h * w, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(4096, num_classes),
@@ -58,16 +61,65 @@ class VGG(Classifier):
         init_kaiming(self)
 
 
-def _register(name: str, cfg: str, batch_norm: bool) -> None:
-    paper = f"Simonyan & Zisserman 2015, configuration {cfg}" + (" with batch norm" if batch_norm else "")
-
-    @register_model(name, paper=paper, input_size=(3, 224, 224))
-    def build(num_classes: int, in_channels: int, input_size: tuple[int, int]) -> VGG:
-        return VGG(cfg, num_classes, in_channels, input_size, batch_norm)
-
-    build.__doc__ = f"VGG {name}: {paper}."
+def _paper(cfg: str, batch_norm: bool) -> str:
+    return f"Simonyan & Zisserman 2015, configuration {cfg}" + (" with batch norm" if batch_norm else "")
 
 
-for _name, _cfg in [("vgg11", "A"), ("vgg13", "B"), ("vgg16_c", "C"), ("vgg16", "D"), ("vgg19", "E")]:
-    _register(_name, _cfg, batch_norm=False)
-    _register(f"{_name}_bn", _cfg, batch_norm=True)
+@register_model("vgg11", paper=_paper("A", False), input_size=(3, 224, 224))
+def vgg11(num_classes: int, in_channels: int, input_size: tuple[int, int]) -> VGG:
+    """VGG configuration A."""
+    return VGG("A", num_classes, in_channels, input_size, batch_norm=False)
+
+
+@register_model("vgg11_bn", paper=_paper("A", True), input_size=(3, 224, 224))
+def vgg11_bn(num_classes: int, in_channels: int, input_size: tuple[int, int]) -> VGG:
+    """VGG configuration A with batch norm after every conv."""
+    return VGG("A", num_classes, in_channels, input_size, batch_norm=True)
+
+
+@register_model("vgg13", paper=_paper("B", False), input_size=(3, 224, 224))
+def vgg13(num_classes: int, in_channels: int, input_size: tuple[int, int]) -> VGG:
+    """VGG configuration B."""
+    return VGG("B", num_classes, in_channels, input_size, batch_norm=False)
+
+
+@register_model("vgg13_bn", paper=_paper("B", True), input_size=(3, 224, 224))
+def vgg13_bn(num_classes: int, in_channels: int, input_size: tuple[int, int]) -> VGG:
+    """VGG configuration B with batch norm after every conv."""
+    return VGG("B", num_classes, in_channels, input_size, batch_norm=True)
+
+
+@register_model("vgg16_c", paper=_paper("C", False), input_size=(3, 224, 224))
+def vgg16_c(num_classes: int, in_channels: int, input_size: tuple[int, int]) -> VGG:
+    """VGG configuration C."""
+    return VGG("C", num_classes, in_channels, input_size, batch_norm=False)
+
+
+@register_model("vgg16_c_bn", paper=_paper("C", True), input_size=(3, 224, 224))
+def vgg16_c_bn(num_classes: int, in_channels: int, input_size: tuple[int, int]) -> VGG:
+    """VGG configuration C with batch norm after every conv."""
+    return VGG("C", num_classes, in_channels, input_size, batch_norm=True)
+
+
+@register_model("vgg16", paper=_paper("D", False), input_size=(3, 224, 224))
+def vgg16(num_classes: int, in_channels: int, input_size: tuple[int, int]) -> VGG:
+    """VGG configuration D."""
+    return VGG("D", num_classes, in_channels, input_size, batch_norm=False)
+
+
+@register_model("vgg16_bn", paper=_paper("D", True), input_size=(3, 224, 224))
+def vgg16_bn(num_classes: int, in_channels: int, input_size: tuple[int, int]) -> VGG:
+    """VGG configuration D with batch norm after every conv."""
+    return VGG("D", num_classes, in_channels, input_size, batch_norm=True)
+
+
+@register_model("vgg19", paper=_paper("E", False), input_size=(3, 224, 224))
+def vgg19(num_classes: int, in_channels: int, input_size: tuple[int, int]) -> VGG:
+    """VGG configuration E."""
+    return VGG("E", num_classes, in_channels, input_size, batch_norm=False)
+
+
+@register_model("vgg19_bn", paper=_paper("E", True), input_size=(3, 224, 224))
+def vgg19_bn(num_classes: int, in_channels: int, input_size: tuple[int, int]) -> VGG:
+    """VGG configuration E with batch norm after every conv."""
+    return VGG("E", num_classes, in_channels, input_size, batch_norm=True)

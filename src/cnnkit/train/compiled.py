@@ -18,6 +18,7 @@ from torch.func import functional_call, grad_and_value
 
 from cnnkit.errors import CnnkitError
 from cnnkit.layers.conv import Conv2d
+from cnnkit.models.base import main_logits
 from cnnkit.train.config import TrainConfig
 
 SINGLE_THREAD_PARAMS = 100_000
@@ -103,8 +104,7 @@ class CompiledStep:
             correction2 = 1 - beta2 ** step_count
             denom = (exp_avg_sq.sqrt() / correction2.sqrt()).add_(eps)
             flat.sub_(exp_avg / denom * (lr / correction1))
-        logits = output.logits if hasattr(output, "logits") else output
-        return loss.detach(), logits.detach()
+        return loss.detach(), main_logits(output).detach()
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimiser step on a batch."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
+from cnnkit.data.preprocess_kinds import PREPROCESSING_KINDS
 from cnnkit.errors import CnnkitError
 
 CHOICES = {
@@ -13,7 +16,7 @@ CHOICES = {
     "precision": ("fp32", "bf16", "fp16"),
     "bn_stats": ("running", "recompute"),
     "eval_mode": ("population", "batch"),
-    "preprocessing": ("standardize", "minmax", "none"),
+    "preprocessing": PREPROCESSING_KINDS,
     "device": ("auto", "cpu", "cuda"),
     "compile": ("auto", "on", "off"),
     "channels_last": ("auto", "on", "off"),
@@ -96,6 +99,23 @@ class TrainConfig:
         if unknown:
             raise CnnkitError(f"unknown config keys: {', '.join(unknown)}")
         return cls(**values).validate()
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path, epochs: int | None = None) -> TrainConfig:
+        """The config a run directory was trained with (its config.json), optionally with a new epoch count."""
+        path = Path(run_dir) / "config.json"
+        if not path.exists():
+            raise CnnkitError(f"{run_dir}: nothing to resume (no config.json)")
+        try:
+            values = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise CnnkitError(f"{path}: not valid JSON ({error})") from None
+        if not isinstance(values, dict):
+            raise CnnkitError(f"{path}: expected a JSON object of training settings")
+        config = cls.from_dict(values)
+        if epochs is not None:
+            config.epochs = epochs
+        return config.validate()
 
 
 def seed_recipe(**overrides) -> TrainConfig:

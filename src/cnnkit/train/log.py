@@ -19,22 +19,26 @@ def _pct(value: float | None) -> str:
 class EpochLog:
     """One line per evaluated epoch (plain), or a progress bar whose postfix shows the latest metrics (TTY)."""
 
-    def __init__(self, config: TrainConfig, enabled: bool, progress: bool | None, start_epoch: int,
-                 stream: TextIO | None = None, tensorboard_dir: Path | None = None) -> None:
+    def __init__(self, config: TrainConfig, enabled: bool, progress: bool | None, stream: TextIO | None = None) -> None:
         self.config, self.enabled, self.stream = config, enabled, stream or sys.stdout
+        self.tty = sys.stderr.isatty() if progress is None else progress
         self.writer = None
-        if enabled and tensorboard_dir is not None:
+        self.bar = None
+
+    def start(self, start_epoch: int, tensorboard_dir: Path | None = None) -> None:
+        """Open the progress bar (on a terminal) and the TensorBoard writer (if asked) as the epochs begin."""
+        if not self.enabled:
+            return
+        if tensorboard_dir is not None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 raise CnnkitError("--tensorboard needs the tensorboard package: pip install 'cnnkit[tensorboard]'") \
                     from None
             self.writer = SummaryWriter(str(tensorboard_dir))
-        tty = sys.stderr.isatty() if progress is None else progress
-        self.bar = None
-        if enabled and tty:
-            self.bar = tqdm(total=config.epochs, initial=start_epoch - 1, desc=f"training {config.model}", unit="epoch",
-                            leave=False)
+        if self.tty:
+            self.bar = tqdm(total=self.config.epochs, initial=start_epoch - 1, desc=f"training {self.config.model}",
+                            unit="epoch", leave=False)
 
     def epoch(self, record: dict) -> None:
         """Report one finished epoch."""
@@ -66,7 +70,7 @@ class EpochLog:
             if self.bar is not None:
                 self.bar.write(text)
             else:
-                print(text, file=self.stream)
+                print(text, file=self.stream, flush=True)
 
     def close(self) -> None:
         """Remove the bar."""

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
-from cnnkit.models.googlenet import GoogLeNetOutputs
-
-AUX_WEIGHT = 0.3  # GoogLeNet section 5: auxiliary losses added with weight 0.3
+from cnnkit.models.base import TrainingOutputs, auxiliary_logits, main_logits
 
 
 def article_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -17,23 +17,20 @@ def article_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return -(one_hot * probs.log()).mean()
 
 
-def make_loss(kind: str, label_smoothing: float = 0.0):
-    """A function (model output, labels) -> scalar loss; GoogLeNet's auxiliary outputs are added at 0.3."""
+def make_loss(kind: str, label_smoothing: float = 0.0) -> Callable[[torch.Tensor | TrainingOutputs, torch.Tensor],
+                                                                   torch.Tensor]:
+    """A function (model output, labels) -> scalar loss; auxiliary outputs add their losses at their weight."""
 
     def single(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if kind == "article":
             return article_loss(logits.float(), labels)
         return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
 
-    def loss(output: torch.Tensor | GoogLeNetOutputs, labels: torch.Tensor) -> torch.Tensor:
-        if isinstance(output, GoogLeNetOutputs):
-            aux = single(output.aux1, labels) + single(output.aux2, labels)
-            return single(output.logits, labels) + AUX_WEIGHT * aux
-        return single(output, labels)
+    def loss(output: torch.Tensor | TrainingOutputs, labels: torch.Tensor) -> torch.Tensor:
+        total = single(main_logits(output), labels)
+        auxiliary, weight = auxiliary_logits(output)
+        for logits in auxiliary:
+            total = total + weight * single(logits, labels)
+        return total
 
     return loss
-
-
-def main_logits(output: torch.Tensor | GoogLeNetOutputs) -> torch.Tensor:
-    """The logits that accuracy is measured on."""
-    return output.logits if isinstance(output, GoogLeNetOutputs) else output

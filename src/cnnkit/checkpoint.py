@@ -1,4 +1,10 @@
-"""Checkpoints as safetensors + JSON metadata, written atomically; loading never unpickles."""
+"""The checkpoint format: safetensors (tensors) + JSON (metadata), written atomically; loading never unpickles.
+
+A checkpoint STEM is STEM.safetensors (model weights as `model.*`, preprocessing as `preprocess.*`, optionally
+optimiser and RNG state) and STEM.json (format tag, versions, the model spec, class names, metrics, ...). The
+model spec (`model_spec` / `build_model`) is how every writer (trainer, import-weights) records a model and every
+reader rebuilds it.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from cnnkit import __version__
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.data.safety import read_bytes
 from cnnkit.errors import CnnkitError
-from cnnkit.models import get_model
+from cnnkit.models import get_model, resolved_options
 
 FORMAT = "cnnkit-checkpoint"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".bin")
@@ -43,43 +49,30 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.close(directory)
 
 
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    """Flatten an optimiser's state into named tensors plus JSON-ready param groups."""
-    state = optimizer.state_dict()
-    tensors = {}
-    for index, slots in state["state"].items():
-        for name, value in slots.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optim.{index}.{name}"] = value.detach().cpu().contiguous()
-    return tensors, state["param_groups"]
+def model_spec(name: str, options: dict, num_classes: int, in_channels: int, input_size: tuple[int, int]) -> dict:
+    """How to rebuild a model: registry name, options with the builder's defaults filled in, classes, shape."""
+    return {"name": name, "options": resolved_options(name, options), "num_classes": int(num_classes),
+            "in_channels": int(in_channels), "input_size": [int(input_size[0]), int(input_size[1])]}
 
 
-def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
-    """Inverse of optimizer_tensors."""
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+def build_model(spec: dict) -> nn.Module:
+    """The model a spec describes, freshly initialised (missing sizes take the model's defaults)."""
+    size = spec.get("input_size")
+    return get_model(spec["name"], num_classes=spec.get("num_classes"), in_channels=spec.get("in_channels"),
+                     input_size=tuple(size) if size else None, **dict(spec.get("options") or {}))
 
 
 def save_checkpoint(
     path: Path, model: nn.Module, meta: dict, preprocessing: Preprocessing | None = None,
-    optimizer: torch.optim.Optimizer | None = None, extra: dict[str, torch.Tensor] | None = None,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write `path`.safetensors (weights, preprocessing, optimiser state, RNG) and `path`.json (metadata)."""
+    """Write `path`.safetensors (weights, preprocessing, `extra` tensors) and `path`.json (metadata)."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "cnnkit_version": __version__, "torch_version": torch.__version__, **meta}
     if preprocessing is not None:
         tensors.update(preprocessing.tensors())
         meta["preprocessing"] = preprocessing.kind
-    if optimizer is not None:
-        optim_tensors, groups = optimizer_tensors(optimizer)
-        tensors.update(optim_tensors)
-        meta["optimizer_param_groups"] = groups
     tensors.update(extra or {})
-    tensors["rng.torch"] = torch.get_rng_state()
     # Weights first, metadata last: a reader that finds the JSON finds the weights that belong to it.
     atomic_write(path.with_suffix(".safetensors"), save_safetensors(tensors))
     atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=1).encode())
@@ -128,9 +121,7 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, Preprocessing | 
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise CnnkitError(f"{path}: checkpoint metadata has no model entry")
     try:
-        options = dict(spec.get("options", {}))
-        model = get_model(spec["name"], num_classes=spec.get("num_classes"), in_channels=spec.get("in_channels"),
-                          input_size=tuple(spec["input_size"]) if spec.get("input_size") else None, **options)
+        model = build_model(spec)
     except CnnkitError:
         raise
     except Exception as error:  # noqa: BLE001 - hand-edited or hostile metadata
