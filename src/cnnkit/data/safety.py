@@ -56,6 +56,10 @@ def decode_image(path: Path, size: tuple[int, int] | None = None, grey: bool | N
                 array = np.asarray(image, dtype=np.uint8)
     except CnnkitError:
         raise
+    except FileNotFoundError:
+        raise CnnkitError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CnnkitError(f"{path}: is a folder, expected an image file") from None
     except Exception as error:  # noqa: BLE001 - decoders of hostile files fail in many ways; all mean "unreadable"
         raise CnnkitError(f"{path}: unreadable or truncated image ({type(error).__name__}: {error})") from None
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
