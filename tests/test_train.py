@@ -200,3 +200,32 @@ def get_digits_images():
 
     data = load_source("digits")
     return data.images, data.labels
+
+
+def test_short_run_validates_and_tests_with_sound_bn_statistics(tmp_path):
+    """After 2 epochs of a few steps, BN's running averages are mostly their starting values: validation, the best
+    checkpoint and the test must use statistics that describe the network (here: recomputed), so their accuracies
+    agree with each other and with the accuracy the same weights get from each batch's own statistics."""
+    from PIL import Image
+
+    from cnnkit.layers import batch_statistics
+
+    images, labels = get_digits_images()
+    for i in range(300):
+        folder = tmp_path / "digits" / str(int(labels[i]))
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((images[i, 0].numpy() * 255 / 16).astype("uint8")).save(folder / f"{i}.png")
+    config = TrainConfig(data=str(tmp_path / "digits"), model="resnet18", epochs=2, batch_size=64, shift=0,
+                         val_fraction=0.2, test_fraction=0.2)
+    result = fit(config, out=tmp_path / "run", progress=False)
+    model, preprocessing, meta = model_from_checkpoint(tmp_path / "run")
+    from cnnkit.train.data import load_split
+
+    dataset, split = load_split(config)
+    x, y = preprocessing(dataset.images[split.test]), dataset.labels[split.test]
+    with torch.no_grad(), batch_statistics(model):
+        batch_accuracy = float((model(x).argmax(1) == y).float().mean())
+    assert batch_accuracy > 0.5  # the weights themselves have learnt
+    assert abs(result.best_val_accuracy - result.test_accuracy) < 0.1
+    assert abs(result.test_accuracy - batch_accuracy) < 0.1
+    assert meta["metrics"]["bn_statistics"] == "recomputed"  # the saved checkpoint holds what was validated

@@ -159,6 +159,17 @@ def recompute_batchnorm_stats(
     return count
 
 
+def running_stats_settled(model: nn.Module, updates: int, tolerance: float = 0.01) -> bool:
+    """Whether every BatchNorm2d's running averages, after `updates` training steps at its momentum, keep less than
+    `tolerance` of their starting values (mean 0, variance 1); a cumulative average (momentum None) counts as settled.
+
+    With PyTorch's default momentum 0.1 that takes 44 steps: a 2-epoch run on a small folder has far fewer, and its
+    running statistics are then mostly the starting values, not the network's.
+    """
+    return all((1.0 - m.momentum) ** updates <= tolerance for m in model.modules()
+               if isinstance(m, BatchNorm2d) and m.momentum is not None)
+
+
 @contextmanager
 def batch_statistics(model: nn.Module) -> Iterator[None]:
     """Inside, BatchNorm2d layers in eval mode normalise with each batch's own moments and leave their running

@@ -24,6 +24,7 @@ class EpochLog:
         self.tty = sys.stderr.isatty() if progress is None else progress
         self.writer = None
         self.bar = None
+        self.said: set[str] = set()
 
     def start(self, start_epoch: int, tensorboard_dir: Path | None = None) -> None:
         """Open the progress bar (on a terminal) and the TensorBoard writer (if asked) as the epochs begin."""
@@ -52,13 +53,13 @@ class EpochLog:
         if self.bar is not None:
             self.bar.update(1)
             if evaluated:
-                self.bar.set_postfix(loss=f"{record['train_loss']:.4f}", val=_pct(record.get("val_accuracy")))
+                self.bar.set_postfix(objective=f"{record['train_loss']:.4f}", val=_pct(record.get("val_accuracy")))
             return
         if evaluated:
-            parts = [f"epoch {record['epoch']:>4}/{self.config.epochs}", f"train loss {record['train_loss']:.4f}",
-                     f"acc {_pct(record['train_accuracy'])}"]
+            parts = [f"epoch {record['epoch']:>4}/{self.config.epochs}",
+                     f"train objective {record['train_loss']:.4f} acc {_pct(record['train_accuracy'])}"]
             if record.get("val_accuracy") is not None:
-                parts.append(f"val loss {record['val_loss']:.4f} acc {_pct(record['val_accuracy'])}")
+                parts.append(f"val cross-entropy {record['val_loss']:.4f} acc {_pct(record['val_accuracy'])}")
             if "article_train_accuracy" in record:
                 parts.append(f"article-style accuracy {_pct(record['article_train_accuracy'])}")
             parts.append(f"lr {record['lr']:.2e}  {record['seconds']:.2f}s")
@@ -68,9 +69,15 @@ class EpochLog:
         """A one-off message."""
         if self.enabled:
             if self.bar is not None:
-                self.bar.write(text)
+                self.bar.write(text, file=self.stream)
             else:
                 print(text, file=self.stream, flush=True)
+
+    def note_once(self, key: str, text: str) -> None:
+        """A message said at most once per run."""
+        if key not in self.said:
+            self.said.add(key)
+            self.note(text)
 
     def close(self) -> None:
         """Remove the bar."""
@@ -88,8 +95,8 @@ class EpochLog:
         if best is not None:
             print(f"best validation accuracy {_pct(best['val_accuracy'])} at epoch {best['epoch']}", file=self.stream)
         if final.get("test_count"):
-            print(f"test accuracy: {_pct(final['test_accuracy'])} on {final['test_count']} held-out images",
-                  file=self.stream)
+            print(f"test accuracy: {_pct(final['test_accuracy'])} on {final['test_count']} held-out images "
+                  f"(cross-entropy {final['test_loss']:.4f})", file=self.stream)
         if "article_test_accuracy" in final:
             print(f"test accuracy with batch statistics (the article's way): {_pct(final['article_test_accuracy'])}",
                   file=self.stream)

@@ -19,14 +19,14 @@ from cnnkit.data.augment import random_flip, random_shift
 from cnnkit.data.batches import epoch_order, num_batches, tensor_batches
 from cnnkit.data.stream import stream_batches
 from cnnkit.errors import CnnkitError
-from cnnkit.layers.batchnorm import BatchNorm2d, batch_statistics, recompute_batchnorm_stats
+from cnnkit.layers.batchnorm import BatchNorm2d, batch_statistics, recompute_batchnorm_stats, running_stats_settled
 from cnnkit.models import main_logits
 from cnnkit.train.compiled import CompiledStep, should_compile
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.data import PreparedData, prepare_data
 from cnnkit.train.distributed import World, all_sum, setup_world, teardown
 from cnnkit.train.log import EpochLog
-from cnnkit.train.losses import make_loss
+from cnnkit.train.losses import describe_objective, make_loss
 from cnnkit.train.run_dir import Restored, RunDirectory, optimizer_tensors, restore_optimizer
 from cnnkit.train.schedule import lr_at
 
@@ -205,6 +205,8 @@ def _fit(
                           f"{config.batch_size}")
     total_steps = per_epoch * config.epochs
     loss_fn = make_loss(config.loss, config.label_smoothing)
+    log.note(f"training objective: {describe_objective(config.loss, config.label_smoothing)}; validation and test "
+             "losses are plain cross-entropy")
     compiled = CompiledStep(model, config, loss_fn, (h, w)) \
         if should_compile(config, total_steps, world.size, log.note) else None
     _restore_optimizer_state(restored, optimizer, compiled, run.path)
@@ -225,7 +227,8 @@ def _fit(
         evaluate_now = epoch % config.eval_every == 0 or epoch == config.epochs
         if evaluate_now:
             _sync_buffers(model, world)
-            record.update(_validation(model, data, loss_fn, config))
+            record["bn_statistics"] = _settle_bn_statistics(model, data, config, step, device, log)
+            record.update(_validation(model, data, config))
             if record.get("val_accuracy") is not None and _better(record, best):
                 best = {"epoch": epoch, "val_accuracy": record["val_accuracy"], "val_loss": record["val_loss"]}
                 best_state = copy.deepcopy(model.state_dict())
@@ -308,26 +311,44 @@ def _epoch_record(sums: dict, world: World, epoch: int, step: int, lr: float, ou
             "train_accuracy": int(sums["correct"]) / count}
 
 
-def _validation(model: nn.Module, data: PreparedData, loss_fn: Callable, config: TrainConfig) -> dict:
-    """Validation loss/accuracy, plus the article-style training accuracy when the recipe asks for it."""
+def _settle_bn_statistics(model: nn.Module, data: PreparedData, config: TrainConfig, step: int,
+                          device: torch.device, log: EpochLog) -> str | None:
+    """Make the statistics that validation, the best checkpoint and the test will all use sound: recompute the
+    population statistics over the training split (the article's method) when asked to, or while the running
+    averages are still immature. Returns which statistics the model now holds (None: no batch norm)."""
+    if not any(isinstance(m, BatchNorm2d) for m in model.modules()):
+        return None
+    settled = running_stats_settled(model, step)
+    if config.bn_stats == "running" and settled:
+        return "running"
+    if not settled and config.bn_stats == "running":
+        log.note_once("bn", f"batch norm: after {step} steps the running statistics are still mostly their starting "
+                            "values; using population statistics recomputed over the training split instead (the "
+                            "article's method) until they settle")
+    order = torch.arange(len(data.train[1]), device=device)
+    recompute_batchnorm_stats(model, _batches(data, config, order, device, World(device=device)))
+    return "recomputed"
+
+
+def _validation(model: nn.Module, data: PreparedData, config: TrainConfig) -> dict:
+    """Held-out validation loss (plain cross-entropy, whatever the training objective) and accuracy, plus the
+    article-style training accuracy when the recipe asks for it."""
     result = {}
     if config.eval_mode == "batch":
-        article = evaluate(model, *data.train, loss_fn=loss_fn, batch_stats=True, config=config)
+        article = evaluate(model, *data.train, batch_stats=True, config=config)
         result["article_train_accuracy"] = article["accuracy"]
-    val = evaluate(model, *data.val, loss_fn=loss_fn, config=config)
+    val = evaluate(model, *data.val, config=config)
     result.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
     return result
 
 
 def _final_test(model: nn.Module, best_state: dict | None, data: PreparedData, config: TrainConfig,
                 device: torch.device, epoch: int) -> dict:
-    """Load the best validation weights, settle BN statistics if asked, and measure the held-out test split."""
+    """Load the best validation weights (with the BN statistics they were validated with) and measure the held-out
+    test split; the test loss is plain cross-entropy, as the validation loss."""
     if best_state is not None:
         model.load_state_dict(best_state)
-    if config.bn_stats == "recompute":
-        order = torch.arange(len(data.train[1]), device=device)
-        recompute_batchnorm_stats(model, _batches(data, config, order, device, World(device=device)))
-    test = evaluate(model, *data.test, loss_fn=make_loss("cross_entropy"), config=config)
+    test = evaluate(model, *data.test, config=config)
     final = {"epoch": epoch, "test_accuracy": test["accuracy"], "test_loss": test["loss"], "test_count": test["count"]}
     if config.eval_mode == "batch" and test["count"]:
         final["article_test_accuracy"] = evaluate(model, *data.test, batch_stats=True, config=config)["accuracy"]

@@ -34,3 +34,10 @@ def make_loss(kind: str, label_smoothing: float = 0.0) -> Callable[[torch.Tensor
         return total
 
     return loss
+
+
+def describe_objective(kind: str, label_smoothing: float = 0.0) -> str:
+    """The training objective in words, for logs that report it beside the plain cross-entropy of held-out data."""
+    if kind == "article":
+        return "the article's loss -mean(Y * log(clip(softmax, 1e-11, 1)))"
+    return f"cross-entropy with label smoothing {label_smoothing:g}" if label_smoothing else "cross-entropy"
