@@ -122,7 +122,7 @@ def test_npz_and_csv(tmp_path):
     assert data.images.shape == (4, 3, 5, 5)
     np.testing.assert_array_equal(data.images[2].numpy(), x[2].transpose(2, 0, 1))
     np.savez(tmp_path / "obj.npz", x=np.array([object()] * 2), y=np.array([0, 1]))
-    with pytest.raises(CnnkitError, match="without pickles"):
+    with pytest.raises(CnnkitError, match="x.npy holds Python objects"):
         load_source(str(tmp_path / "obj.npz"))
     rows = ["label," + ",".join(f"pixel{i}" for i in range(4)), "1,0,255,3,4", "0,9,8,7,6"]
     (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
@@ -130,7 +130,7 @@ def test_npz_and_csv(tmp_path):
     assert data.images.shape == (2, 1, 2, 2) and data.labels.tolist() == [1, 0]
     assert data.images[0].flatten().tolist() == [0, 255, 3, 4]
     (tmp_path / "bad.csv").write_text("label,p0,p1,p2,p3\n1,0,x,3,4\n")
-    with pytest.raises(CnnkitError, match="data row 1 holds a non-numeric value 'x'"):
+    with pytest.raises(CnnkitError, match="line 2 holds a non-numeric value 'x'"):
         load_source(str(tmp_path / "bad.csv"))
 
 

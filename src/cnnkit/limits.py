@@ -19,6 +19,9 @@ DEFAULTS = {
     "classes": 100_000,  # distinct labels / output classes
     "parameters": 1_000_000_000,  # parameters of a model built from a flag or a file's metadata
     "json_bytes": 64 * 1024**2,  # one JSON metadata file
+    "text_bytes": 1024**2,  # one small text file, such as a list of class names
+    "csv_line_bytes": 64 * 1024**2,  # one CSV row (a 2048x2048 image of 16-character values)
+    "pixel_value": 1_000_000,  # |pixel| in an array file: larger values overflow float32 statistics in training
 }
 
 

@@ -1,22 +1,33 @@
-"""Array files: NPZ with `x` and `y` (no pickles), and CSV with a label column then pixel columns (Kaggle MNIST)."""
+"""Array files: NPZ with `x` and `y` (no pickles), and CSV with a label column then pixel columns (Kaggle MNIST).
+
+Every size these files declare (zip directory, inflated member, array shape, row length, row count) is checked
+against `cnnkit.limits` before anything of that size is allocated or inflated.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import math
+import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cnnkit.data.dataset import ImageDataset, classes_from_labels
-from cnnkit.data.safety import read_bytes
+from cnnkit.data.dataset import ImageDataset, check_pixel_values, float_images, index_labels
+from cnnkit.data.safety import file_size, reason
 from cnnkit.errors import CnnkitError
+from cnnkit.limits import check_limit, limit
+
+ZIP_DIRECTORY_BYTES = 1024**2  # an NPZ dataset holds a few arrays; zipfile parses its whole directory at once
+ZIP_END_RECORD = 22  # bytes of a zip's end-of-central-directory record, followed by a comment of up to 65,535
+READ_CHUNK = 16 * 1024**2  # bytes per read when scanning a file
 
 
 def to_nchw(x: np.ndarray, path: Path) -> np.ndarray:
-    """(N, H, W) grey, (N, H, W, C) or (N, C, H, W) with C in 1, 3 or 4 -> (N, C, H, W)."""
+    """(N, H, W) grey, (N, H, W, C) or (N, C, H, W) with C in 1, 3 or 4 -> (N, C, H, W) (a view)."""
     if x.ndim == 3:
         return x[:, None]
     if x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
@@ -29,76 +40,196 @@ def to_nchw(x: np.ndarray, path: Path) -> np.ndarray:
 
 
 def labels_from(y: np.ndarray, path: Path) -> tuple[torch.Tensor, list[str]]:
-    """Integer class indices and names from numeric or string labels."""
+    """Class indices and names from integer, whole-number float or string labels (the values are the names)."""
     if y.ndim != 1:
         raise CnnkitError(f"{path}: y has shape {y.shape}; expected one label per image")
-    if y.dtype.kind in "iu" or (y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y))):
-        labels = torch.tensor(y.astype(np.int64))
-        if labels.numel() and labels.min() < 0:
-            raise CnnkitError(f"{path}: negative label {int(labels.min())}")
-        return labels, classes_from_labels(labels)
-    if y.dtype.kind in "US":
-        names = sorted({str(v) for v in y})
-        return torch.tensor([names.index(str(v)) for v in y]), names
-    raise CnnkitError(f"{path}: labels must be integers or strings; found dtype {y.dtype}")
+    if y.dtype.kind == "f" and not (np.all(np.isfinite(y)) and np.all(y == np.round(y))):
+        raise CnnkitError(f"{path}: labels must be whole numbers or strings; found a fractional or non-finite one")
+    if y.dtype.kind not in "iufUS":
+        raise CnnkitError(f"{path}: labels must be integers or strings; found dtype {y.dtype}")
+    return index_labels(y, str(path))
 
 
 def load_npz(path: Path) -> ImageDataset:
-    """`x` (images) and `y` (labels); pickled object arrays are refused."""
+    """`x` (images) and `y` (labels), read with numpy's .npy reader after checking each member's declared size;
+    object arrays (pickles) are refused."""
+    _check_zip_directory(path)
     try:
-        with np.load(io.BytesIO(read_bytes(path)), allow_pickle=False) as archive:
-            if "x" not in archive or "y" not in archive:
-                raise CnnkitError(f"{path}: an NPZ dataset needs arrays 'x' and 'y'; found {sorted(archive.files)}")
-            x, y = archive["x"], archive["y"]
+        with zipfile.ZipFile(path) as archive:
+            members = {name: _member(archive, name, path) for name in ("x", "y")}
+            headers = {name: _npy_header(archive, member, path) for name, member in members.items()}
+            _check_dtype(members["x"], headers["x"][1], path, "uif")
+            _check_dtype(members["y"], headers["y"][1], path, "iufUS")
+            _check_shapes(headers["x"][0], headers["y"][0], path)
+            x, y = (_read_array(archive, members[name], headers[name], path) for name in ("x", "y"))
     except CnnkitError:
         raise
-    except Exception as error:  # noqa: BLE001 - numpy/zipfile fail in many ways on hostile files
-        raise CnnkitError(f"{path}: not a readable NPZ file without pickles ({type(error).__name__}: {error})") \
-            from None
-    if x.dtype.kind not in "uif" or not np.all(np.isfinite(x)):
-        raise CnnkitError(f"{path}: x must hold finite numbers; found dtype {x.dtype}")
-    if len(x) != len(y):
-        raise CnnkitError(f"{path}: {len(x)} images but {len(y)} labels")
-    labels, names = labels_from(np.asarray(y), path)
-    images = torch.tensor(to_nchw(x, path), dtype=torch.float32)
-    return ImageDataset(images, labels, names, source=str(path), pixel_max=pixel_max(images))
+    except Exception as error:  # noqa: BLE001 - zipfile/zlib/numpy fail in many ways on hostile files
+        raise CnnkitError(f"{path}: not a readable NPZ archive ({reason(error)})") from None
+    check_pixel_values(x, f"{path}: x")
+    labels, names = labels_from(y, path)
+    return ImageDataset(float_images(to_nchw(x, path)), labels, names, source=str(path),
+                        pixel_max=pixel_max(x))
+
+
+def _check_zip_directory(path: Path) -> None:
+    """Refuse a file that is no zip archive, or whose central directory is too large to parse, from its end record
+    alone (zipfile would read and parse a 2 GB directory of millions of entries into memory)."""
+    size = file_size(path, what="an NPZ file")
+    with path.open("rb") as file:
+        file.seek(max(0, size - ZIP_END_RECORD - 65_535))
+        tail = file.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < ZIP_END_RECORD:
+        raise CnnkitError(f"{path}: not an NPZ file (no zip archive end record); expected arrays x and y saved by "
+                          "numpy.savez")
+    directory = struct.unpack_from("<L", tail, at + 12)[0]
+    if directory > ZIP_DIRECTORY_BYTES:
+        raise CnnkitError(f"{path}: a zip directory of {directory:,} bytes is too large for an NPZ dataset "
+                          f"(at most {ZIP_DIRECTORY_BYTES:,})")
+
+
+def _member(archive: zipfile.ZipFile, name: str, path: Path) -> zipfile.ZipInfo:
+    names = set(archive.namelist())
+    for candidate in (f"{name}.npy", name):
+        if candidate in names:
+            return archive.getinfo(candidate)
+    found = sorted(n.removesuffix(".npy") for n in archive.namelist())[:20]
+    raise CnnkitError(f"{path}: an NPZ dataset needs arrays 'x' and 'y'; found {found}")
+
+
+def _npy_header(archive: zipfile.ZipFile, member: zipfile.ZipInfo, path: Path) -> tuple[tuple, np.dtype, int]:
+    """(shape, dtype, header bytes) of one .npy member, read without inflating its data."""
+    check_limit("decompressed_bytes", member.file_size, f"{path}: {member.filename} inflated size in bytes")
+    with archive.open(member) as stream:
+        try:
+            version = np.lib.format.read_magic(stream)
+            readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in readers:
+                raise CnnkitError(f"{path}: {member.filename} has .npy format version {version}; expected 1.0 or 2.0")
+            shape, _, dtype = readers[version](stream)
+            if any(side < 0 for side in shape):
+                raise CnnkitError(f"{path}: {member.filename} declares a negative shape {shape}")
+        except CnnkitError:
+            raise
+        except Exception as error:  # noqa: BLE001
+            raise CnnkitError(f"{path}: {member.filename} is not a NumPy .npy array ({reason(error)})") from None
+        return shape, dtype, stream.tell()
+
+
+def _check_shapes(x_shape: tuple, y_shape: tuple, path: Path) -> None:
+    if len(x_shape) not in (3, 4) or 0 in x_shape:
+        raise CnnkitError(f"{path}: x has shape {x_shape}; expected (N, H, W), (N, H, W, C) or (N, C, H, W), "
+                          "none of them 0")
+    if len(y_shape) != 1:
+        raise CnnkitError(f"{path}: y has shape {y_shape}; expected one label per image, shape (N,)")
+    if x_shape[0] != y_shape[0]:
+        raise CnnkitError(f"{path}: {x_shape[0]} images but {y_shape[0]} labels")
+
+
+def _check_dtype(member: zipfile.ZipInfo, dtype: np.dtype, path: Path, kinds: str) -> None:
+    if dtype.hasobject:
+        raise CnnkitError(f"{path}: {member.filename} holds Python objects (pickled data), which cnnkit never "
+                          "loads; save numbers or strings")
+    if dtype.kind not in kinds:
+        expected = "numbers" if kinds == "uif" else "integer or string labels"
+        raise CnnkitError(f"{path}: {member.filename} has dtype {dtype}; expected {expected}")
+
+
+def _read_array(archive: zipfile.ZipFile, member: zipfile.ZipInfo, header: tuple[tuple, np.dtype, int],
+                path: Path) -> np.ndarray:
+    """One member's array, once its element count and byte count (as declared) are within bounds."""
+    shape, dtype, header_bytes = header
+    name = member.filename
+    count = check_limit("array_elements", math.prod(shape), f"{path}: {name} values (shape {shape})")
+    if count * dtype.itemsize > member.file_size - header_bytes:
+        raise CnnkitError(f"{path}: {name}'s header promises {count * dtype.itemsize:,} bytes for shape {shape}; "
+                          f"the archive holds {member.file_size - header_bytes:,}")
+    with archive.open(member) as stream:
+        return np.lib.format.read_array(stream, allow_pickle=False)
 
 
 def load_csv(path: Path) -> ImageDataset:
     """First column the label, the rest pixels of a square grey image; a header row is detected and skipped."""
+    file_size(path, what="a CSV file")
+    rows = _count_lines(path)
+    values, count = None, 0
     try:
-        text = read_bytes(path).decode("utf-8")
+        with path.open(encoding="utf-8", newline="") as file:
+            for line, row in _csv_rows(file, path):
+                if values is None:
+                    values = _allocate(row, rows, path)
+                if count == len(values):
+                    raise CnnkitError(f"{path}: more rows than counted lines (mixed line endings?)")
+                if len(row) != values.shape[1]:
+                    raise CnnkitError(f"{path}: line {line} has {len(row)} columns, expected {values.shape[1]}")
+                _fill(values, count, row, line, path)
+                count += 1
     except UnicodeDecodeError:
         raise CnnkitError(f"{path}: not a UTF-8 text CSV file") from None
-    rows = list(csv.reader(io.StringIO(text)))
-    rows = [r for r in rows if r]
-    if rows and not _is_number(rows[0][0]):
-        rows = rows[1:]  # header such as label,pixel0,pixel1,...
-    if not rows:
+    if values is None:
         raise CnnkitError(f"{path}: no data rows")
-    width = len(rows[0])
-    side = math.isqrt(width - 1)
+    values = values[:count]
+    side = math.isqrt(values.shape[1] - 1)
+    check_pixel_values(values[:, 1:], str(path))
+    labels, names = labels_from(values[:, 0], path)
+    images = float_images(values[:, 1:].reshape(-1, 1, side, side))
+    return ImageDataset(images, labels, names, source=str(path), pixel_max=pixel_max(values[:, 1:]))
+
+
+def _count_lines(path: Path) -> int:
+    """A CSV file's line count (LF, CRLF or CR endings), scanned in chunks before anything is parsed."""
+    newlines = returns = 0
+    with path.open("rb") as file:
+        while chunk := file.read(READ_CHUNK):
+            newlines, returns = newlines + chunk.count(b"\n"), returns + chunk.count(b"\r")
+    return max(newlines, returns) + 1
+
+
+def _csv_rows(file: io.TextIOBase, path: Path):
+    """(line number, fields) of each non-empty data row; lines over csv_line_bytes and fields over the csv
+    module's limit are refused before the csv module splits them."""
+    cap, header_checked = limit("csv_line_bytes"), False
+    for number, line in enumerate(iter(lambda: file.readline(cap + 1), ""), start=1):
+        if len(line) > cap:
+            check_limit("csv_line_bytes", len(line), f"{path}: characters on line {number}")
+        try:
+            row = next(csv.reader([line]), [])
+        except csv.Error as error:
+            if "field limit" in str(error):
+                raise CnnkitError(f"{path}: line {number} holds a field longer than {csv.field_size_limit():,} "
+                                  "characters (the csv module's limit); expected numbers") from None
+            raise CnnkitError(f"{path}: line {number} is not CSV ({error})") from None
+        if not row:
+            continue
+        if not header_checked:
+            header_checked = True
+            if not _is_number(row[0]):
+                continue  # a header such as label,pixel0,pixel1,...
+        yield number, row
+
+
+def _allocate(first: list[str], rows: int, path: Path) -> np.ndarray:
+    """The float32 table for `rows` rows shaped like the first one, once its size is within the caps."""
+    width = len(first)
+    side = math.isqrt(max(width - 1, 0))
     if width < 2 or side * side != width - 1:
         raise CnnkitError(f"{path}: {width - 1} pixel columns do not form a square image")
-    values = np.empty((len(rows), width), dtype=np.float32)
-    for line, row in enumerate(rows, start=1):
-        if len(row) != width:
-            raise CnnkitError(f"{path}: data row {line} has {len(row)} columns, expected {width}")
-        try:
-            values[line - 1] = [float(v) for v in row]
-        except ValueError:
-            bad = next(v for v in row if not _is_number(v))
-            raise CnnkitError(f"{path}: data row {line} holds a non-numeric value {bad[:20]!r}") from None
-    if not np.all(np.isfinite(values)):
-        raise CnnkitError(f"{path}: non-finite pixel or label values")
-    labels, names = labels_from(values[:, 0], path)
-    images = torch.tensor(values[:, 1:].reshape(-1, 1, side, side))
-    return ImageDataset(images, labels, names, source=str(path), pixel_max=pixel_max(images))
+    check_limit("array_elements", rows * width, f"{path}: values in up to {rows:,} rows of {width:,} columns")
+    return np.empty((rows, width), dtype=np.float32)
 
 
-def pixel_max(images: torch.Tensor) -> float:
+def _fill(values: np.ndarray, count: int, row: list[str], line: int, path: Path) -> None:
+    try:
+        values[count] = row  # numpy parses the strings
+    except ValueError:
+        bad = next((v for v in row if not _is_number(v)), row[0])
+        raise CnnkitError(f"{path}: line {line} holds a non-numeric value {bad[:20]!r}") from None
+
+
+def pixel_max(images: np.ndarray) -> float:
     """White is 1.0 for arrays already in [0, 1], else 255."""
-    return 1.0 if images.numel() and float(images.max()) <= 1.0 else 255.0
+    return 1.0 if images.size and float(images.max()) <= 1.0 else 255.0
 
 
 def _is_number(text: str) -> bool:

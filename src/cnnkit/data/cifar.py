@@ -1,4 +1,8 @@
-"""CIFAR-10 binary batches: records of 1 label byte + 3,072 pixel bytes (1,024 red, green, blue, row-major)."""
+"""CIFAR-10 binary batches: records of 1 label byte + 3,072 pixel bytes (1,024 red, green, blue, row-major).
+
+A folder holding both `data_batch_*.bin` and `test_batch.bin` keeps CIFAR-10's own test set apart: its images are
+marked `official_test` and become the test split.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnkit.data.dataset import ImageDataset
-from cnnkit.data.safety import read_bytes
+from cnnkit.data.dataset import ImageDataset, official_test_mask
+from cnnkit.data.safety import file_size, read_bytes
 from cnnkit.errors import CnnkitError
+from cnnkit.limits import check_limit
 
 RECORD = 1 + 3 * 32 * 32
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -35,17 +40,30 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_cifar(path: Path) -> ImageDataset:
-    """Every batch in a folder (training and test together: cnnkit makes its own split), or one file."""
+    """Every batch in a folder, or one file; `test_batch*.bin` is the official test set beside training batches."""
     files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix == ".bin" and "batch" in p.name)
     if not files:
         raise CnnkitError(f"{path}: no CIFAR-10 .bin batch files")
-    batches = [read_batch(f) for f in files]
-    names = CIFAR10_CLASSES
+    records = sum(file_size(f, what="a CIFAR-10 .bin batch") // RECORD for f in files)
+    check_limit("array_elements", records * (RECORD - 1), f"{path}: pixel values in {len(files)} batch files")
+    images = torch.empty((records, 3, 32, 32), dtype=torch.float32)
+    labels, start = [], 0
+    for file in files:
+        x, y = read_batch(file)
+        images.numpy()[start:start + len(x)] = x  # one batch at a time: uint8 never held whole
+        labels.append(torch.from_numpy(y.astype(np.int64)))
+        start += len(x)
+    is_test = [f.name.startswith("test_batch") for f in files]
+    return ImageDataset(images[:start], torch.cat(labels), _class_names(path), source=str(path),
+                        official_test=official_test_mask([len(y) for y in labels], is_test),
+                        official_test_source=", ".join(f.name for f, test in zip(files, is_test, strict=True) if test))
+
+
+def _class_names(path: Path) -> list[str]:
+    """The ten names of `batches.meta.txt` beside the batches when it lists ten, else CIFAR-10's own."""
     meta = (path if path.is_dir() else path.parent) / "batches.meta.txt"
-    if meta.exists():
-        listed = [line.strip() for line in meta.read_text(errors="replace").splitlines() if line.strip()]
-        if len(listed) == 10:
-            names = listed
-    images = torch.tensor(np.concatenate([b[0] for b in batches]), dtype=torch.float32)
-    labels = torch.tensor(np.concatenate([b[1] for b in batches]), dtype=torch.long)
-    return ImageDataset(images, labels, names, source=str(path))
+    if not meta.exists() and not meta.is_symlink():
+        return CIFAR10_CLASSES
+    text = read_bytes(meta, cap="text_bytes").decode("utf-8", errors="replace")
+    listed = [line.strip() for line in text.splitlines() if line.strip()]
+    return listed if len(listed) == 10 else CIFAR10_CLASSES

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,6 +23,7 @@ class PreparedData:
     val: tuple[torch.Tensor, torch.Tensor]
     test: tuple[torch.Tensor, torch.Tensor]
     stream: FolderImages | None = None  # with --stream: train holds indices into it, decoded batch by batch
+    notes: list[str] = field(default_factory=list)  # lines for the training log, e.g. how the test split was made
 
     def description(self, split_seed: int) -> dict:
         """What a checkpoint records about the data."""
@@ -32,6 +33,7 @@ class PreparedData:
 
 
 STREAM_FIT_IMAGES = 2_000  # training images decoded to fit preprocessing when streaming
+PREPROCESS_CHUNK_VALUES = 2**24  # pixel values preprocessed at once: no whole-split temporaries
 
 
 def image_size(config: TrainConfig) -> tuple[int, int] | None:
@@ -39,29 +41,61 @@ def image_size(config: TrainConfig) -> tuple[int, int] | None:
     return (config.image_size, config.image_size) if config.image_size else None
 
 
-def load_split(config: TrainConfig) -> tuple[ImageDataset, Split]:
-    """The run's dataset in memory and its stratified, seeded train/validation/test split."""
-    dataset = load_source(config.data, image_size(config))
-    return dataset, stratified_split(dataset.labels, config.val_fraction, config.test_fraction, config.seed)
+def load_split(config: TrainConfig, progress: bool | None = None) -> tuple[ImageDataset, Split]:
+    """The run's dataset in memory and its seeded train/validation/test split (see `split_dataset`)."""
+    dataset = load_source(config.data, image_size(config), progress)
+    return dataset, split_dataset(dataset, config)
 
 
-def prepare_data(config: TrainConfig, device: torch.device) -> PreparedData:
+def split_dataset(dataset: ImageDataset, config: TrainConfig) -> Split:
+    """A source's own test set when it ships one (MNIST t10k, CIFAR-10 test_batch) is the test split, and
+    validation is a stratified, seeded val_fraction of its training files; any other source is split stratified
+    by val_fraction and test_fraction."""
+    if dataset.official_test is None:
+        return stratified_split(dataset.labels, config.val_fraction, config.test_fraction, config.seed)
+    training = torch.nonzero(~dataset.official_test).flatten()
+    part = stratified_split(dataset.labels[training], config.val_fraction, 0.0, config.seed)
+    return Split(training[part.train], training[part.val], torch.nonzero(dataset.official_test).flatten())
+
+
+def split_notes(dataset: ImageDataset) -> list[str]:
+    """What the log should say about how the split was made, when it is not the usual fractions."""
+    if dataset.official_test is None:
+        return []
+    count = int(dataset.official_test.sum())
+    return [f"test split: the source's own test set ({dataset.official_test_source}, {count:,} images); "
+            "--test-fraction ignored"]
+
+
+def prepare_data(config: TrainConfig, device: torch.device, progress: bool | None = None) -> PreparedData:
     """Load, split (stratified, seeded), fit preprocessing on the training split only, move to `device`."""
     if config.stream:
         return _prepare_stream(config, device)
-    dataset, split = load_split(config)
+    dataset, split = load_split(config, progress)
     preprocessing = Preprocessing.fit(config.preprocessing, dataset.images[split.train])
 
     def part(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return preprocessing(dataset.images[index]).to(device), dataset.labels[index].to(device)
+        return _preprocessed(dataset.images, index, preprocessing, device), dataset.labels[index].to(device)
 
-    return PreparedData(dataset, preprocessing, part(split.train), part(split.val), part(split.test))
+    return PreparedData(dataset, preprocessing, part(split.train), part(split.val), part(split.test),
+                        notes=split_notes(dataset))
+
+
+def _preprocessed(images: torch.Tensor, index: torch.Tensor, preprocessing: Preprocessing,
+                  device: torch.device) -> torch.Tensor:
+    """preprocessing(images[index]) on `device`, a chunk at a time into one tensor (peak memory: the result)."""
+    out = torch.empty((len(index), *images.shape[1:]), dtype=torch.float32, device=device)
+    step = max(1, PREPROCESS_CHUNK_VALUES // images[0].numel())
+    for start in range(0, len(index), step):
+        chunk = index[start:start + step]
+        out[start:start + len(chunk)] = preprocessing(images[chunk]).to(device)
+    return out
 
 
 def _prepare_stream(config: TrainConfig, device: torch.device) -> PreparedData:
     """Training images stay on disk; validation and test splits (small fractions) are decoded into memory."""
     path = Path(config.data)
-    if not path.is_dir():
+    if not config.data.strip() or not path.is_dir():  # Path("") is the current folder: never read it unasked
         raise CnnkitError(f"--stream reads image folders; {config.data!r} is not a folder")
     images = FolderImages(path, image_size(config))
     split = stratified_split(images.labels, config.val_fraction, config.test_fraction, config.seed)
