@@ -7,6 +7,7 @@ import os
 import sys
 
 from cnnkit import __version__
+from cnnkit.cli_explore import add_explore_parsers
 from cnnkit.cli_inspect import add_inspect_parsers
 from cnnkit.cli_io import add_io_parsers
 from cnnkit.cli_train import add_train_parser
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_train_parser(commands)
     add_inspect_parsers(commands)
+    add_explore_parsers(commands)
     add_io_parsers(commands)
     return parser
 

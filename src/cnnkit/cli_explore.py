@@ -1,0 +1,67 @@
+"""`cnnkit explore` and `cnnkit explain-decision`: parse, call the library, print."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import webbrowser
+from pathlib import Path
+
+from cnnkit.cli_common import dims, percent
+
+
+def add_explore_parsers(commands: argparse._SubParsersAction) -> None:
+    """Register the commands that show why a network decides."""
+    p = commands.add_parser(
+        "explore", help="a live page: draw an image, see the prediction, every layer's maps and why",
+        description="Serve a local page (127.0.0.1, a free port) to explore a trained run, a checkpoint, or a "
+                    "registered model with fresh weights: draw or upload an image, watch the top classes, every "
+                    "layer's maps, the arithmetic of any conv/pool cell, saliency and Grad-CAM.")
+    p.add_argument("source", help="run directory, checkpoint, or a registered model name (untrained weights)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; default 127.0.0.1 (only this machine). 0.0.0.0 exposes the model "
+                        "to your network")
+    p.add_argument("--port", type=int, default=0, help="port; default 0 (a free one)")
+    p.add_argument("--no-browser", action="store_true", help="print the URL but do not open a browser")
+    p.add_argument("--input-size", help="CxHxW for a registered model, e.g. 3x32x32 (default: the model's own)")
+    p.add_argument("--num-classes", type=int, help="classes for a registered model")
+    p.set_defaults(run=run_explore)
+
+    p = commands.add_parser(
+        "explain-decision", help="saliency and Grad-CAM pictures of why a model classified images as it did",
+        description="For each image, write IMAGE_saliency.png (the gradient of the class score with respect to "
+                    "the input) and IMAGE_gradcam.png (Grad-CAM on the last convolutional maps).")
+    p.add_argument("checkpoint", help="run directory, checkpoint, or a registered model name (random weights)")
+    p.add_argument("images", nargs="+", help="image files or .npy arrays")
+    p.add_argument("--class", dest="class_name", help="explain this class (default: each image's predicted one)")
+    p.add_argument("--layer", help="layer for Grad-CAM (default: the last map at the last convolution's size)")
+    p.add_argument("--out", type=Path, default=Path("explain-decision"), help="output folder; default "
+                                                                                "./explain-decision")
+    p.set_defaults(run=run_explain_decision)
+
+
+def run_explore(args: argparse.Namespace) -> int:
+    """Open the model, bind the port, print the URL, open the browser, serve until Ctrl+C."""
+    from cnnkit.explore.server import ExploreServer, exposure_warning
+    from cnnkit.explore.session import Explorer
+
+    explorer = Explorer.open(args.source, dims(args.input_size, 3) if args.input_size else None, args.num_classes)
+    server = ExploreServer(explorer, args.host, args.port)
+    warning = exposure_warning(args.host)
+    if warning:
+        print(f"cnnkit explore: warning: {warning}", file=sys.stderr, flush=True)
+    print(f"exploring {explorer.title} at {server.url}  (Ctrl+C stops)", flush=True)
+    if not args.no_browser:
+        webbrowser.open(server.url)
+    server.run()
+    return 0
+
+
+def run_explain_decision(args: argparse.Namespace) -> int:
+    """Write the pictures and print what each shows."""
+    from cnnkit.pictures import explain_decision
+
+    for item in explain_decision(args.checkpoint, args.images, args.out, args.class_name, args.layer):
+        print(f"{item['input']}: predicted {item['predicted']} ({percent(item['probability'])}), explaining "
+              f"{item['explained']}: {item['saliency']} {item['grad_cam']}")
+    return 0
