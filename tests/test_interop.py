@@ -1,5 +1,8 @@
-"""Keras / TensorFlow weights into cnnkit, checked against NumPy arithmetic on the same weights."""
+"""Import plumbing: layout converters, graph pairing order, stated preprocessing, size caps on .keras archives,
+and the trust model for pickles. Outputs against real Keras are in test_keras_real.py."""
 
+import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -10,34 +13,12 @@ from torch import nn
 from cnnkit import CnnkitError
 from cnnkit.checkpoint import model_from_checkpoint
 from cnnkit.cli import main
-from cnnkit.interop import dense_kernel_from_tf, keras_momentum_to_torch, load_keras_into, read_keras_weights
+from cnnkit.data.preprocess import Preprocessing
+from cnnkit.interop import dense_kernel_from_tf, keras_momentum_to_torch
+from cnnkit.interop.graph import Op, canonical_order
 from cnnkit.layers import Flatten
-from cnnkit.models import get_model
-from tests import tf_reference as ref
 
-FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def numpy_digits_forward(x_nhwc: np.ndarray, w: dict, eps: float = 1e-3) -> np.ndarray:
-    """The Keras digits network in NumPy (NHWC), from the fixture's raw Keras variables."""
-    relu = lambda a: np.maximum(a, 0)  # noqa: E731
-    h = relu(ref.conv2d_nhwc(x_nhwc, w["conv2d.0"], (1, 1), "SAME") + w["conv2d.1"])
-    h = ref.conv2d_nhwc(h, w["conv2d_1.0"], (2, 2), "SAME") + w["conv2d_1.1"]
-    gamma, beta, mean, var = (w[f"batch_normalization.{i}"] for i in range(4))
-    h = relu((h - mean) / np.sqrt(var + eps) * gamma + beta)
-    h = ref.pool_nhwc(h, (3, 3), (2, 2), "SAME", "max").reshape(len(h), -1)  # Keras Flatten: NHWC order
-    h = relu(h @ w["dense.0"] + w["dense.1"])
-    return h @ w["dense_1.0"] + w["dense_1.1"]
-
-
-@pytest.mark.parametrize("name", ["digitsnet.weights.h5", "digitsnet.keras"])
-def test_keras_digits_weights_give_numpy_outputs(name):
-    model = get_model("digitsnet")
-    assert load_keras_into(model, read_keras_weights(FIXTURES / name)) == 5
-    x = np.random.default_rng(0).random((4, 8, 8, 1))
-    expected = numpy_digits_forward(x, dict(np.load(FIXTURES / "digitsnet_weights.npz")))
-    got = model.eval()(torch.tensor(x, dtype=torch.float32).permute(0, 3, 1, 2)).detach().numpy()
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+REAL = Path(__file__).parent / "fixtures" / "keras_real"
 
 
 def test_flatten_order_fix_for_nchw_models():
@@ -53,22 +34,95 @@ def test_flatten_order_fix_for_nchw_models():
     assert keras_momentum_to_torch(0.99) == pytest.approx(0.01)
 
 
-def test_mismatch_names_the_first_layer(tmp_path):
-    with pytest.raises(CnnkitError, match=r"shapes differ at features.conv1 \(Keras layer 'conv2d'\)"):
-        load_keras_into(get_model("digitsnet", in_channels=3), read_keras_weights(FIXTURES / "digitsnet.weights.h5"))
-    with pytest.raises(CnnkitError, match="the Keras file has 2 dense layers, the model 3"):
-        load_keras_into(get_model("lenet5_modern", input_size=8), read_keras_weights(FIXTURES / "digitsnet.keras"))
-    (tmp_path / "bad.weights.h5").write_bytes(b"not hdf5 at all")
-    with pytest.raises(CnnkitError, match="not a readable Keras weights file"):
-        read_keras_weights(tmp_path / "bad.weights.h5")
+def test_canonical_order_visits_the_residual_branch_first():
+    """Keras' Add lists the shortcut first, cnnkit's block computes the residual first: both orders agree."""
+    def order(add_inputs: list[str]) -> list[str]:
+        ops = [Op("conv", "stem", "", ["input"]), Op("conv", "short", "", ["stem"]), Op("conv", "res1", "", ["stem"]),
+               Op("relu", "res_relu", "", ["res1"]), Op("conv", "res2", "", ["res_relu"]),
+               Op("add", "add", "", add_inputs), Op("relu", "out", "", ["add"])]
+        return [op.name for op in canonical_order({op.name: op for op in ops}, "out")]
+
+    expected = ["stem", "res1", "res_relu", "res2", "short", "add", "out"]
+    assert order(["short", "res2"]) == order(["res2", "short"]) == expected
+
+
+def test_stated_preprocessing_is_x_minus_mean_over_std():
+    pre = Preprocessing.stated((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), channels=3)
+    x = torch.full((1, 3, 1, 1), 0.5)
+    expected = [(0.5 - 0.485) / 0.229, (0.5 - 0.456) / 0.224, (0.5 - 0.406) / 0.225]
+    np.testing.assert_allclose(pre(x).flatten().numpy(), expected, rtol=1e-6)
+    assert pre.kind == "standardize"
+    one_value = Preprocessing.stated((8.0,), (16.0,), channels=1)
+    assert torch.equal(one_value(torch.full((1, 1, 2, 2), 16.0)), torch.full((1, 1, 2, 2), 0.5))
+    with pytest.raises(CnnkitError, match="std must be positive"):
+        Preprocessing.stated((0.0,), (0.0,), 1)
+    with pytest.raises(CnnkitError, match="mean must be 1 or 3 finite numbers"):
+        Preprocessing.stated((0.0, 1.0), (1.0,), 3)
+
+
+def keras_archive(weights: bytes, config: bytes = b'{"class_name": "Sequential", "config": {"layers": []}}') -> bytes:
+    """A .keras zip archive holding `config` and `weights` (as model.weights.h5), deflated."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("config.json", config)
+        archive.writestr("model.weights.h5", weights)
+    return buffer.getvalue()
+
+
+def test_keras_zip_bomb_is_refused_before_inflating(tmp_path, capsys):
+    """An archive member declaring 3 GiB (issue 13: a .keras zip bomb raised MemoryError) is refused by its
+    declared size: a one-line error naming the cap and how to raise it, and no file written."""
+    data = bytearray(keras_archive(b"\0" * 1000))
+    central = data.rindex(b"PK\x01\x02")  # the last central directory entry: model.weights.h5
+    data[central + 24:central + 28] = (3 * 1024**3).to_bytes(4, "little")  # its uncompressed size
+    (tmp_path / "bomb.keras").write_bytes(bytes(data))
+    assert main(["import-weights", str(tmp_path / "bomb.keras"), "--model", "digitsnet",
+                 "--out", str(tmp_path / "b")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "archive member model.weights.h5 inflates to: 3,221,225,472 exceeds the limit of 2,147,483,648" in error
+    assert "set CNNKIT_MAX_DECOMPRESSED_BYTES to raise it" in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_keras_member_and_array_caps_can_be_lowered(tmp_path, monkeypatch, capsys):
+    (tmp_path / "zeros.keras").write_bytes(keras_archive(b"\0" * 4_000_000))  # 4 MB inflating from 4 kB
+    monkeypatch.setenv("CNNKIT_MAX_DECOMPRESSED_BYTES", "1000000")
+    assert main(["import-weights", str(tmp_path / "zeros.keras"), "--model", "digitsnet",
+                 "--out", str(tmp_path / "z")]) == 2
+    assert "4,000,000 exceeds the limit of 1,000,000" in capsys.readouterr().err
+    monkeypatch.setenv("CNNKIT_MAX_ARRAY_ELEMENTS", "100")  # digitsnet's conv2 kernel has 450 values
+    assert main(["import-weights", str(REAL / "digitsnet.keras"), "--model", "digitsnet",
+                 "--out", str(tmp_path / "d")]) == 2
+    assert "elements: 450 exceeds the limit of 100" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    (b"not json", "config.json: not valid JSON"),
+    (b"[1, 2]", "expected a Keras model config"),
+    (b'{"class_name": "Sequential", "config": {"layers": [{"class_name": "Conv2D", "config": {"name": "c", '
+     b'"kernel_size": "big"}}]}}', "layer 'c' has kernel_size='big'; expected two positive integers"),
+    (b'{"class_name": "Sequential", "config": {"layers": [{"class_name": "Conv2D", "config": {"name": "c", '
+     b'"kernel_size": 3, "strides": 1}}]}}', "layer 'c' (Conv2D) has a config cnnkit cannot read (KeyError"),
+])
+def test_malformed_keras_configs_get_one_line(tmp_path, capsys, config, message):
+    import h5py
+
+    weights = io.BytesIO()
+    with h5py.File(weights, "w") as file:
+        file.create_group("layers/conv2d/vars")
+    (tmp_path / "m.keras").write_bytes(keras_archive(weights.getvalue(), config))
+    assert main(["import-weights", str(tmp_path / "m.keras"), "--model", "digitsnet",
+                 "--out", str(tmp_path / "m")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
 
 
 def test_import_weights_cli_and_trust(tmp_path, capsys):
     out = tmp_path / "imported"
-    assert main(["import-weights", str(FIXTURES / "digitsnet.keras"), "--model", "digitsnet", "--out", str(out)]) == 0
+    assert main(["import-weights", str(REAL / "digitsnet.keras"), "--model", "digitsnet", "--out", str(out)]) == 0
     model, preprocessing, meta = model_from_checkpoint(out)
     assert preprocessing is None and meta["imported_from"].endswith("digitsnet.keras")
-    assert main(["import-weights", str(FIXTURES / "digitsnet.keras"), "--model", "digitsnet", "--out", str(out)]) == 2
+    assert main(["import-weights", str(REAL / "digitsnet.keras"), "--model", "digitsnet", "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
     torch.save(model.state_dict(), tmp_path / "w.pt")
     assert main(["import-weights", str(tmp_path / "w.pt"), "--model", "digitsnet", "--out", str(tmp_path / "p")]) == 2
@@ -95,47 +149,3 @@ def test_trusted_pickle_still_refuses_code(tmp_path, capsys):
                  "--out", str(tmp_path / "e")]) == 2
     captured = capsys.readouterr()
     assert "pwned" not in captured.out and "not a plain tensor state dict" in captured.err
-
-
-def test_keras_resnet_names_map_shortcuts_correctly(tmp_path):
-    """keras.applications names (conv2_block1_0_conv = shortcut) land on cnnkit's matching tensors."""
-    import h5py
-
-    model = get_model("resnet18", num_classes=10, input_size=32)
-    rng = np.random.default_rng(0)
-    expected = {}
-    with h5py.File(tmp_path / "r.weights.h5", "w") as file:
-        def put(name, arrays):
-            group = file.create_group(f"layers/{name}/vars")
-            for i, a in enumerate(arrays):
-                group.create_dataset(str(i), data=a)
-            expected[name] = arrays
-
-        def conv(name, k, cin, cout):
-            put(name, [rng.normal(size=(k, k, cin, cout)).astype(np.float32)])
-
-        def bn(name, c):
-            put(name, [rng.random(c, dtype=np.float32) + 0.5 for _ in range(4)])
-
-        conv("conv1_conv", 3, 3, 64)
-        bn("conv1_bn", 64)
-        cin = 64
-        for stage, width in zip((2, 3, 4, 5), (64, 128, 256, 512), strict=True):
-            for block in (1, 2):
-                if block == 1 and stage > 2:  # projection shortcut, written first as Keras does
-                    conv(f"conv{stage}_block1_0_conv", 1, cin, width)
-                    bn(f"conv{stage}_block1_0_bn", width)
-                conv(f"conv{stage}_block{block}_1_conv", 3, cin if block == 1 else width, width)
-                bn(f"conv{stage}_block{block}_1_bn", width)
-                conv(f"conv{stage}_block{block}_2_conv", 3, width, width)
-                bn(f"conv{stage}_block{block}_2_bn", width)
-            cin = width
-        put("predictions", [rng.normal(size=(512, 10)).astype(np.float32), np.zeros(10, np.float32)])
-    load_keras_into(model, read_keras_weights(tmp_path / "r.weights.h5"), bn_epsilon=1.001e-5)
-    shortcut = model.features[2][0].shortcut[0].weight  # conv3_block1_0_conv: 1x1, 64 -> 128
-    np.testing.assert_array_equal(shortcut.detach().numpy(), expected["conv3_block1_0_conv"][0].transpose(3, 2, 0, 1))
-    second = model.features[2][0].residual[3].weight  # conv3_block1_2_conv
-    np.testing.assert_array_equal(second.detach().numpy(), expected["conv3_block1_2_conv"][0].transpose(3, 2, 0, 1))
-    mean = model.features[4][1].residual[1].running_mean  # conv5_block2_1_bn moving mean
-    np.testing.assert_array_equal(mean.numpy(), expected["conv5_block2_1_bn"][2])
-    assert model.features[4][1].residual[1].eps == 1.001e-5

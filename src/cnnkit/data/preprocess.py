@@ -1,7 +1,9 @@
-"""Preprocessing fitted on the training split only, and saved with the model."""
+"""Preprocessing fitted on the training split only, or stated at import for weights trained elsewhere."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +35,20 @@ class Preprocessing:
             channels = images.shape[1]
             return cls(kind, torch.zeros(channels, 1, 1), torch.ones(channels, 1, 1))
         raise CnnkitError(f"preprocessing must be one of {', '.join(PREPROCESSING_KINDS)}; received {kind!r}")
+
+    @classmethod
+    def stated(cls, mean: Sequence[float], std: Sequence[float], channels: int) -> Preprocessing:
+        """x -> (x - mean) / std per channel with values the model's author states (one value, or one per channel)
+        rather than values fitted here; 'standardize' is the per-channel rule it follows."""
+        values = {}
+        for name, given in (("mean", mean), ("std", std)):
+            if len(given) not in (1, channels) or not all(math.isfinite(v) for v in given):
+                raise CnnkitError(f"{name} must be 1 or {channels} finite numbers (one per channel); received "
+                                  f"{','.join(map(str, given))}")
+            values[name] = torch.tensor([float(v) for v in given] * (channels if len(given) == 1 else 1))
+        if not torch.all(values["std"] > 0):
+            raise CnnkitError(f"std must be positive; received {','.join(map(str, std))}")
+        return cls("standardize", values["mean"].reshape(channels, 1, 1), (1.0 / values["std"]).reshape(channels, 1, 1))
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Apply to (N, C, H, W) images in their stored scale."""

@@ -72,6 +72,19 @@ class AlexNet(Classifier):
         self.head = head
         init_kaiming(self)
 
+    def torchvision_options(self, keys: set[str]) -> dict:
+        """No options needed: torchvision's AlexNet is `alexnet_owt` (other variants differ in their shapes)."""
+        return {}
+
+    def torchvision_names(self) -> dict[str, str]:
+        """torchvision's module names -> this model's (torchvision/models/alexnet.py: convs features.0/3/6/8/10,
+        fully connected classifier.1/4/6)."""
+        convs = [f"features.{name}" for name, m in self.features.named_children() if isinstance(m, nn.Conv2d)]
+        dense = [f"head.{name}" for name, m in self.head.named_children() if isinstance(m, nn.Linear)]
+        names = dict(zip((f"features.{i}" for i in (0, 3, 6, 8, 10)), convs, strict=True))
+        names.update(zip((f"classifier.{i}" for i in (1, 4, 6)), dense, strict=True))
+        return names
+
 
 @register_model("alexnet", paper="Krizhevsky et al. 2012, ImageNet classification with deep CNNs",
                 input_size=(3, 224, 224))

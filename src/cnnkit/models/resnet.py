@@ -76,10 +76,12 @@ class ResNet(Classifier):
     """conv1 7x7/2 -> max pool 3x3/2 -> conv2_x..conv5_x -> global average pool -> FC.
 
     Inputs under 64x64 get the CIFAR-style stem (3x3 conv, stride 1, no max pool), so 32x32 ends at 4x4.
+    `width` is the first stage's width (64; the later stages 2x, 4x, 8x it); the stem keeps 64 maps, as
+    keras.applications' and torchvision's builders do.
     """
 
     def __init__(self, block: type[BasicBlock | Bottleneck], depths: list[int], num_classes: int, in_channels: int,
-                 input_size: tuple[int, int], stride_in_3x3: bool = False) -> None:
+                 input_size: tuple[int, int], stride_in_3x3: bool = False, width: int = 64) -> None:
         super().__init__()
         if min(input_size) >= PAPER_STEM_MIN:
             stem = nn.Sequential(layers.Conv2d(in_channels, 64, 7, 2, padding=3, bias=False), _bn(64),
@@ -88,16 +90,37 @@ class ResNet(Classifier):
             stem = nn.Sequential(layers.Conv2d(in_channels, 64, 3, 1, padding=1, bias=False), _bn(64),
                                  nn.ReLU(inplace=True))
         stages, channels = [stem], 64
-        for stage, (width, depth) in enumerate(zip((64, 128, 256, 512), depths, strict=True)):
-            blocks = []
+        for stage, depth in enumerate(depths):
+            blocks, stage_width = [], width * 2**stage
             for i in range(depth):
                 stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(block(channels, width, stride, stride_in_3x3))
-                channels = width * block.expansion
+                blocks.append(block(channels, stage_width, stride, stride_in_3x3))
+                channels = stage_width * block.expansion
             stages.append(nn.Sequential(*blocks))
         self.features = nn.Sequential(*stages)
         self.head = nn.Sequential(layers.GlobalAvgPool2d(), nn.Linear(channels, num_classes))
         init_kaiming(self)
+
+    def torchvision_options(self, keys: set[str]) -> dict:
+        """Options under which torchvision's weights compute what torchvision computes: its bottleneck strides in
+        the 3x3 conv (ResNet v1.5), where the paper and this model's default stride in the first 1x1."""
+        return {"stride_in_3x3": True} if isinstance(self.features[1][0], Bottleneck) else {}
+
+    def torchvision_names(self) -> dict[str, str]:
+        """torchvision's module names -> this model's (torchvision/models/resnet.py: conv1, bn1,
+        layerS.B.{conv1, bn1, conv2, bn2[, conv3, bn3], downsample.0, downsample.1}, fc)."""
+        names = {"conv1": "features.0.0", "bn1": "features.0.1", "fc": "head.1"}
+        for stage in range(1, 5):
+            for index, block in enumerate(self.features[stage]):
+                theirs, ours = f"layer{stage}.{index}", f"features.{stage}.{index}"
+                convs = [i for i, module in enumerate(block.residual) if isinstance(module, nn.Conv2d)]
+                for number, i in enumerate(convs, start=1):  # each conv is followed by its BN
+                    names[f"{theirs}.conv{number}"] = f"{ours}.residual.{i}"
+                    names[f"{theirs}.bn{number}"] = f"{ours}.residual.{i + 1}"
+                if not isinstance(block.shortcut, nn.Identity):
+                    names[f"{theirs}.downsample.0"] = f"{ours}.shortcut.0"
+                    names[f"{theirs}.downsample.1"] = f"{ours}.shortcut.1"
+        return names
 
 
 def _paper(depth: int) -> str:
@@ -105,32 +128,35 @@ def _paper(depth: int) -> str:
 
 
 @register_model("resnet18", paper=_paper(18), input_size=(3, 224, 224))
-def resnet18(num_classes: int, in_channels: int, input_size: tuple[int, int], stride_in_3x3: bool = False) -> ResNet:
+def resnet18(num_classes: int, in_channels: int, input_size: tuple[int, int], stride_in_3x3: bool = False,
+             width: int = 64) -> ResNet:
     """ResNet-18 per Table 1: basic blocks [2, 2, 2, 2]."""
-    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, input_size, stride_in_3x3)
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, input_size, stride_in_3x3, width)
 
 
 @register_model("resnet34", paper=_paper(34), input_size=(3, 224, 224))
-def resnet34(num_classes: int, in_channels: int, input_size: tuple[int, int], stride_in_3x3: bool = False) -> ResNet:
+def resnet34(num_classes: int, in_channels: int, input_size: tuple[int, int], stride_in_3x3: bool = False,
+             width: int = 64) -> ResNet:
     """ResNet-34 per Table 1: basic blocks [3, 4, 6, 3]."""
-    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_channels, input_size, stride_in_3x3)
+    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_channels, input_size, stride_in_3x3, width)
 
 
 @register_model("resnet50", paper=_paper(50), input_size=(3, 224, 224))
-def resnet50(num_classes: int, in_channels: int, input_size: tuple[int, int], stride_in_3x3: bool = False) -> ResNet:
+def resnet50(num_classes: int, in_channels: int, input_size: tuple[int, int], stride_in_3x3: bool = False,
+             width: int = 64) -> ResNet:
     """ResNet-50 per Table 1: bottleneck blocks [3, 4, 6, 3]."""
-    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels, input_size, stride_in_3x3)
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels, input_size, stride_in_3x3, width)
 
 
 @register_model("resnet101", paper=_paper(101), input_size=(3, 224, 224))
 def resnet101(num_classes: int, in_channels: int, input_size: tuple[int, int],
-              stride_in_3x3: bool = False) -> ResNet:
+              stride_in_3x3: bool = False, width: int = 64) -> ResNet:
     """ResNet-101 per Table 1: bottleneck blocks [3, 4, 23, 3]."""
-    return ResNet(Bottleneck, [3, 4, 23, 3], num_classes, in_channels, input_size, stride_in_3x3)
+    return ResNet(Bottleneck, [3, 4, 23, 3], num_classes, in_channels, input_size, stride_in_3x3, width)
 
 
 @register_model("resnet152", paper=_paper(152), input_size=(3, 224, 224))
 def resnet152(num_classes: int, in_channels: int, input_size: tuple[int, int],
-              stride_in_3x3: bool = False) -> ResNet:
+              stride_in_3x3: bool = False, width: int = 64) -> ResNet:
     """ResNet-152 per Table 1: bottleneck blocks [3, 8, 36, 3]."""
-    return ResNet(Bottleneck, [3, 8, 36, 3], num_classes, in_channels, input_size, stride_in_3x3)
+    return ResNet(Bottleneck, [3, 8, 36, 3], num_classes, in_channels, input_size, stride_in_3x3, width)
