@@ -180,3 +180,169 @@ def test_batches_cover_every_sample_and_split_across_processes():
     assert len(list(tensor_batches(x, y, 3, order, drop_last=True))) == 3 == num_batches(10, 3, True)
     shares = [torch.cat([b[1] for b in tensor_batches(x, y, 2, order, rank=r, world_size=2)]) for r in (0, 1)]
     assert len(set(shares[0].tolist()) & set(shares[1].tolist())) == 0 and len(shares[0]) == len(shares[1]) == 5
+
+
+# ---- official test sets: the source's own test files are the test split ----
+
+def write_idx_pair(folder, prefix, labels, marker):
+    """An IDX pair whose images carry `marker` in their first pixel, so a test can tell which file each came from."""
+    images = np.zeros((len(labels), 4, 4))
+    images[:, 0, 0] = marker
+    write_idx(folder / f"{prefix}-images-idx3-ubyte", images, 0x803)
+    write_idx(folder / f"{prefix}-labels-idx1-ubyte", np.asarray(labels), 0x801)
+
+
+def test_mnist_t10k_files_are_the_test_split(tmp_path):
+    from cnnkit.inference import Trained, evaluation_data
+    from cnnkit.train.config import TrainConfig
+    from cnnkit.train.data import load_split, prepare_data
+
+    write_idx_pair(tmp_path, "train", np.repeat(np.arange(10), 10), marker=1)  # 100 training images
+    write_idx_pair(tmp_path, "t10k", np.repeat(np.arange(10), 3), marker=2)  # 30 test images
+    config = TrainConfig(data=str(tmp_path), val_fraction=0.2, test_fraction=0.5, seed=0)
+    dataset, split = load_split(config)
+    first_pixel = dataset.images[:, 0, 0, 0]
+    assert len(split.test) == 30 and torch.all(first_pixel[split.test] == 2)  # not 50% of 130
+    assert len(split.val) == 20 and torch.all(first_pixel[split.val] == 1)  # val_fraction of the training files
+    assert torch.equal(torch.bincount(dataset.labels[split.val]), torch.full((10,), 2))  # stratified
+    assert len(split.train) == 80 and len(torch.cat([split.train, split.val, split.test]).unique()) == 130
+    assert torch.equal(split.val, load_split(config)[1].val)
+    other = TrainConfig(data=str(tmp_path), val_fraction=0.2, seed=1)
+    assert not torch.equal(split.val, load_split(other)[1].val) and torch.equal(split.test, load_split(other)[1].test)
+    notes = prepare_data(config, torch.device("cpu")).notes
+    assert notes == ["test split: the source's own test set (t10k-images-idx3-ubyte, 30 images); --test-fraction "
+                     "ignored"]
+    trained = Trained(None, None, {"config": config.to_dict()}, [str(i) for i in range(10)], (1, 4, 4), 255.0)
+    images, labels, _ = evaluation_data(trained, None)  # `cnnkit evaluate` tests on the same images
+    assert torch.equal(images, dataset.images[split.test]) and torch.equal(labels, dataset.labels[split.test])
+
+
+def test_a_test_file_alone_is_plain_data(tmp_path):
+    from cnnkit.train.config import TrainConfig
+    from cnnkit.train.data import load_split, prepare_data
+
+    write_idx_pair(tmp_path, "t10k", np.repeat(np.arange(2), 10), marker=2)
+    config = TrainConfig(data=str(tmp_path), val_fraction=0.1, test_fraction=0.2)
+    dataset, split = load_split(config)
+    assert dataset.official_test is None and len(split.test) == 4
+    assert prepare_data(config, torch.device("cpu")).notes == []
+
+
+def test_cifar_test_batch_is_the_test_split(tmp_path):
+    from cnnkit.train.config import TrainConfig
+    from cnnkit.train.data import load_split
+
+    for name, count, marker in (("data_batch_1.bin", 20, 1), ("test_batch.bin", 10, 2)):
+        records = np.zeros((count, 3073), dtype=np.uint8)
+        records[:, 0] = np.arange(count) % 10
+        records[:, 1] = marker
+        (tmp_path / name).write_bytes(records.tobytes())
+    dataset, split = load_split(TrainConfig(data=str(tmp_path), val_fraction=0.5, test_fraction=0.2))
+    assert dataset.official_test_source == "test_batch.bin"
+    assert len(split.test) == 10 and torch.all(dataset.images[split.test, 0, 0, 0] == 2)
+    assert len(split.val) == 10 and torch.all(dataset.images[split.val, 0, 0, 0] == 1)
+
+
+# ---- label values are class names ----
+
+def test_label_values_are_class_names(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((3, 2, 2)), y=np.array(["dog", "cat", "dog"]))
+    data = load_source(str(tmp_path / "d.npz"))
+    assert data.class_names == ["cat", "dog"] and data.labels.tolist() == [1, 0, 1]
+    (tmp_path / "d.csv").write_text("7,0,0,0,0\n3,0,0,0,0\n7,1,1,1,1\n")
+    data = load_source(str(tmp_path / "d.csv"))
+    assert data.class_names == ["3", "7"] and data.labels.tolist() == [1, 0, 1]
+
+
+def test_class_folder_names_are_kept_exactly(tmp_path):
+    root = write_folder(tmp_path / "names", classes=("$x$", "a b", "50%"), per_class=1)
+    assert load_source(str(root)).class_names == ["$x$", "50%", "a b"]
+
+
+# ---- downscaling with an area filter, as TensorFlow's resize_area ----
+
+def test_a_large_drawing_of_a_digit_shrinks_to_the_digit(tmp_path):
+    from cnnkit.data.safety import decode_image
+
+    digit = load_source("digits").images[0, 0].numpy() * (255 / 16)  # 8x8, 0..255
+    drawing = np.kron(digit, np.ones((8, 8))).round().astype(np.uint8)  # the same digit drawn at 64x64
+    Image.fromarray(drawing).save(tmp_path / "drawing.png")
+    np.testing.assert_array_equal(decode_image(tmp_path / "drawing.png", (8, 8))[0], digit.round())
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64)).astype(np.uint8)
+    reference = noise.astype(np.float64).reshape(8, 8, 8, 8).mean(axis=(1, 3))  # NumPy block average
+    Image.fromarray(noise).save(tmp_path / "noise.png")
+    np.testing.assert_array_equal(decode_image(tmp_path / "noise.png", (8, 8))[0], np.round(reference))
+    np.savez(tmp_path / "noise.npz", x=noise[None], y=np.array([0]))
+    in_memory = load_source(str(tmp_path / "noise.npz"), image_size=(8, 8)).images[0, 0].numpy()
+    np.testing.assert_allclose(in_memory, reference, rtol=0, atol=1e-4)
+
+
+def test_area_filter_by_hand_for_uneven_ratios_and_bilinear_for_enlarging():
+    from cnnkit.data.resize import resize
+
+    row = torch.tensor([10.0, 20.0, 30.0, 40.0, 50.0]).reshape(1, 1, 1, 5)
+    # 5 -> 2: each output covers 2.5 inputs: (10 + 20 + 0.5*30) / 2.5 and (0.5*30 + 40 + 50) / 2.5
+    torch.testing.assert_close(resize(row, (1, 2)).flatten(), torch.tensor([18.0, 42.0]))
+    three = torch.tensor([0.0, 30.0, 60.0]).reshape(1, 1, 3, 1)  # 3 -> 2 along the height: (0 + 15)/1.5, (15 + 60)/1.5
+    torch.testing.assert_close(resize(three, (2, 1)).flatten(), torch.tensor([10.0, 50.0]))
+    # 2 -> 4, half-pixel centres at -0.25, 0.25, 0.75, 1.25 (clamped at the edges)
+    pair = torch.tensor([0.0, 100.0]).reshape(1, 1, 1, 2)
+    torch.testing.assert_close(resize(pair, (1, 4)).flatten(), torch.tensor([0.0, 25.0, 75.0, 100.0]))
+
+
+# ---- progress bars, streaming, paths that are not data ----
+
+def test_decoding_bar_obeys_the_progress_switch(tmp_path, capsys):
+    root = write_folder(tmp_path / "many", per_class=250, size=(2, 2))
+    for progress, shown in ((False, False), (None, False), (True, True)):  # None: stderr is not a terminal here
+        load_source(str(root), progress=progress)
+        captured = capsys.readouterr()
+        assert ("decoding images" in captured.err) == shown and captured.out == ""
+
+
+def test_stream_errors_name_the_file_on_one_line(tmp_path, capsys):
+    from cnnkit.data.stream import FolderImages, stream_batches
+
+    root = write_folder(tmp_path / "root", per_class=4)
+    outside = write_folder(tmp_path / "elsewhere", classes=("x",))
+    os.symlink(outside / "x" / "0.png", root / "cat" / "link.png")
+    bad = root / "dog" / "2.png"
+    bad.write_bytes(bad.read_bytes()[:60])  # header intact, pixels cut
+    images = FolderImages(root, None)
+    assert len(images) == 8 and "link.png: it leads outside" in capsys.readouterr().err  # as load_folder
+    none = Preprocessing.fit("none", torch.zeros(1, 1, 6, 5))
+    with pytest.raises(CnnkitError) as error:  # decoded in a worker process
+        list(stream_batches(images, torch.arange(8), 4, False, none, torch.device("cpu"), workers=1))
+    assert str(error.value).startswith(f"{bad}: unreadable or truncated image") and "\n" not in str(error.value)
+    bad.unlink()
+    Image.new("L", (9, 9)).save(bad)
+    with pytest.raises(CnnkitError, match="mixed image sizes: .* pass --image-size") as error:
+        list(stream_batches(images, torch.arange(8), 4, False, none, torch.device("cpu"), workers=0))
+    with pytest.raises(CnnkitError, match="mixed image sizes: .* pass --image-size"):
+        load_source(str(root))  # the same rule in memory
+
+
+def test_paths_that_are_not_data(tmp_path, monkeypatch):
+    from cnnkit.data.arrays import load_csv, load_npz
+    from cnnkit.data.cifar import read_batch
+    from cnnkit.data.idx import IMAGES_MAGIC, read_idx
+    from cnnkit.data.safety import decode_image
+    from cnnkit.train.config import TrainConfig
+    from cnnkit.train.data import prepare_data
+
+    monkeypatch.chdir(write_folder(tmp_path / "cwd"))  # a valid folder: "" must not read it
+    with pytest.raises(CnnkitError, match=r"^the data path is empty \(''\)"):
+        load_source("")
+    with pytest.raises(CnnkitError, match="--stream reads image folders; '' is not a folder"):
+        prepare_data(TrainConfig(data="", stream=True), torch.device("cpu"))
+    with pytest.raises(CnnkitError, match="^/dev/null: not a regular file or folder"):
+        load_source("/dev/null")
+    (tmp_path / "data_batch_1.bin").write_bytes(bytes(3073))
+    (tmp_path / "batches.meta.txt").mkdir()
+    with pytest.raises(CnnkitError, match="batches.meta.txt: is a folder, expected a file"):
+        load_source(str(tmp_path))
+    missing = tmp_path / "missing"
+    for read in (lambda: read_idx(missing, IMAGES_MAGIC), lambda: read_batch(missing), lambda: load_npz(missing),
+                 lambda: load_csv(missing), lambda: decode_image(missing)):
+        with pytest.raises(CnnkitError, match=f"^{missing}: no such file$"):
+            read()

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import os
 import shlex
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +36,30 @@ CASES: list[tuple[str, str, str]] = [
     ("summary of an unknown name", "summary nosuchmodel", "'nosuchmodel' is neither a registered model"),
     ("evaluate a pickle", "evaluate {files}/weights.pt", "{files}/weights.pt: pickle-based checkpoints are refused"),
     ("predict a missing image", "predict {run} {files}/missing.png", "{files}/missing.png: no such file"),
-    # data readers
-    ("idx gzip bomb", "train --data {files}/bomb --out {tmp}/c", "{files}/bomb/train-images-idx3-ubyte.gz:"),
+    # data readers: sizes a file declares are capped before inflating; one line naming the file for the rest
+    ("idx gzip bomb", "train --data {files}/bomb --out {tmp}/c",
+     "{files}/bomb/train-images-idx3-ubyte.gz: values its header declares (70000x128x128): 1,146,880,000 exceeds"),
+    ("idx dims overflow", "train --data {files}/overflow --out {tmp}/e",
+     "{files}/overflow/train-images-idx3-ubyte: values its header declares (4294967295x4294967295x4294967295)"),
+    ("npz deflate bomb", "train --data {files}/bomb.npz --out {tmp}/f",
+     "{files}/bomb.npz: x.npy values (shape (50331648, 8, 8)): 3,221,225,472 exceeds the limit"),
+    ("npz too many classes", "train --data {files}/classes.npz --out {tmp}/g",
+     "{files}/classes.npz: distinct labels: 100,001 exceeds the limit of 100,000 (classes)"),
+    ("npz 0-d arrays", "train --data {files}/scalar.npz --out {tmp}/h", "{files}/scalar.npz: x has shape ()"),
+    ("npz huge pixels", "train --data {files}/huge.npz --out {tmp}/i", "{files}/huge.npz: x: pixel values reach 1e+30"),
+    ("npz random bytes", "train --data {files}/noise.npz --out {tmp}/j", "{files}/noise.npz: not an NPZ file"),
+    ("npz of objects", "evaluate {run} --data {files}/objects.npz", "{files}/objects.npz: x.npy holds Python objects"),
+    ("csv field over csv's limit", "train --data {files}/long.csv --out {tmp}/k",
+     "{files}/long.csv: line 2 holds a field longer than 131,072 characters"),
+    ("csv of binary", "train --data {files}/binary.csv --out {tmp}/l", "{files}/binary.csv: not a UTF-8 text CSV"),
+    ("cifar meta is a folder", "train --data {files}/cifar --out {tmp}/m",
+     "{files}/cifar/batches.meta.txt: is a folder, expected a file"),
+    ("data /dev/null", "train --data /dev/null --out {tmp}/n", "/dev/null: not a regular file or folder"),
+    ("data empty", "train --data '' --out {tmp}/o", "the data path is empty"),
+    ("folder truncated image", "train --data {files}/broken --out {tmp}/p",
+     "{files}/broken/b/3.png: unreadable or truncated image"),
+    ("stream truncated image", "train --data {files}/broken --stream --out {tmp}/q",
+     "{files}/broken/b/3.png: unreadable or truncated image"),
 ]
 
 
@@ -48,7 +72,34 @@ def make_files(folder: Path) -> None:
     bomb.mkdir()
     header = (0x803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (70_000, 128, 128))
     (bomb / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + bytes(2**27)))  # claims 1.1 GB
-    (bomb / "train-labels-idx1-ubyte").write_bytes((0x801).to_bytes(4, "big") + (70_000).to_bytes(4, "big"))
+    labels = (0x801).to_bytes(4, "big") + (70_000).to_bytes(4, "big") + bytes(70_000)
+    (bomb / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels))  # named as the images are
+    (folder / "overflow").mkdir()
+    (folder / "overflow" / "train-images-idx3-ubyte").write_bytes(bytes.fromhex("00000803" + "ffffffff" * 3) + bytes(9))
+    (folder / "overflow" / "train-labels-idx1-ubyte").write_bytes(bytes.fromhex("00000801" + "00000002") + bytes(2))
+
+    def npy(shape: tuple, data: bytes) -> bytes:  # a uint8 .npy whose header declares `shape`, whatever it holds
+        buffer = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buffer, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        return buffer.getvalue() + data
+
+    with zipfile.ZipFile(folder / "bomb.npz", "w") as archive:  # the header of 3 GiB of pixels, as a deflate bomb's
+        archive.writestr("x.npy", npy((50_331_648, 8, 8), bytes(64)))
+        archive.writestr("y.npy", npy((50_331_648,), bytes(64)))
+    np.savez_compressed(folder / "classes.npz", x=np.zeros((100_001, 1, 1), np.uint8), y=np.arange(100_001))
+    np.savez(folder / "scalar.npz", x=np.array(5.0), y=np.array(1))
+    np.savez(folder / "huge.npz", x=np.full((20, 4, 4), 1e30), y=np.arange(20) % 2)
+    (folder / "noise.npz").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    np.savez(folder / "objects.npz", x=np.array([object()] * 2), y=np.array([0, 1]))
+    (folder / "long.csv").write_text("label,p0,p1,p2,p3\n1,0," + "9" * 200_000 + ",3,4\n")
+    (folder / "binary.csv").write_bytes(b"1,2,3,4,5\n\xff\xfe\x00\x81\n")
+    (folder / "cifar").mkdir()
+    (folder / "cifar" / "data_batch_1.bin").write_bytes(bytes(3073))
+    (folder / "cifar" / "batches.meta.txt").mkdir()
+    for name in (f"{c}/{i}.png" for c in "ab" for i in range(10)):  # 20 grey 8x8 images; b/3.png cut short
+        (folder / "broken" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8), np.uint8)).save(folder / "broken" / name)
+    (folder / "broken" / "b" / "3.png").write_bytes((folder / "broken" / "b" / "3.png").read_bytes()[:60])
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -19,7 +19,7 @@ import torch
 from cnnkit.data.dataset import ImageDataset, check_pixel_values, float_images, index_labels
 from cnnkit.data.safety import file_size, reason
 from cnnkit.errors import CnnkitError
-from cnnkit.limits import check_limit, limit
+from cnnkit.limits import check_limit, env_name, limit
 
 ZIP_DIRECTORY_BYTES = 1024**2  # an NPZ dataset holds a few arrays; zipfile parses its whole directory at once
 ZIP_END_RECORD = 22  # bytes of a zip's end-of-central-directory record, followed by a comment of up to 65,535
@@ -192,7 +192,8 @@ def _csv_rows(file: io.TextIOBase, path: Path):
     cap, header_checked = limit("csv_line_bytes"), False
     for number, line in enumerate(iter(lambda: file.readline(cap + 1), ""), start=1):
         if len(line) > cap:
-            check_limit("csv_line_bytes", len(line), f"{path}: characters on line {number}")
+            raise CnnkitError(f"{path}: line {number} is longer than {cap:,} characters (csv line bytes); set "
+                              f"{env_name('csv_line_bytes')} to raise it")
         try:
             row = next(csv.reader([line]), [])
         except csv.Error as error:

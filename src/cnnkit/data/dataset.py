@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from cnnkit.errors import CnnkitError
-from cnnkit.limits import check_limit
+from cnnkit.limits import check_limit, env_name, limit
 
 
 @dataclass
@@ -88,7 +87,10 @@ def check_pixel_values(array: np.ndarray, where: str) -> None:
     for value in (low, high):
         if not np.isfinite(value):
             raise CnnkitError(f"{where}: pixel values must be finite numbers; found {value}")
-    check_limit("pixel_value", math.ceil(max(abs(float(low)), abs(float(high)))), f"{where}: largest |pixel value|")
+    largest = max(abs(float(low)), abs(float(high)))
+    if largest > limit("pixel_value"):
+        raise CnnkitError(f"{where}: pixel values reach {largest:.3g}, beyond the limit of {limit('pixel_value'):,} "
+                          f"(pixel value); set {env_name('pixel_value')} to raise it")
 
 
 def float_images(array: np.ndarray) -> torch.Tensor:

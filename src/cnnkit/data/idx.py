@@ -123,8 +123,8 @@ def _read_pairs(pairs: list[tuple[Path, Path]]) -> tuple[list[np.ndarray], list[
     """uint8 images (n, H, W) and labels (n,) of each pair, checked to agree in count and image size."""
     images, labels = [], []
     for image_path, label_path in pairs:
-        y = read_idx(label_path, LABELS_MAGIC)
         x = read_idx(image_path, IMAGES_MAGIC)
+        y = read_idx(label_path, LABELS_MAGIC)
         if len(x) != len(y):
             raise CnnkitError(f"{image_path}: {len(x)} images but {label_path.name} holds {len(y)} labels")
         if images and x.shape[1:] != images[0].shape[1:]:

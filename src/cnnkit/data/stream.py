@@ -34,6 +34,7 @@ class FolderImages(Dataset):
         self.labels = torch.tensor([label for _, label in files], dtype=torch.long)
         self.grey = all(image_is_grey(path) for path in self.paths[:GREY_SAMPLE])
         first = decode_image(self.paths[0], image_size, self.grey)
+        self.resize_to = image_size  # None: every image must already have the first one's size, as in memory
         self.size = image_size or tuple(first.shape[1:])
         self.image_shape = (first.shape[0], *self.size)
         self.source, self.pixel_max = str(root), 255.0
@@ -42,7 +43,7 @@ class FolderImages(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        array = decode_image(self.paths[index], self.size, self.grey)
+        array = decode_image(self.paths[index], self.resize_to, self.grey)
         check_same_size((self.paths[0], tuple(self.size)), self.paths[index], array)
         return torch.tensor(array, dtype=torch.float32), int(self.labels[index])
 

@@ -33,7 +33,7 @@ class PreparedData:
 
 
 STREAM_FIT_IMAGES = 2_000  # training images decoded to fit preprocessing when streaming
-PREPROCESS_CHUNK_VALUES = 2**24  # pixel values preprocessed at once: no whole-split temporaries
+PREPROCESS_CHUNK_VALUES = 2**20  # pixel values preprocessed at once: no whole-split temporaries
 
 
 def image_size(config: TrainConfig) -> tuple[int, int] | None:
