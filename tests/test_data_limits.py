@@ -81,7 +81,8 @@ def test_npz_zip_directory_too_large_to_parse(tmp_path):
     path = tmp_path / "directory.npz"
     path.write_bytes(bytes(100) + end_record)
     message = refused_within(MIB, lambda: load_source(str(path)))
-    assert message.startswith(f"{path}: a zip directory of 2,300,000,000 bytes is too large for an NPZ dataset")
+    assert message == (f"{path}: zip directory size in bytes: 2,300,000,000 exceeds the limit of 1,048,576 (zip "
+                       "directory bytes); set CNNKIT_MAX_ZIP_DIRECTORY_BYTES to raise it")
 
 
 @pytest.mark.parametrize("x,y,expected", [

@@ -22,6 +22,7 @@ DEFAULTS = {
     "text_bytes": 1024**2,  # one small text file, such as a list of class names
     "csv_line_bytes": 64 * 1024**2,  # one CSV row (a 2048x2048 image of 16-character values)
     "pixel_value": 1_000_000,  # |pixel| in an array file: larger values overflow float32 statistics in training
+    "zip_directory_bytes": 1024**2,  # an NPZ's zip directory, which zipfile parses whole when it opens the file
 }
 
 

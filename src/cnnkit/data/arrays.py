@@ -21,7 +21,6 @@ from cnnkit.data.safety import file_size, reason
 from cnnkit.errors import CnnkitError
 from cnnkit.limits import check_limit, env_name, limit
 
-ZIP_DIRECTORY_BYTES = 1024**2  # an NPZ dataset holds a few arrays; zipfile parses its whole directory at once
 ZIP_END_RECORD = 22  # bytes of a zip's end-of-central-directory record, followed by a comment of up to 65,535
 READ_CHUNK = 16 * 1024**2  # bytes per read when scanning a file
 
@@ -83,10 +82,8 @@ def _check_zip_directory(path: Path) -> None:
     if at < 0 or len(tail) - at < ZIP_END_RECORD:
         raise CnnkitError(f"{path}: not an NPZ file (no zip archive end record); expected arrays x and y saved by "
                           "numpy.savez")
-    directory = struct.unpack_from("<L", tail, at + 12)[0]
-    if directory > ZIP_DIRECTORY_BYTES:
-        raise CnnkitError(f"{path}: a zip directory of {directory:,} bytes is too large for an NPZ dataset "
-                          f"(at most {ZIP_DIRECTORY_BYTES:,})")
+    directory = struct.unpack_from("<L", tail, at + 12)[0]  # an NPZ dataset's directory lists a few arrays
+    check_limit("zip_directory_bytes", directory, f"{path}: zip directory size in bytes")
 
 
 def _member(archive: zipfile.ZipFile, name: str, path: Path) -> zipfile.ZipInfo:
