@@ -106,3 +106,31 @@ def test_branched_model_from_bare_weights_needs_its_config(tmp_path, capsys):
                  "--model-option", "width=4", "--input-size", "3x16x16", "--num-classes", "10",
                  "--out", str(tmp_path / "r")]) == 2
     assert "holds no model graph and the cnnkit model has branches" in capsys.readouterr().err
+
+
+def test_a_rescaling_layer_becomes_the_preprocessing(tmp_path, capsys):
+    """digitsnet_rescaling holds its x/16 as a leading Rescaling layer and takes raw 0..16 digits: imported with
+    white 16, evaluate scores what Keras scored; a --mean on top of it is refused."""
+    keras_accuracy = float(np.load(FIXTURES / "digitsnet_rescaling.npz")["accuracy"])
+    out = tmp_path / "rescaled"
+    assert main(["import-weights", str(FIXTURES / "digitsnet_rescaling.keras"), "--model", "digitsnet",
+                 "--white", "16", "--out", str(out)]) == 0
+    assert "'rescaling' (Rescaling) scales the input inside the model" in capsys.readouterr().out
+    assert main(["evaluate", str(out), "--data", "digits", "--json"]) == 0
+    assert round(json.loads(capsys.readouterr().out)["accuracy"] * 1797) == round(keras_accuracy * 1797)
+    assert main(["import-weights", str(FIXTURES / "digitsnet_rescaling.keras"), "--model", "digitsnet",
+                 "--white", "16", "--mean", "3", "--out", str(tmp_path / "both")]) == 2
+    assert "scales its input itself (layer 'rescaling': x * 0.0625 + 0)" in capsys.readouterr().err
+
+
+def test_bgr_weights_take_rgb_images(tmp_path, capsys):
+    """--bgr reverses the first conv's input channels: cnnkit on RGB equals Keras on the same image as BGR."""
+    assert main(["import-weights", str(FIXTURES / "resnet50_w4.keras"), "--model", "resnet50", "--model-option",
+                 "width=4", "--bgr", "--out", str(tmp_path / "bgr")]) == 0
+    assert "features.0.0's input channels reversed" in capsys.readouterr().out
+    net, _, _ = model_from_checkpoint(tmp_path / "bgr")
+    bgr, expected = keras_inputs("resnet50_w4")  # what Keras read, taken as BGR
+    rgb = torch.from_numpy(bgr[..., ::-1].copy()).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        got = torch.softmax(net(rgb), dim=1).numpy()
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()

@@ -41,6 +41,9 @@ def add_io_parsers(commands: argparse._SubParsersAction) -> None:
                         "scikit-learn's digits, 255 (default) for raw 8-bit pixels")
     p.add_argument("--mean", help="per-channel mean subtracted after scaling to --white, e.g. 0.485,0.456,0.406")
     p.add_argument("--std", help="per-channel divisor applied after --mean, e.g. 0.229,0.224,0.225")
+    p.add_argument("--bgr", action="store_true",
+                   help="the weights were trained on BGR images (Caffe; keras.applications' 'caffe' mode): the "
+                        "first conv's input channels are reversed so the model takes RGB (give --mean in RGB order)")
     p.add_argument("--keras-config", type=Path,
                    help="the model's config (model.to_json(), a config.json, or the .keras file) for a bare "
                         ".weights.h5: needed for branched models, and it lets pools and padding be checked")
@@ -58,9 +61,7 @@ def run_export(args: argparse.Namespace) -> int:
     """Export and report the check."""
     from cnnkit.export import export_checkpoint
 
-    if args.out.exists() and not args.overwrite:
-        raise CnnkitError(f"{args.out} already exists; pass --overwrite to replace it")
-    result = export_checkpoint(args.checkpoint, args.format, args.out, args.with_preprocessing)
+    result = export_checkpoint(args.checkpoint, args.format, args.out, args.with_preprocessing, args.overwrite)
     if args.json:
         print(json.dumps(result))
     else:
@@ -78,7 +79,7 @@ def run_import(args: argparse.Namespace) -> int:
     options = ImportOptions(
         num_classes=args.num_classes, input_shape=dims(args.input_size, 3) if args.input_size else None,
         model_options=dict(map(parse_option, args.model_option)), white=args.white,
-        mean=numbers(args.mean, "--mean"), std=numbers(args.std, "--std"), bn_epsilon=args.bn_epsilon,
+        mean=numbers(args.mean, "--mean"), std=numbers(args.std, "--std"), bgr=args.bgr, bn_epsilon=args.bn_epsilon,
         keras_config=args.keras_config, trust=args.trust, overwrite=args.overwrite)
     result = import_weights(args.weights, args.model, args.out, options)
     if args.json:

@@ -8,7 +8,7 @@ per-channel normalisation (x - mean) / std the model's author applied, as the ch
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -17,9 +17,11 @@ from torch import nn
 from cnnkit.checkpoint import PICKLE_SUFFIXES, model_spec, save_checkpoint
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.errors import CnnkitError
+from cnnkit.interop.graph import Op
 from cnnkit.interop.keras_file import KerasModel, read_keras
 from cnnkit.interop.keras_load import load_keras
 from cnnkit.interop.torch_state import read_torch_state, torch_state_model
+from cnnkit.interop.traced import traced_ops
 from cnnkit.models import get_model, model_info
 
 
@@ -33,6 +35,7 @@ class ImportOptions:
     white: float = 255.0  # the value of white in the images the model was trained on
     mean: tuple[float, ...] | None = None  # per-channel normalisation after scaling to `white`
     std: tuple[float, ...] | None = None
+    bgr: bool = False  # the weights expect BGR images (Caffe, keras.applications 'caffe' mode)
     bn_epsilon: float | None = None  # for a bare .weights.h5 (a config records each BN's own)
     keras_config: Path | None = None  # the model config a bare .weights.h5 lacks
     trust: bool = False  # allow a pickled state dict (read with weights_only=True)
@@ -67,6 +70,10 @@ def import_weights(weights: Path, model_name: str, out: Path, options: ImportOpt
         loaded = load_keras(model, keras, options.bn_epsilon)
         kind = "model (config and weights)" if keras.has_graph else "weights without a config"
         report = {"format": f"Keras {kind}", "loaded": loaded.loaded, "rows": loaded.rows, "notes": loaded.notes}
+        options = _with_rescaling(options, loaded.rescaling)
+    if options.bgr:
+        report["notes"].append(f"the weights expect BGR: {_reverse_input_channels(model)}'s input channels "
+                               "reversed, so the model takes RGB")
     preprocessing = _stated(options, model.input_shape[0])
     report["notes"].append(_input_note(options))
     classes = _output_classes(model)
@@ -100,6 +107,31 @@ def _keras_classes(keras: KerasModel) -> int | None:
     """Units of the last dense layer (its kernel is (in, out))."""
     kernels = [layer.variables[0] for layer in keras.layers if layer.variables and layer.variables[0].ndim == 2]
     return int(kernels[-1].shape[1]) if kernels else None
+
+
+def _with_rescaling(options: ImportOptions, rescaling: Op | None) -> ImportOptions:
+    """A Keras Rescaling layer on the input (x * scale + offset) as the stated mean and std it amounts to."""
+    if rescaling is None:
+        return options
+    scale, offset = rescaling.extra["scale"], rescaling.extra["offset"]
+    if options.mean is not None or options.std is not None:
+        raise CnnkitError(f"the Keras model scales its input itself (layer {rescaling.name!r}: x * {_values(scale)} + "
+                          f"{_values(offset)}); leave out --mean/--std and state only --white")
+    if any(s == 0 for s in scale):
+        raise CnnkitError(f"Keras layer {rescaling.name!r} multiplies its input by 0; nothing can be imported")
+    scales = scale * len(offset) if len(scale) == 1 else scale
+    mean = tuple(0.0 - o / s for o, s in zip(offset * len(scales) if len(offset) == 1 else offset, scales, strict=True))
+    return replace(options, mean=mean, std=tuple(1 / s for s in scale))
+
+
+def _reverse_input_channels(model: nn.Module) -> str:
+    """Reverse the input channels of the conv that reads the image (exact): BGR weights then take RGB."""
+    first = next((op for op in traced_ops(model, model.input_shape) if op.inputs == ["input"]), None)
+    if first is None or first.kind != "conv" or first.source.in_channels != 3 or first.source.groups != 1:
+        raise CnnkitError("--bgr needs a model whose first layer is a convolution of 3 input channels")
+    with torch.no_grad():
+        first.source.weight.copy_(first.source.weight.flip(1))
+    return first.name
 
 
 def _stated(options: ImportOptions, channels: int) -> Preprocessing | None:

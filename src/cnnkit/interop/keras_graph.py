@@ -102,6 +102,9 @@ def _op(layer: KerasLayer, inputs: list[str], in_shapes: list[tuple[int, ...]], 
             raise CnnkitError(f"{model.source}: layer {layer.name!r} concatenates along axis {cfg.get('axis')}; "
                               "cnnkit concatenates channels")
         op.kind, op.out_shape = "concat", (sum(s[0] for s in in_shapes), *shape[1:])
+    elif kind == "Rescaling":  # x * scale + offset: preprocessing inside the model
+        op.kind = "rescaling"
+        op.extra.update(scale=_floats(layer, "scale", 1.0), offset=_floats(layer, "offset", 0.0))
     elif kind == "ZeroPadding2D":
         (top, bottom), (left, right) = _padding(layer)
         op.kind, op.out_shape = "zero_padding", (shape[0], shape[1] + top + bottom, shape[2] + left + right)
@@ -171,6 +174,15 @@ def _ints(layer: KerasLayer, key: str, default: tuple[int, int] | None = None) -
                                                                           for v in value)):
         raise CnnkitError(f"layer {layer.name!r} has {key}={value!r}; expected two positive integers")
     return tuple(value)
+
+
+def _floats(layer: KerasLayer, key: str, default: float) -> tuple[float, ...]:
+    """A Rescaling setting: one number, or one per channel."""
+    value = layer.config.get(key, default)
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        raise CnnkitError(f"layer {layer.name!r} has {key}={value!r}; expected finite numbers")
+    return tuple(float(v) for v in values)
 
 
 def _padding(layer: KerasLayer) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -34,6 +34,7 @@ class Loaded:
     loaded: int = 0
     rows: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    rescaling: Op | None = None  # a Keras Rescaling layer on the input: the checkpoint's preprocessing instead
 
 
 @dataclass
@@ -72,6 +73,10 @@ def load_keras(model: nn.Module, keras: KerasModel, bn_epsilon: float | None = N
 
 def _pair_graphs(theirs: list[Op], ours: list[Op], keras: KerasModel, result: Loaded) -> list[_Pair]:
     """Pair the two op sequences, refusing at the first op that computes something else."""
+    if theirs and theirs[0].kind == "rescaling" and (not ours or ours[0].kind != "rescaling"):
+        result.rescaling, theirs = theirs[0], theirs[1:]
+        result.notes.append(f"Keras layer {result.rescaling.name!r} (Rescaling) scales the input inside the model: "
+                            "it becomes the checkpoint's preprocessing")
     if theirs and theirs[-1].kind == "softmax" and (not ours or ours[-1].kind != "softmax"):
         result.notes.append(f"Keras' final softmax ({theirs[-1].name}) is left out: cnnkit models output logits")
         theirs = theirs[:-1]
