@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,7 @@ from starlette.testclient import TestClient
 
 from cnnkit.cli import main
 from cnnkit.explore.app import MAX_JSON_BYTES, create_app
+from cnnkit.explore.server import ExploreServer
 from cnnkit.explore.session import MAX_UPLOAD_BYTES, Explorer, map_page
 from cnnkit.inference import Trained, evaluation_data, load_trained, untrained
 from cnnkit.models import get_model
@@ -330,6 +332,22 @@ def test_cli_explore_prints_the_url_and_warns_for_all_interfaces():
         process.terminate()
         _, err = process.communicate(timeout=30)
     assert "warning: --host 0.0.0.0 makes the explorer and its model reachable by other machines" in err
+
+
+def test_keep_alive_requests_are_not_held_back_by_delayed_acks():
+    # A listening socket made without IPPROTO_TCP leaves Nagle on for its connections: every keep-alive response
+    # then waits ~40 ms for the client's delayed ACK, most of the 50 ms budget of a stroke.
+    server = ExploreServer(Explorer.open("digitsnet")).start()
+    try:
+        with httpx.Client(base_url=server.url) as client:
+            times = []
+            for _ in range(11):
+                started = time.perf_counter()
+                client.post("/api/predict", json={"image": {"pixels": [0.0] * 64}}).raise_for_status()
+                times.append(time.perf_counter() - started)
+    finally:
+        server.stop()
+    assert sorted(times)[5] < 0.025, times
 
 
 def test_cli_explore_refuses_unknown_sources(capsys):

@@ -132,7 +132,7 @@ def test_visualize_files_and_errors(run_dir, tmp_path, capsys):
     assert main(["visualize", str(run_dir), "--image", str(image), "--layers", "features.0,features.7",
                  "--out", str(tmp_path / "vis")]) == 0
     names = sorted(p.name for p in (tmp_path / "vis").iterdir())
-    assert names == ["features_features_0.png", "features_features_7.png", "filters.png"]
+    assert names == ["filters.png", "maps_features_0.png", "maps_features_7.png"]  # no doubled prefixes
     with Image.open(tmp_path / "vis" / "filters.png") as png:
         assert png.size[0] > 200
     assert main(["visualize", str(run_dir), "--image", str(image), "--layers", "conv9",

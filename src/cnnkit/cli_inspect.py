@@ -52,14 +52,25 @@ def add_inspect_parsers(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run_explain)
 
-    p = commands.add_parser("visualize", help="PNGs of first-layer filters and feature maps of one image")
+    p = commands.add_parser("visualize", help="PNGs of first-layer filters and feature maps of one image",
+                            description="Draw the first conv layer's filters and, per layer, the image beside its "
+                                        "feature maps (maps_LAYER.png), titled with the predicted class. A conv or "
+                                        "dense layer's maps are drawn after its batch norm and activation unless "
+                                        "--pre-activation is given. For saliency and Grad-CAM see "
+                                        "`cnnkit explain-decision`.")
     p.add_argument("checkpoint", help="run directory, checkpoint, or a registered model name (random weights)")
     p.add_argument("--image", required=True, help="image file (or .npy array) to pass through the network")
     p.add_argument("--layers", help="comma-separated layer names (default: the first conv layers)")
+    p.add_argument("--pre-activation", action="store_true",
+                   help="draw each layer's own output (before its batch norm and activation)")
+    p.add_argument("--label", help="the image's true class, shown beside the predicted one")
     p.add_argument("--out", type=Path, default=Path("visualize"), help="output folder; default ./visualize")
     p.set_defaults(run=run_visualize)
 
-    p = commands.add_parser("report", help="one self-contained HTML report of a training run")
+    p = commands.add_parser("report", help="one self-contained HTML report of a training run",
+                            description="Write one HTML page with the run's configuration, learning curves (best "
+                                        "epoch marked, learning rate), metrics, top losses, misclassified images, "
+                                        "filters and feature maps; pictures are embedded.")
     p.add_argument("run_dir", help="run directory made by `cnnkit train`")
     p.add_argument("--out", type=Path, help="HTML path; default RUN_DIR/report.html")
     p.set_defaults(run=run_report)
@@ -149,7 +160,8 @@ def run_visualize(args: argparse.Namespace) -> int:
     from cnnkit.pictures import visualize
 
     layers = [n.strip() for n in args.layers.split(",")] if args.layers else None
-    for path in visualize(args.checkpoint, args.image, layers, args.out):
+    activation = "pre" if args.pre_activation else "post"
+    for path in visualize(args.checkpoint, args.image, layers, args.out, activation, args.label):
         print(path)
     return 0
 

@@ -9,12 +9,14 @@ import tempfile
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from cnnkit.errors import CnnkitError
-from cnnkit.inference import evaluate_trained, evaluation_data, load_trained
+from cnnkit.inference import Trained, evaluate_trained, evaluation_data, load_trained, logits_of
 from cnnkit.pictures import (
     default_layers,
     feature_maps,
+    map_title,
     plot_confusion,
     plot_curves,
     plot_examples,
@@ -26,7 +28,9 @@ from cnnkit.summary import summarize
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td:first-child,td:nth-child(2){text-align:left}img{max-width:100%;margin:.5em 0}
-pre{background:#f7f7f7;padding:1em;overflow-x:auto}"""
+table.config td{text-align:left}table.config td.key{background:#f7f7f7;font-weight:600}"""
+CONFIG_COLUMNS = 3  # key/value pairs per row of the configuration table
+TOP_LOSSES = 12
 
 
 def _image(path: Path, alt: str) -> str:
@@ -40,6 +44,35 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def config_table(config: dict, columns: int = CONFIG_COLUMNS) -> str:
+    """The run's configuration as a compact key/value table, `columns` pairs per row (nested values as JSON)."""
+    pairs = [(key, json.dumps(value) if isinstance(value, (dict, list)) else str(value)) for key, value in
+             config.items()]
+    rows = []
+    for start in range(0, len(pairs), columns):
+        cells = "".join(f'<td class="key">{html.escape(k)}</td><td>{html.escape(v)}</td>'
+                        for k, v in pairs[start:start + columns])
+        rows.append(f"<tr>{cells}</tr>")
+    return f'<table class="config">{"".join(rows)}</table>'
+
+
+def top_losses(trained: Trained, images: torch.Tensor, labels: torch.Tensor, count: int = TOP_LOSSES) -> list[dict]:
+    """The test images with the highest cross-entropy loss, worst first (fastai's plot_top_losses)."""
+    logits = logits_of(trained, images)
+    losses = F.cross_entropy(logits, labels, reduction="none")
+    probabilities = torch.softmax(logits, dim=1)
+    worst = losses.topk(min(count, len(losses))).indices
+    return [{"index": int(i), "loss": float(losses[i]), "true": trained.class_names[int(labels[i])],
+             "predicted": trained.class_names[int(probabilities[i].argmax())],
+             "p_true": float(probabilities[i, labels[i]]), "p_predicted": float(probabilities[i].max())}
+            for i in worst]
+
+
+def _read_history(run: Path) -> list[dict]:
+    path = run / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
 def build_report(run_dir: str | Path, out: Path | None = None, max_examples: int = 24) -> tuple[Path, list[str]]:
     """Write RUN_DIR/report.html (or `out`); return its path and the captions of the pictures it holds."""
     run = Path(run_dir)
@@ -47,41 +80,65 @@ def build_report(run_dir: str | Path, out: Path | None = None, max_examples: int
         raise CnnkitError(f"{run}: not a run directory (no config.json)")
     trained = load_trained(run)
     config = json.loads((run / "config.json").read_text())
-    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()] \
-        if (run / "metrics.jsonl").exists() else []
+    history = _read_history(run)
+    final = next((r["final"] for r in reversed(history) if "final" in r), {})
+    best_epoch = (trained.meta.get("best") or {}).get("epoch")
     images, labels, described = evaluation_data(trained, None)
     metrics = evaluate_trained(trained, images, labels)
     summary = summarize(trained.model, trained.input_shape)
+    names = trained.class_names
     pictures: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        pictures.append(("learning curves", _image(plot_curves(history, folder / "curves.png"), "learning curves")))
-        pictures.append(("confusion matrix", _image(plot_confusion(metrics["confusion_matrix"], trained.class_names,
-                                                                   folder / "confusion.png"), "confusion matrix")))
+
+        def add(caption: str, path: Path) -> None:
+            pictures.append((caption, _image(path, caption)))
+
+        curves = "learning curves" + (f" (best validation epoch {best_epoch} marked)" if best_epoch else "")
+        add(curves, plot_curves(history, folder / "curves.png", best_epoch))
+        add("confusion matrix", plot_confusion(metrics["confusion_matrix"], names, folder / "confusion.png"))
+        worst = top_losses(trained, images, labels)
+        titles = [f"true {w['true']} / pred {w['predicted']}\nloss {w['loss']:.2f}, p(true) {w['p_true']:.2f}"
+                  for w in worst]
+        add("top losses: the test images the model is most wrong about",
+            plot_examples(images[[w["index"] for w in worst]], titles, folder / "losses.png",
+                          "top losses (true / predicted, loss, probability of the true class)", trained.pixel_max))
         predicted = torch.tensor(metrics["predicted"])
         wrong = torch.nonzero(predicted != labels).flatten()[:max_examples]
         if len(wrong):
-            titles = [f"pred {trained.class_names[int(predicted[i])]} / true {trained.class_names[int(labels[i])]}"
-                      for i in wrong]
-            path = plot_examples(images[wrong], titles, folder / "wrong.png", "misclassified test images")
-            pictures.append(("misclassified test images", _image(path, "misclassified test images")))
-        pictures.append(("first-layer filters", _image(plot_filters(trained.model, folder / "filters.png"),
-                                                       "first-layer filters")))
-        example = trained.prepare(images[:1])
-        for name, maps in feature_maps(trained.model, example, default_layers(trained.model, 4)).items():
-            caption = f"feature maps of {name} for test image 0 (true {trained.class_names[int(labels[0])]})"
-            pictures.append((caption, _image(plot_feature_maps(name, maps, folder / f"{name}.png"), caption)))
+            titles = [f"pred {names[int(predicted[i])]} / true {names[int(labels[i])]}" for i in wrong]
+            add("misclassified test images", plot_examples(images[wrong], titles, folder / "wrong.png",
+                                                           "misclassified test images", trained.pixel_max))
+        add("first-layer filters", plot_filters(trained.model, folder / "filters.png"))
+        probability = float(torch.softmax(logits_of(trained, images[:1])[0], dim=0).max())
+        caption = f"test image 0\ntrue {names[int(labels[0])]}, predicted {names[int(predicted[0])]} " \
+                  f"({100 * probability:.1f}%)"
+        maps = feature_maps(trained.model, trained.prepare(images[:1]), default_layers(trained.model, 4))
+        for i, (name, (shown, values)) in enumerate(maps.items()):
+            title = map_title(name, shown)
+            add(f"feature maps of {title} for test image 0 (true {names[int(labels[0])]})",
+                plot_feature_maps(title, values, folder / f"maps{i}.png", images[0], caption, trained.pixel_max))
     per_class = [[c["class"], f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", c["support"]]
                  for c in metrics["per_class"]]
     layers = [[r.name, r.type, "x".join(map(str, r.output_shape)), f"{r.trainable:,}", f"{r.non_trainable:,}",
                f"{r.macs:,}", r.receptive_field or "all", r.formula] for r in summary.rows]
+    losses = [[w["index"], w["true"], w["predicted"], f"{w['loss']:.3f}", f"{w['p_true']:.3f}",
+               f"{w['p_predicted']:.3f}"] for w in worst]
     totals = summary.totals
+    article = ""
+    if "article_test_accuracy" in final:
+        article = (f" The article's own measure (each batch normalised with its own statistics) gives "
+                   f"<b>{100 * final['article_test_accuracy']:.2f}%</b>.")
+    best = f" Best validation epoch: {best_epoch}." if best_epoch else ""
     parts = [
         f"<h1>cnnkit run: {html.escape(run.name)}</h1>",
         f"<p>model <b>{html.escape(config['model'])}</b> on <b>{html.escape(str(config['data']))}</b>; test accuracy "
-        f"<b>{100 * metrics['accuracy']:.2f}%</b> on {metrics['count']} images ({html.escape(described)}).</p>",
-        "<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(config, indent=1))}</pre>",
+        f"<b>{100 * metrics['accuracy']:.2f}%</b> on {metrics['count']} images ({html.escape(described)}).{article}"
+        f"{best}</p>",
+        "<h2>Configuration</h2>", config_table(config),
         "<h2>Per-class metrics</h2>", _table(["class", "precision", "recall", "F1", "support"], per_class),
+        "<h2>Top losses</h2>",
+        _table(["test image", "true", "predicted", "loss", "p(true)", "p(predicted)"], losses),
         "<h2>Model summary</h2>",
         _table(["layer", "type", "output", "params", "non-trainable", "mult-adds", "RF", "formula"], layers),
         f"<p>trainable parameters {totals['trainable']:,}; multiply-adds per image {totals['macs']:,}</p>",

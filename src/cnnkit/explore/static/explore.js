@@ -16,6 +16,7 @@ const state = {
   busy: false, again: false,
   whyBusy: false, whyAgain: false,
   strip: null, stripFilter: "all",
+  cell: null,             // the explained cell: {unit, at: [channel, y, x], version}
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -120,6 +121,7 @@ function setImage(image, pixels, note) {
   state.pixels = pixels;
   state.version += 1;
   document.body.dataset.settled = "0";
+  $("cell-panel").dataset.current = "0";
   drawInput($("seen"));
   $("input-note").textContent = note || "";
   for (const card of document.querySelectorAll(".card")) card.classList.add("stale");
@@ -225,6 +227,7 @@ async function refresh() {
     refresh();
   } else {
     document.body.dataset.settled = "1";  // the prediction and visible maps belong to the current image
+    if (state.cell && state.cell.version !== state.version) explainCell(state.cell.unit, ...state.cell.at);
     refreshWhy();
   }
 }
@@ -367,7 +370,7 @@ function showMaps(id, data, version) {
         const [y, x] = at(event);
         const [, H, W] = unit.shape;
         explainCell(unit, channel, Math.min(H - 1, y * data.scale + Math.floor(data.scale / 2)),
-          Math.min(W - 1, x * data.scale + Math.floor(data.scale / 2)), values[m * h * w + y * w + x]);
+          Math.min(W - 1, x * data.scale + Math.floor(data.scale / 2)));
       });
     }
     const figure = element("figure");
@@ -438,10 +441,14 @@ function tooltip(event, text) {
 // ---------------------------------------------------------------------------------------------------------------
 // A clicked cell: receptive field on the input and the arithmetic with the real numbers
 
-async function explainCell(unit, channel, y, x, shownValue) {
+// The panel follows the image: a new drawing re-explains the same cell.
+async function explainCell(unit, channel, y, x) {
+  const version = state.version;
+  state.cell = {unit, at: [channel, y, x], version};
   try {
     const e = await api("/api/cell", {image: state.image, layer: unit.id, channel, y, x});
-    renderCell(unit, e, shownValue);
+    renderCell(e);
+    $("cell-panel").dataset.current = version === state.version ? "1" : "0";
   } catch (error) {
     status(error.message);
   }
@@ -461,7 +468,7 @@ function grid(values, picked) {
   return table;
 }
 
-function renderCell(unit, e, shownValue) {
+function renderCell(e) {
   const box = $("cell");
   box.replaceChildren();
   box.append(element("h3", null, `${e.layer} (${e.type}), map ${e.channel}, cell row ${e.y}, column ${e.x}`));
@@ -511,7 +518,6 @@ function renderCell(unit, e, shownValue) {
     element("span", "map-value", fmt(e.map_value[mode])));
   box.append(shown);
   $("cell-panel").hidden = false;
-  $("cell-panel").dataset.shownValue = String(shownValue);
 }
 
 function renderConv(box, e) {
@@ -672,7 +678,7 @@ async function start() {
     document.body.dataset.settled = "0";
     refresh();
   });
-  $("cell-close").addEventListener("click", () => { $("cell-panel").hidden = true; });
+  $("cell-close").addEventListener("click", () => { $("cell-panel").hidden = true; state.cell = null; });
   clearCanvas();
   setupDrawing();
   setupStrip();

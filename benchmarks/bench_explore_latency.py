@@ -1,0 +1,92 @@
+"""`cnnkit explore` round trip over real HTTP (the command's own uvicorn server in its own process, an httpx client):
+a stroke's pixels in, the top classes and the maps of the visible layers out; targets 50 ms (digitsnet, digits_cnn)
+and 300 ms (resnet18 at 32x32)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import torch
+from common import machine, percentile
+
+from cnnkit.explore.session import Explorer
+from cnnkit.inference import untrained
+
+CASES = [("digitsnet", (1, 8, 8), 50.0), ("digits_cnn", (1, 8, 8), 50.0), ("resnet18", (3, 32, 32), 300.0)]
+VISIBLE = 4  # cards on the first screen of the page (each card: one layer with its batch norm and activation)
+
+
+def timings(fn, repeats: int) -> dict:
+    for _ in range(3):
+        fn()
+    values = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        values.append((time.perf_counter() - started) * 1e3)
+    return {"median_ms": round(percentile(values, 50), 2), "p95_ms": round(percentile(values, 95), 2)}
+
+
+def strokes(shape: tuple[int, int, int], count: int) -> list[list[float]]:
+    """A growing stroke: each image adds a few white pixels to the last, as a drawing does."""
+    image = torch.zeros(shape)
+    generator = torch.Generator().manual_seed(0)
+    frames = []
+    for _ in range(count):
+        y, x = (int(torch.randint(0, s, (1,), generator=generator)) for s in shape[1:])
+        image[:, y, x] = 255.0
+        frames.append(image.reshape(-1).tolist())
+    return frames
+
+
+def start_server(name: str, shape: tuple[int, int, int]) -> tuple[subprocess.Popen, str]:
+    """`cnnkit explore NAME` in its own process, as a user runs it (the browser is another process too)."""
+    process = subprocess.Popen([sys.executable, "-m", "cnnkit", "explore", name, "--no-browser", "--input-size",
+                                "x".join(map(str, shape))], stdout=subprocess.PIPE, text=True)
+    line = process.stdout.readline()  # "exploring NAME at URL  (Ctrl+C stops)"
+    if " at http" not in line:
+        process.kill()
+        raise RuntimeError(f"cnnkit explore {name} did not start: {line!r}")
+    return process, line.split(" at ")[1].split()[0]
+
+
+def measure(name: str, shape: tuple[int, int, int], target: float, repeats: int) -> dict:
+    units = Explorer(untrained(name, shape), name).units
+    frames = strokes(shape, 64)
+    counter = iter(range(10**9))
+    every = {u.id: 0 for u in units}
+    process, url = start_server(name, shape)
+    first_conv = next(u for u in units if u.kind == "conv")
+    layer_sets = {"prediction_only": {}, "visible_layers": {u.id: 0 for u in units[:VISIBLE]},
+                  "all_layers": every}
+    row = {"model": name, "input": "x".join(map(str, shape)), "units": len(units), "target_ms": target}
+    try:
+        # No Nagle delay on the client's small writes, as browsers do (else each POST waits ~40 ms for an ACK).
+        transport = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+        with httpx.Client(base_url=url, timeout=60, transport=transport) as client:
+            def request(path: str, body: dict) -> None:
+                body["image"] = {"pixels": frames[next(counter) % len(frames)]}
+                client.post(path, json=body).raise_for_status()
+
+            for label, layers in layer_sets.items():
+                row[label] = timings(lambda layers=layers: request("/api/predict", {"layers": layers}), repeats)
+            c, h, w = first_conv.shape
+            row["cell"] = timings(lambda: request("/api/cell", {"layer": first_conv.id, "channel": c - 1,
+                                                                "y": h - 1, "x": w - 1}), repeats)
+            row["why"] = timings(lambda: request("/api/why", {}), repeats)
+    finally:
+        process.terminate()
+        process.wait(30)
+    row["meets_target"] = row["visible_layers"]["median_ms"] <= target
+    row["all_layers_meet_target"] = row["all_layers"]["median_ms"] <= target
+    return row
+
+
+def run(quick: bool = False) -> dict:
+    rows = [measure(name, shape, target, 10 if quick else (60 if target < 100 else 30))
+            for name, shape, target in CASES]
+    return {"machine": machine(), "visible_layers": VISIBLE, "rows": rows}
