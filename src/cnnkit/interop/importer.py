@@ -52,41 +52,47 @@ def import_weights(weights: Path, model_name: str, out: Path, options: ImportOpt
     if not (math.isfinite(options.white) and options.white > 0):
         raise CnnkitError(f"--white must be a positive number (the value of white in the training images); "
                           f"received {options.white}")
-    if weights.suffix in PICKLE_SUFFIXES:
-        state = read_torch_state(weights, options.trust)
-        model, model_options, layout = torch_state_model(state, model_name, options.num_classes,
-                                                         options.input_shape, options.model_options)
-        report = {"format": f"{layout} state dict", "loaded": len(state), "rows": [],
-                  "notes": [f"torchvision names mapped onto {model_name}" + (
-                      f" built with {_options_text(model_options)}" if model_options else "")]
-                  if layout == "torchvision" else []}
-    else:
-        keras = read_keras(weights, options.keras_config)
-        shape = options.input_shape or _keras_input(keras)
-        classes = options.num_classes or _keras_classes(keras)
-        model = get_model(model_name, num_classes=classes, in_channels=shape[0] if shape else None,
-                          input_size=shape[1:] if shape else None, **options.model_options)
-        model_options = options.model_options
-        loaded = load_keras(model, keras, options.bn_epsilon)
-        kind = "model (config and weights)" if keras.has_graph else "weights without a config"
-        report = {"format": f"Keras {kind}", "loaded": loaded.loaded, "rows": loaded.rows, "notes": loaded.notes}
-        options = _with_rescaling(options, loaded.rescaling)
+    reader = _from_torch if weights.suffix in PICKLE_SUFFIXES else _from_keras
+    model, options, report = reader(weights, model_name, options)
     if options.bgr:
         report["notes"].append(f"the weights expect BGR: {_reverse_input_channels(model)}'s input channels "
                                "reversed, so the model takes RGB")
-    preprocessing = _stated(options, model.input_shape[0])
     report["notes"].append(_input_note(options))
     classes = _output_classes(model)
-    spec = model_spec(model_name, model_options, classes, model.input_shape[0], model.input_shape[1:])
+    spec = model_spec(model_name, options.model_options, classes, model.input_shape[0], model.input_shape[1:])
     meta = {"model": spec, "class_names": [str(i) for i in range(classes)], "metrics": {}, "epoch": 0,
             "global_step": 0, "imported_from": str(weights), "data": {"pixel_max": float(options.white)},
             "import": {"format": report["format"], "notes": report["notes"]}}
     try:
-        save_checkpoint(stem, model.eval(), meta, preprocessing)
+        save_checkpoint(stem, model.eval(), meta, _stated(options, model.input_shape[0]))
     except OSError as error:
         raise CnnkitError(f"{stem}: cannot write the checkpoint ({error.strerror or error})") from None
     return {"checkpoint": str(stem), "files": [str(stem.with_suffix(".json")), str(stem.with_suffix(".safetensors"))],
             "source": str(weights), **report}
+
+
+def _from_torch(weights: Path, model_name: str, options: ImportOptions) -> tuple[nn.Module, ImportOptions, dict]:
+    """A PyTorch state dict (cnnkit's names or torchvision's) in a model; the options it was built with."""
+    state = read_torch_state(weights, options.trust)
+    model, model_options, layout = torch_state_model(state, model_name, options.num_classes, options.input_shape,
+                                                     options.model_options)
+    built = f" built with {_options_text(model_options)}" if model_options else ""
+    notes = [f"torchvision names mapped onto {model_name}{built}"] if layout == "torchvision" else []
+    report = {"format": f"{layout} state dict", "loaded": len(state), "rows": [], "notes": notes}
+    return model, replace(options, model_options=model_options), report
+
+
+def _from_keras(weights: Path, model_name: str, options: ImportOptions) -> tuple[nn.Module, ImportOptions, dict]:
+    """A Keras file in a model, sized from its config unless stated; a Rescaling layer turned into options."""
+    keras = read_keras(weights, options.keras_config)
+    shape = options.input_shape or _keras_input(keras)
+    model = get_model(model_name, num_classes=options.num_classes or _keras_classes(keras),
+                      in_channels=shape[0] if shape else None, input_size=shape[1:] if shape else None,
+                      **options.model_options)
+    loaded = load_keras(model, keras, options.bn_epsilon)
+    kind = "model (config and weights)" if keras.has_graph else "weights without a config"
+    report = {"format": f"Keras {kind}", "loaded": loaded.loaded, "rows": loaded.rows, "notes": loaded.notes}
+    return model, _with_rescaling(options, loaded.rescaling), report
 
 
 def _output_classes(model: nn.Module) -> int:
