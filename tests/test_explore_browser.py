@@ -42,7 +42,7 @@ def test_draw_predict_explain_a_cell_and_browse_the_mistakes(server, tmp_path):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page = browser.new_page(viewport={"width": 1400, "height": 960})
             page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
             page.on("pageerror", lambda error: problems.append(str(error)))
             page.goto(server.url)
@@ -50,10 +50,10 @@ def test_draw_predict_explain_a_cell_and_browse_the_mistakes(server, tmp_path):
 
             page.click("#clear")
             box = page.locator("#draw").bounding_box()
-            page.mouse.move(box["x"] + 150, box["y"] + 40)
+            page.mouse.move(box["x"] + 130, box["y"] + 30)
             page.mouse.down()
             for i in range(1, 25):  # a "1": one stroke down the middle, predicted live while drawing
-                page.mouse.move(box["x"] + 150 - i, box["y"] + 40 + 8 * i)
+                page.mouse.move(box["x"] + 130 - i, box["y"] + 30 + 7 * i)
             page.mouse.up()
             page.wait_for_selector(SETTLED, timeout=30_000)
             probabilities = [number(t.rstrip("%")) for t in page.locator("#top .p").all_inner_texts()]
