@@ -1,6 +1,8 @@
 """Run many `cnnkit` command lines in one process under an address-space cap; print their outcomes as JSON.
 
-Reads {name: argv} from stdin; prints {name: {"code", "stderr", "stdout"}}. Used by test_hostile.py.
+Reads {name: argv} from stdin; prints {name: {"code", "stderr", "stdout"}}. An argv starting with `FSIZE=N` runs
+with files capped at N bytes (RLIMIT_FSIZE, SIGXFSZ ignored so writes fail with EFBIG), as on a full disk.
+Used by test_hostile.py.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import io
 import json
 import os
 import resource
+import signal
 import sys
 import traceback
 
@@ -22,8 +25,12 @@ def main() -> int:
 
     commands = json.load(sys.stdin)
     results = {}
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    unlimited = resource.getrlimit(resource.RLIMIT_FSIZE)
     for name, argv in commands.items():
         out, err = io.StringIO(), io.StringIO()
+        if argv and argv[0].startswith("FSIZE="):
+            resource.setrlimit(resource.RLIMIT_FSIZE, (int(argv.pop(0)[6:]), unlimited[1]))
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 code = cnnkit_main(argv)
@@ -32,6 +39,7 @@ def main() -> int:
             except BaseException:  # noqa: BLE001 - a crash is an outcome to report, not to hide
                 traceback.print_exc()
                 code = 99
+        resource.setrlimit(resource.RLIMIT_FSIZE, unlimited)
         results[name] = {"code": code, "stderr": err.getvalue(), "stdout": out.getvalue()[-2000:]}
     print(json.dumps(results))
     return 0

@@ -2,10 +2,11 @@
 leaves existing files untouched.
 
 Add a case with one line in CASES: (name, command line, the first words of the error message). `{files}` is a
-folder of hostile and valid files made by `make_files` (add a file there with one line too), `{run}` a small
-trained run directory, `{tmp}` an empty folder for outputs. All cases run in one subprocess (cnnkit imported
-once) whose address space is capped, so a case that tries to allocate gigabytes fails the test instead of
-swapping the machine.
+folder of hostile and valid files made by `make_files` and `make_checkpoints` (add a file there with one line
+too), `{run}` a small trained run directory, `{tmp}` an empty folder for outputs. A command starting with
+`FSIZE=N` runs with writes capped at N bytes per file, as on a full disk. All cases run in one subprocess
+(cnnkit imported once) whose address space is capped, so a case that tries to allocate gigabytes fails the test
+instead of swapping the machine.
 """
 
 from __future__ import annotations
@@ -60,6 +61,50 @@ CASES: list[tuple[str, str, str]] = [
      "{files}/broken/b/3.png: unreadable or truncated image"),
     ("stream truncated image", "train --data {files}/broken --stream --out {tmp}/q",
      "{files}/broken/b/3.png: unreadable or truncated image"),
+    # train flags: every number checked before any work
+    ("lr nan", "train --lr nan --out {tmp}/t1", "--lr must be a finite number above 0; received nan"),
+    ("lr not a number", "train --lr abc --out {tmp}/t1", "argument --lr: invalid float value: 'abc'"),
+    ("momentum negative", "train --optimizer sgd --momentum -1 --out {tmp}/t2", "--momentum must be between 0 and"),
+    ("step size zero", "train --schedule step --step-size 0 --out {tmp}/t3", "--step-size must be a whole number"),
+    ("step size negative", "train --step-size -1 --out {tmp}/t3", "--step-size must be a whole number"),
+    ("gamma nan", "train --gamma nan --out {tmp}/t4", "--gamma must be above 0 and at most 1"),
+    ("label smoothing 5", "train --label-smoothing 5 --out {tmp}/t5", "--label-smoothing must be between 0 and"),
+    ("warm-up inf", "train --warmup-epochs inf --out {tmp}/t6", "--warmup-epochs must be a finite number"),
+    ("seed beyond 2^63", "train --seed 9223372036854775808 --out {tmp}/t7", "--seed must be a whole number between"),
+    ("shift a million", "train --shift 1000000 --out {tmp}/t8", "--shift must be a whole number of pixels"),
+    ("shift larger than the image", "train --shift 9 --out {tmp}/t8", "--shift must be smaller than the images (8x8)"),
+    ("image size over the memory cap", "train --image-size 3000 --out {tmp}/t9", "digits: pixel values of 1,797"),
+    ("width negative", "train --model-option width=-5 --out {tmp}/t10", "digits_cnn option width must be between 1"),
+    ("width not a number", "train --model-option width=abc --out {tmp}/t11",
+     "digits_cnn option width must be int; received width='abc'"),
+    ("option unknown", "train --model-option depth=3 --out {tmp}/t12", "digits_cnn has no option 'depth'"),
+    ("model too large for the input", "train --model lenet5 --out {tmp}/t13", "lenet5 needs inputs of at least 32x32"),
+    ("out is a file", "train --epochs 1 --out {files}/digit.png", "{files}/digit.png: exists and is not a folder"),
+    ("resume from garbage", "train --resume {files}/badrun", "{files}/badrun/config.json: not valid JSON"),
+    ("resume with a wrong type", "train --resume {files}/typedrun", "{files}/typedrun/config.json: bad config at lr"),
+    ("disk full while saving", "FSIZE=20000 train --epochs 1 --no-progress --out {tmp}/full",
+     "{tmp}/full/best.safetensors: cannot be written (File too large); the previous version is kept"),
+    # use and inspection
+    ("top-k zero", "evaluate {run} --top-k 0", "argument --top-k: expected a whole number of 1 or more"),
+    ("evaluate unknown class", "evaluate {run} --data {files}/catdog", "{files}/catdog: class 'cat' is not one of"),
+    ("imported model without --data", "evaluate {files}/imported", "this checkpoint was not trained by cnnkit"),
+    ("edited width", "predict {files}/wide {files}/digit.png", "{files}/wide: the metadata describes digits_cnn with"),
+    ("json copy differs", "evaluate {files}/mismatch", "{files}/mismatch.json does not match the metadata inside"),
+    ("nesting bomb", "evaluate {files}/nested", "{files}/nested.json: JSON nested too deeply"),
+    ("short class list", "evaluate {files}/short --data digits", "{files}/short.safetensors: bad checkpoint metadata"),
+    ("wrong type in metadata", "evaluate {files}/typed --data digits",
+     "{files}/typed.safetensors: bad checkpoint metadata at model.in_channels"),
+    ("export over a checkpoint's JSON", "export {run} --out {files}/victim", "{files}/victim.json already exists"),
+    ("export under a file", "export {run} --out {files}/digit.png/model.onnx",
+     "{files}/digit.png/model.onnx: cannot be written because {files}/digit.png is a file"),
+    ("explain kernel 0", "explain conv --kernel 0", "argument --kernel: expected a whole number of 1 or more"),
+    ("explain stride 0", "explain conv --stride 0", "argument --stride: expected a whole number of 1 or more"),
+    ("explain dilation 0", "explain pool --dilation 0", "argument --dilation: expected a whole number of 1 or more"),
+    ("explain huge input", "explain conv --input 100000x100000 --out {tmp}/e1.png", "explain: the padded input is"),
+    ("explain huge padding", "explain conv --padding 100000 --out {tmp}/e2.png", "explain: the padded input is"),
+    ("explain huge gif", "explain conv --input 2000x2000 --gif --out {tmp}/e3.gif", "explain: the padded input is"),
+    ("explain over a file", "explain conv --out {files}/digit.png", "{files}/digit.png already exists"),
+    ("explain into /proc", "explain conv --out /proc/cnnkit-explain.png", "/proc/cnnkit-explain.png"),
 ]
 
 
@@ -102,6 +147,34 @@ def make_files(folder: Path) -> None:
     (folder / "broken" / "b" / "3.png").write_bytes((folder / "broken" / "b" / "3.png").read_bytes()[:60])
 
 
+def make_checkpoints(folder: Path, run: Path) -> None:
+    """Hostile checkpoints and runs derived from a real trained run: one line (or a few) each."""
+    from safetensors.torch import save_file
+
+    from cnnkit.checkpoint import load_checkpoint
+
+    tensors, meta = load_checkpoint(run / "best")
+
+    def checkpoint(name: str, metadata: dict, copy: str | None = None) -> None:
+        save_file(tensors, folder / f"{name}.safetensors", metadata={"cnnkit": json.dumps(metadata)})
+        if copy is not None:
+            (folder / f"{name}.json").write_text(copy)
+
+    checkpoint("wide", {**meta, "model": {**meta["model"], "options": {"width": 400, "dropout": 0.2}}})
+    checkpoint("mismatch", meta, json.dumps({**meta, "epoch": 0}))
+    checkpoint("nested", meta, "[" * 100_000 + "]" * 100_000)
+    checkpoint("short", {**meta, "class_names": ["a", "b", "c"]})
+    checkpoint("typed", {**meta, "model": {**meta["model"], "in_channels": "1"}})
+    checkpoint("imported", {**meta, "config": None})
+    (folder / "victim.json").write_text(json.dumps(meta))  # a checkpoint's JSON that export must not replace
+    for run_name, config in (("badrun", "{not json"), ("typedrun", json.dumps({"lr": "fast"}))):
+        (folder / run_name).mkdir()
+        (folder / run_name / "config.json").write_text(config)
+    for name in ("cat/0.png", "dog/0.png"):
+        (folder / "catdog" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(folder / "catdog" / name)
+
+
 def snapshot(folder: Path) -> dict[str, str]:
     """Content hash of every file under `folder`."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -117,6 +190,7 @@ def outcomes(tmp_path_factory) -> dict[str, dict]:
     from cnnkit.train import TrainConfig, fit
 
     fit(TrainConfig(epochs=1), out=run, progress=False)
+    make_checkpoints(files, run)
     before = {"files": snapshot(files), "run": snapshot(run)}
     places = {"files": str(files), "run": str(run), "tmp": str(tmp)}
     commands = {name: shlex.split(command.format(**places)) for name, command, _ in CASES}

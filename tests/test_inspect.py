@@ -172,3 +172,51 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
 def test_summary_of_unknown_name(capsys):
     assert main(["summary", "nosuchmodel"]) == 2
     assert "neither a registered model" in capsys.readouterr().err
+
+
+def _digit_folder(root, indices, images, labels, invert=False):
+    for i in indices:
+        folder = root / str(int(labels[i]))
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = (images[i, 0].numpy() * 255 / 16).round().astype(np.uint8)
+        Image.fromarray(255 - pixels if invert else pixels).save(folder / f"{i}.png")
+    return root
+
+
+def test_evaluate_matches_classes_by_name(run_dir, tmp_path, capsys):
+    """A folder holding only digits 3 and 7 is scored as 3s and 7s, not as the model's classes 0 and 1."""
+    trained = load_trained(run_dir)
+    images, labels, _ = evaluation_data(trained, None)
+    picked = [i for i in range(len(labels)) if int(labels[i]) in (3, 7)]
+    _digit_folder(tmp_path / "pair", picked, images, labels)
+    assert main(["evaluate", str(run_dir), "--data", str(tmp_path / "pair"), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    correct = sum(p["class"] == str(int(labels[i])) for p, i in zip(predict(trained, images[picked]), picked,
+                                                                        strict=True))
+    assert metrics["count"] == len(picked) and metrics["accuracy"] == pytest.approx(correct / len(picked))
+    assert metrics["accuracy"] > 0.8 and metrics["classes"][3] == "3"
+    confusion = np.array(metrics["confusion_matrix"])
+    assert confusion.sum(1)[[3, 7]].tolist() == [labels[picked].eq(3).sum().item(), labels[picked].eq(7).sum().item()]
+    (tmp_path / "pair" / "cat").mkdir()
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "pair" / "cat" / "0.png")
+    assert main(["evaluate", str(run_dir), "--data", str(tmp_path / "pair")]) == 2
+    assert "class 'cat' is not one of the model's classes (0, 1, 2" in capsys.readouterr().err
+
+
+def test_predict_data_names_files_with_true_class_and_warns_on_inverted_drawings(run_dir, tmp_path, capsys):
+    trained = load_trained(run_dir)
+    images, labels, _ = evaluation_data(trained, None)
+    _digit_folder(tmp_path / "few", range(4), images, labels)
+    assert main(["predict", str(run_dir), "--data", str(tmp_path / "few"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted(r["input"] for r in rows) == sorted(f"{int(labels[i])}/{i}.png" for i in range(4))
+    assert all(r["true_class"] == r["input"].split("/")[0] for r in rows)
+    _digit_folder(tmp_path / "paper", [0], images, labels, invert=True)  # a dark digit on white paper
+    path = next((tmp_path / "paper").rglob("*.png"))
+    assert main(["predict", str(run_dir), str(path)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {path}: this image is mostly light" in err and "invert it" in err
+    np.save(tmp_path / "batch.npy", images[:3].numpy())  # a batch of three in one .npy: three answers
+    assert main(["predict", str(run_dir), str(tmp_path / "batch.npy"), "--json"]) == 0
+    assert [r["input"] for r in json.loads(capsys.readouterr().out)] == [f"{tmp_path / 'batch.npy'}[{i}]"
+                                                                         for i in range(3)]

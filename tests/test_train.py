@@ -93,7 +93,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     (["--data", "/no/such/place"], "no such file or folder"),
     (["--model", "resnet9"], "unknown model 'resnet9'"),
     (["--model", "lenet5"], "lenet5 needs inputs of at least 32x32"),
-    (["--epochs", "0"], "epochs must be at least 1"),
+    (["--epochs", "0"], "--epochs must be a whole number between 1 and 1,000,000; received 0"),
     (["--model-option", "width"], "KEY=VALUE"),
     (["--precision", "fp16", "--device", "cpu"], "needs a CUDA device"),
 ])

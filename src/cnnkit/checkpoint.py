@@ -1,21 +1,21 @@
-"""The checkpoint format: safetensors (tensors) + JSON (metadata), written atomically; loading never unpickles.
+"""The checkpoint format: one safetensors file holding the tensors AND the metadata, written atomically.
 
-A checkpoint STEM is STEM.safetensors (model weights as `model.*`, preprocessing as `preprocess.*`, optionally
-optimiser and RNG state) and STEM.json (format tag, versions, the model spec, class names, metrics, ...). The
-model spec (`model_spec` / `build_model`) is how every writer (trainer, import-weights) records a model and every
+A checkpoint STEM is STEM.safetensors: model weights (`model.*`), preprocessing (`preprocess.*`), optionally
+optimiser and RNG state, and in its header the metadata (format tag, versions, the model spec, class names,
+metrics, ...). One file, renamed into place, is one atomic unit: a crash leaves the old checkpoint or the new one.
+STEM.json is a readable copy of the metadata written after it; a copy that disagrees with the tensors file (a
+kill between the two writes, or an edit) is refused, or rewritten by `repair_json_copy` when resuming. Loading
+never unpickles. The model spec (`model_spec` / `build_model`) is how every writer records a model and every
 reader rebuilds it.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
@@ -23,30 +23,13 @@ from cnnkit import __version__
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.data.safety import read_bytes
 from cnnkit.errors import CnnkitError
+from cnnkit.limits import check_limit
+from cnnkit.metadata import FORMAT, checkpoint_meta, parse_json
 from cnnkit.models import get_model, resolved_options
+from cnnkit.outputs import atomic_write
 
-FORMAT = "cnnkit-checkpoint"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".bin")
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder, fsync, then rename: a crash leaves the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+META_KEY = "cnnkit"  # the safetensors header entry holding the metadata JSON
 
 
 def model_spec(name: str, options: dict, num_classes: int, in_channels: int, input_size: tuple[int, int]) -> dict:
@@ -55,27 +38,40 @@ def model_spec(name: str, options: dict, num_classes: int, in_channels: int, inp
             "in_channels": int(in_channels), "input_size": [int(input_size[0]), int(input_size[1])]}
 
 
-def build_model(spec: dict) -> nn.Module:
-    """The model a spec describes, freshly initialised (missing sizes take the model's defaults)."""
-    size = spec.get("input_size")
-    return get_model(spec["name"], num_classes=spec.get("num_classes"), in_channels=spec.get("in_channels"),
-                     input_size=tuple(size) if size else None, **dict(spec.get("options") or {}))
+def build_model(spec: dict, stored_bytes: int | None = None) -> nn.Module:
+    """The model a (validated) spec describes, freshly initialised.
+
+    It is first built on the meta device (shapes only) and refused if its parameter and buffer values exceed the
+    `parameters` cap, or, with `stored_bytes`, the bytes of model tensors a weights file actually holds: a number
+    in a file or a flag (a width of 6000) must not make cnnkit allocate gigabytes.
+    """
+    options = dict(spec["options"])
+    size = tuple(spec["input_size"])
+    with torch.device("meta"):
+        probe = get_model(spec["name"], spec["num_classes"], spec["in_channels"], size, **options)
+    state = probe.state_dict().values()
+    values, needed = sum(t.numel() for t in state), sum(t.numel() * t.element_size() for t in state)
+    check_limit("parameters", values, f"{spec['name']}: parameter and buffer values")
+    if stored_bytes is not None and needed > stored_bytes:
+        raise CnnkitError(f"the metadata describes {spec['name']} with {values:,} values ({needed:,} bytes) but the "
+                          f"weights file holds {stored_bytes:,} bytes of model tensors")
+    return get_model(spec["name"], spec["num_classes"], spec["in_channels"], size, **options)
 
 
 def save_checkpoint(
     path: Path, model: nn.Module, meta: dict, preprocessing: Preprocessing | None = None,
     extra: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write `path`.safetensors (weights, preprocessing, `extra` tensors) and `path`.json (metadata)."""
+    """Write `path`.safetensors (weights, preprocessing, `extra` tensors, metadata) and its `path`.json copy."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "cnnkit_version": __version__, "torch_version": torch.__version__, **meta}
     if preprocessing is not None:
         tensors.update(preprocessing.tensors())
         meta["preprocessing"] = preprocessing.kind
     tensors.update(extra or {})
-    # Weights first, metadata last: a reader that finds the JSON finds the weights that belong to it.
-    atomic_write(path.with_suffix(".safetensors"), save_safetensors(tensors))
-    atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=1).encode())
+    text = json.dumps(meta, indent=1)
+    atomic_write(path.with_suffix(".safetensors"), save_safetensors(tensors, metadata={META_KEY: text}))
+    atomic_write(path.with_suffix(".json"), text.encode())
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -83,57 +79,100 @@ def resolve_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         for name in ("best", "last"):
-            if (path / f"{name}.json").exists():
+            if (path / f"{name}.safetensors").exists() or (path / f"{name}.json").exists():
                 return path / name
-        raise CnnkitError(f"{path}: no best.json or last.json checkpoint in this folder")
+        raise CnnkitError(f"{path}: no best or last checkpoint in this folder")
     if path.suffix in PICKLE_SUFFIXES and path.exists():
         raise CnnkitError(f"{path}: pickle-based checkpoints are refused (they can run code); cnnkit reads "
                           f"safetensors + JSON only. To convert one you trust: cnnkit import-weights {path} --trust "
                           "--model NAME --out STEM")
     stem = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
-    if not stem.with_suffix(".json").exists():
-        raise CnnkitError(f"{path}: no checkpoint here (expected {stem.with_suffix('.json')})")
+    if not stem.with_suffix(".safetensors").exists() and not stem.with_suffix(".json").exists():
+        raise CnnkitError(f"{path}: no checkpoint here (expected {stem.with_suffix('.safetensors')})")
     return stem
 
 
+def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """(tensors, embedded metadata JSON or None) of a safetensors file, its size capped before reading."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise CnnkitError(f"{path}: no such file (the checkpoint's tensors)") from None
+    check_limit("file_bytes", size, f"{path}: file size")
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            embedded = (file.metadata() or {}).get(META_KEY)
+            return {key: file.get_tensor(key) for key in file.keys()}, embedded  # noqa: SIM118 - not a dict
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CnnkitError(f"{path}: corrupt safetensors file ({str(error).splitlines()[0][:200]})") from None
+
+
+def _json_copy(stem: Path) -> dict | None:
+    path = stem.with_suffix(".json")
+    return parse_json(read_bytes(path, cap="json_bytes"), path) if path.exists() else None
+
+
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, metadata) of a checkpoint; corrupt or foreign files raise CnnkitError."""
+    """(tensors, validated metadata) of a checkpoint; corrupt, foreign or mismatched files raise CnnkitError."""
     stem = resolve_checkpoint(path)
+    tensors_path = stem.with_suffix(".safetensors")
+    tensors, embedded = _read_tensors(tensors_path)
+    copy = _json_copy(stem)
+    if embedded is None:  # written before metadata lived in the tensors file: the JSON is the only copy
+        if copy is None:
+            raise CnnkitError(f"{tensors_path}: holds no cnnkit metadata and has no {stem.name}.json beside it")
+        return tensors, checkpoint_meta(copy, stem.with_suffix(".json")).model_dump(mode="json")
+    meta = parse_json(embedded, tensors_path)
+    if copy is not None and copy != meta:
+        raise CnnkitError(f"{stem.with_suffix('.json')} does not match the metadata inside {tensors_path.name} (a "
+                          f"write interrupted between the two files, or an edit); `cnnkit train --resume` repairs a "
+                          f"run's copy, or delete {stem.name}.json to use the tensors file alone")
+    return tensors, checkpoint_meta(meta, tensors_path).model_dump(mode="json")
+
+
+def repair_json_copy(path: str | Path) -> bool:
+    """Rewrite STEM.json from the metadata inside STEM.safetensors when they differ; True if it was rewritten."""
+    stem = resolve_checkpoint(path)
+    _, embedded = _read_tensors(stem.with_suffix(".safetensors"))
+    if embedded is None:
+        return False
     try:
-        meta = json.loads(read_bytes(stem.with_suffix(".json"), limit=64 * 1024**2))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CnnkitError(f"{stem.with_suffix('.json')}: not valid JSON ({error})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CnnkitError(f"{stem.with_suffix('.json')}: not a cnnkit checkpoint (format {FORMAT!r} missing)")
-    try:
-        tensors = load_safetensors(read_bytes(stem.with_suffix(".safetensors")))
-    except CnnkitError:
-        raise
-    except (SafetensorError, Exception) as error:  # noqa: BLE001 - a corrupt file can fail anywhere in the parser
-        raise CnnkitError(f"{stem.with_suffix('.safetensors')}: corrupt safetensors file ({error})") from None
-    return tensors, meta
+        current = _json_copy(stem)
+    except CnnkitError:  # a torn or garbled copy: rewritten below
+        current = None
+    meta = parse_json(embedded, stem.with_suffix(".safetensors"))
+    if current == meta:
+        return False
+    atomic_write(stem.with_suffix(".json"), json.dumps(meta, indent=1).encode())
+    return True
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, Preprocessing | None, dict]:
-    """Rebuild the model (eval mode), its preprocessing and metadata from a checkpoint."""
+    """Rebuild the model (eval mode), its preprocessing and metadata from a checkpoint.
+
+    The metadata's model is first built on the meta device and its size compared with the weights the file
+    holds, so a hand-edited width cannot make cnnkit allocate gigabytes for weights that are not there.
+    """
     tensors, meta = load_checkpoint(path)
-    spec = meta.get("model")
-    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-        raise CnnkitError(f"{path}: checkpoint metadata has no model entry")
+    spec = meta["model"]
+    stored = sum(t.numel() * t.element_size() for k, t in tensors.items() if k.startswith("model."))
     try:
-        model = build_model(spec)
-    except CnnkitError:
-        raise
-    except Exception as error:  # noqa: BLE001 - hand-edited or hostile metadata
-        raise CnnkitError(f"{path}: checkpoint metadata does not describe a buildable model ({error})") from None
+        model = build_model(spec, stored)
+    except CnnkitError as error:
+        raise CnnkitError(f"{path}: {error}") from None
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(weights)
     except RuntimeError as error:
-        first = str(error).splitlines()[0] if str(error) else "state mismatch"
-        raise CnnkitError(f"{path}: weights do not fit {spec['name']}: {first}") from None
-    try:
-        preprocessing = Preprocessing.from_tensors(meta["preprocessing"], tensors) if "preprocessing" in meta else None
-    except KeyError as error:
-        raise CnnkitError(f"{path}: checkpoint lacks the preprocessing tensor {error}") from None
+        detail = " ".join(str(error).split())
+        raise CnnkitError(f"{path}: weights do not fit {spec['name']}: {detail[:300]}") from None
+    preprocessing = None
+    if meta.get("preprocessing") is not None:
+        try:
+            preprocessing = Preprocessing.from_tensors(meta["preprocessing"], tensors)
+        except KeyError as error:
+            raise CnnkitError(f"{path}: checkpoint lacks the preprocessing tensor {error}") from None
+        if preprocessing.shift.shape[0] != spec["in_channels"] or preprocessing.scale.shape[0] != spec["in_channels"]:
+            raise CnnkitError(f"{path}: preprocessing tensors have shapes {tuple(preprocessing.shift.shape)} and "
+                              f"{tuple(preprocessing.scale.shape)}; the model takes {spec['in_channels']} channel(s)")
     return model.eval(), preprocessing, meta

@@ -7,6 +7,7 @@ import os
 import sys
 
 from cnnkit import __version__
+from cnnkit.cli_common import OneLineParser
 from cnnkit.cli_explore import add_explore_parsers
 from cnnkit.cli_inspect import add_inspect_parsers
 from cnnkit.cli_io import add_io_parsers
@@ -16,7 +17,7 @@ from cnnkit.errors import CnnkitError
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-parser per command."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="cnnkit", description="Convolutional neural networks: train, evaluate, inspect and export.",
     )
     parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
@@ -43,6 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and closed early: not an error
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         return 0
+    except OSError as error:  # an output path that is read-only, a file, under a file, or a full disk
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"cnnkit {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"cnnkit {args.command}: error: out of memory; use smaller inputs, batches or models", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"cnnkit {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+from typing import NoReturn
+
 from cnnkit.errors import CnnkitError
 
 
@@ -21,3 +24,31 @@ def dims(text: str, count: int) -> tuple[int, ...]:
 def percent(value: float) -> str:
     """0.9917 -> '99.17%'."""
     return f"{100 * value:.2f}%"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose refusals are one line (no usage block) and exit with code 2, like cnnkit's own."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `PROG: error: MESSAGE (see PROG --help)` to stderr and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of 1 or more."""
+    return _bounded_int(text, 1, "a whole number of 1 or more")
+
+
+def nonnegative_int(text: str) -> int:
+    """An argparse type: a whole number of 0 or more."""
+    return _bounded_int(text, 0, "a whole number of 0 or more")
+
+
+def _bounded_int(text: str, low: int, expected: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}; received {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {expected}; received {text!r}")
+    return value

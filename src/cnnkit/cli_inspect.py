@@ -4,51 +4,68 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from cnnkit.cli_common import dims, percent
+from cnnkit.cli_common import dims, percent, positive_int
 
 
 def add_inspect_parsers(commands: argparse._SubParsersAction) -> None:
     """Register the commands that use and show networks."""
     p = commands.add_parser("evaluate", help="accuracy, per-class metrics, confusion matrix of a trained model",
-                            description="Evaluate a checkpoint on its run's held-out test split, or on --data.")
-    p.add_argument("checkpoint", help="run directory or checkpoint (.json/.safetensors)")
+                            description="Evaluate a checkpoint on its run's held-out test split, or on every image "
+                                        "of --data (classes matched by name).")
+    p.add_argument("checkpoint", help="run directory or checkpoint (.safetensors / .json)")
     p.add_argument("--data", help="labelled data to evaluate on (any `cnnkit train --data` source)")
-    p.add_argument("--top-k", type=int, default=5, help="k for top-k accuracy; default 5")
+    p.add_argument("--top-k", type=positive_int, default=5, help="k for top-k accuracy; default 5")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar while decoding images")
     p.set_defaults(run=run_evaluate)
 
     p = commands.add_parser("predict", help="class and top-k probabilities for images or arrays",
-                            description="Predict with a checkpoint; its own preprocessing is applied.")
+                            description="Predict with a checkpoint; its own preprocessing is applied. Images are "
+                                        "converted to the model's channels and size (area filter when shrinking).")
     p.add_argument("checkpoint", help="run directory or checkpoint")
-    p.add_argument("inputs", nargs="*", help="image files (PNG, JPEG, BMP, GIF, ...) or .npy arrays")
-    p.add_argument("--data", help="a dataset source (folder, .npz, .csv, IDX, CIFAR .bin) to predict all of")
-    p.add_argument("--top-k", type=int, default=3, help="how many classes to list; default 3")
+    p.add_argument("inputs", nargs="*", help="image files (PNG, JPEG, BMP, GIF, ...) or .npy arrays (one image or "
+                                             "a batch N x C x H x W)")
+    p.add_argument("--data", help="a dataset source (folder, .npz, .csv, IDX, CIFAR .bin) to predict all of; "
+                                  "each image is named by its file and shown with its true label")
+    p.add_argument("--top-k", type=positive_int, default=3, help="how many classes to list; default 3")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar while decoding images")
     p.set_defaults(run=run_predict)
 
-    p = commands.add_parser("models", help="the model registry as a table")
+    p = commands.add_parser("models", help="the model registry as a table",
+                            description="Every registered model: trainable parameters (and, where auxiliary "
+                                        "classifiers exist, the count without them), default input size and "
+                                        "classes, its paper, and the digits accuracy its recipe is expected to "
+                                        "reach.")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run_models)
 
-    p = commands.add_parser("summary", help="per-layer table: shapes, parameters, multiply-adds, receptive fields")
-    p.add_argument("model", help="registered model name or a checkpoint")
+    p = commands.add_parser("summary", help="per-layer table: shapes, parameters, multiply-adds, receptive fields",
+                            description="One row per layer that works or holds parameters: output shape, "
+                                        "trainable and non-trainable parameters, multiply-adds per image, "
+                                        "receptive field and jump, and the article-style parameter formula.")
+    p.add_argument("model", help="registered model name (fresh weights) or a checkpoint / run directory")
     p.add_argument("--input-size", help="CxHxW, e.g. 1x8x8 (default: the model's own)")
-    p.add_argument("--num-classes", type=int, help="classes for a registry model")
+    p.add_argument("--num-classes", type=positive_int, help="classes for a registry model (default: its own)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run_summary)
 
     p = commands.add_parser("explain", help="padding, output size and a picture of a conv/pool window scanning",
-                            description="Explain how a convolution or pooling window pads and scans an input.")
-    p.add_argument("kind", choices=("conv", "pool"))
-    p.add_argument("--input", default="8x8", help="HxW; default 8x8")
-    p.add_argument("--kernel", type=int, default=3, help="kernel size; default 3")
-    p.add_argument("--stride", type=int, default=1, help="stride; default 1")
-    p.add_argument("--padding", default="same", help="same, valid or an int; default same")
-    p.add_argument("--dilation", type=int, default=1, help="dilation; default 1")
+                            description="Explain how a convolution or pooling window pads and scans an input: "
+                                        "TF SAME/VALID or explicit padding, output size with the formula, and a "
+                                        "picture of the first window (or a GIF of every position).")
+    p.add_argument("kind", choices=("conv", "pool"), help="a convolution or a pooling window")
+    p.add_argument("--input", default="8x8", help="input HxW; default 8x8")
+    p.add_argument("--kernel", type=positive_int, default=3, help="kernel size; default 3")
+    p.add_argument("--stride", type=positive_int, default=1, help="stride; default 1")
+    p.add_argument("--padding", default="same", help="same, valid or a number of cells per side; default same")
+    p.add_argument("--dilation", type=positive_int, default=1, help="dilation; default 1")
     p.add_argument("--out", type=Path, help="picture path; default explain.png (explain.gif with --gif)")
     p.add_argument("--gif", action="store_true", help="an animated GIF of the window scanning every position")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing picture at --out")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run_explain)
 
@@ -77,10 +94,10 @@ def add_inspect_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Print accuracy, top-k, per-class metrics and the confusion matrix."""
+    """Print accuracy, top-k, per-class metrics and the labelled confusion matrix."""
     from cnnkit.inference import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(args.checkpoint, args.data, args.top_k)
+    metrics = evaluate_checkpoint(args.checkpoint, args.data, args.top_k, progress=False if args.no_progress else None)
     if args.json:
         print(json.dumps(metrics))
         return 0
@@ -90,23 +107,37 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(f"{'class':>12} {'precision':>9} {'recall':>7} {'F1':>6} {'support':>7}")
     for c in metrics["per_class"]:
         print(f"{c['class']:>12} {c['precision']:9.3f} {c['recall']:7.3f} {c['f1']:6.3f} {c['support']:7d}")
-    print("confusion matrix (rows: true, columns: predicted)")
-    for row in metrics["confusion_matrix"]:
-        print(" ".join(f"{v:4d}" for v in row))
+    print(confusion_table(metrics["confusion_matrix"], metrics["classes"]))
     return 0
 
 
+def confusion_table(matrix: list[list[int]], names: list[str]) -> str:
+    """The confusion matrix as text with class names on both axes."""
+    width = max(4, *(len(n) for n in names), *(len(str(v)) for row in matrix for v in row)) + 1
+    label = max(len("true \\ predicted"), *(len(n) for n in names))
+    lines = ["confusion matrix (rows: true class, columns: predicted class)",
+             "true \\ predicted".ljust(label) + "".join(n.rjust(width) for n in names)]
+    lines += [name.ljust(label) + "".join(str(v).rjust(width) for v in row) for name, row in zip(names, matrix,
+                                                                                                  strict=True)]
+    return "\n".join(lines)
+
+
 def run_predict(args: argparse.Namespace) -> int:
-    """Print the predicted class and top-k probabilities per input."""
+    """Print the predicted class and top-k probabilities per input (and the true class when known)."""
     from cnnkit.inference import predict_sources
 
-    results = predict_sources(args.checkpoint, args.inputs, args.data, args.top_k)
+    results = predict_sources(args.checkpoint, args.inputs, args.data, args.top_k,
+                              progress=False if args.no_progress else None)
+    for result in results:
+        if "note" in result:
+            print(f"cnnkit predict: warning: {result['input']}: {result['note']}", file=sys.stderr)
     if args.json:
         print(json.dumps(results))
         return 0
     for result in results:
         top = ", ".join(f"{t['class']} {percent(t['probability'])}" for t in result["top"])
-        print(f"{result['input']}: {result['class']}  ({top})")
+        truth = f"  true {result['true_class']}" if "true_class" in result else ""
+        print(f"{result['input']}: {result['class']}  ({top}){truth}")
     return 0
 
 
@@ -141,7 +172,8 @@ def run_explain(args: argparse.Namespace) -> int:
 
     padding = int(args.padding) if args.padding.isdigit() else args.padding
     out = args.out or Path("explain.gif" if args.gif else "explain.png")
-    info = explain(args.kind, dims(args.input, 2), args.kernel, args.stride, padding, args.dilation, out, args.gif)
+    info = explain(args.kind, dims(args.input, 2), args.kernel, args.stride, padding, args.dilation, out, args.gif,
+                   args.overwrite)
     if args.json:
         print(json.dumps(info))
         return 0

@@ -14,6 +14,11 @@ from PIL import Image  # noqa: E402
 
 from cnnkit.arithmetic import effective_kernel, output_size, padding_mode, same_padding  # noqa: E402
 from cnnkit.errors import CnnkitError  # noqa: E402
+from cnnkit.outputs import ensure_parent  # noqa: E402
+
+MAX_SIDE = 100_000  # input sides, kernel, stride, dilation and padding for the arithmetic
+MAX_DRAWN_SIDE = 64  # padded cells per side of a picture
+MAX_GIF_FRAMES = 400  # output cells of an animated scan
 
 
 def explain_window(kind: str, size: tuple[int, int], kernel: int, stride: int = 1, padding: str | int = "valid",
@@ -21,7 +26,13 @@ def explain_window(kind: str, size: tuple[int, int], kernel: int, stride: int = 
     """Pads on each side, output size and the formula behind it, for a conv or pool window on an H x W input."""
     if kind not in ("conv", "pool"):
         raise CnnkitError(f"explain takes 'conv' or 'pool'; received {kind!r}")
+    for name, value in (("input height", size[0]), ("input width", size[1]), ("kernel", kernel), ("stride", stride),
+                        ("dilation", dilation)):
+        if not 1 <= value <= MAX_SIDE:
+            raise CnnkitError(f"explain: {name} must be between 1 and {MAX_SIDE}; received {value}")
     mode = padding_mode(padding)
+    if isinstance(mode, tuple) and max(mode) > MAX_SIDE:
+        raise CnnkitError(f"explain: padding must be at most {MAX_SIDE} cells; received {padding}")
     extent = effective_kernel(kernel, dilation)
     pads, outs, formulas = [], [], []
     for axis, n in zip(("height", "width"), size, strict=True):
@@ -73,9 +84,22 @@ def _frame(info: dict, position: tuple[int, int] | None) -> plt.Figure:
     return fig
 
 
+def check_drawable(info: dict, gif: bool) -> None:
+    """Refuse pictures too large to draw legibly (every padded cell is a square; a GIF has a frame per output)."""
+    height = info["input"][0] + info["pad_top"] + info["pad_bottom"]
+    width = info["input"][1] + info["pad_left"] + info["pad_right"]
+    if max(height, width) > MAX_DRAWN_SIDE:
+        raise CnnkitError(f"explain: the padded input is {height}x{width} cells; pictures are drawn up to "
+                          f"{MAX_DRAWN_SIDE}x{MAX_DRAWN_SIDE} (use --json for the numbers alone)")
+    frames = info["output"][0] * info["output"][1]
+    if gif and frames > MAX_GIF_FRAMES:
+        raise CnnkitError(f"explain: a GIF needs one frame per output cell, {frames} here; at most {MAX_GIF_FRAMES}")
+
+
 def draw_window(info: dict, path: Path, gif: bool = False) -> Path:
     """A PNG of the first output cell's receptive field over the padded input, or an animated GIF of the scan."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_drawable(info, gif)
+    ensure_parent(path)
     if not gif:
         fig = _frame(info, (0, 0))
         fig.savefig(path, dpi=100, bbox_inches="tight")
@@ -94,8 +118,14 @@ def draw_window(info: dict, path: Path, gif: bool = False) -> Path:
 
 
 def explain(kind: str, size: tuple[int, int], kernel: int, stride: int, padding: str | int, dilation: int,
-            out: Path, gif: bool = False) -> dict:
-    """The numbers of `explain_window` plus the picture (PNG of the first window, or a GIF of the scan) at `out`."""
+            out: Path | None, gif: bool = False, overwrite: bool = False) -> dict:
+    """The numbers of `explain_window` plus, unless `out` is None, the picture (PNG of the first window, or a GIF of
+    the scan) at `out`, which must not exist unless `overwrite`."""
     info = explain_window(kind, size, kernel, stride, padding, dilation)
-    info["picture"] = str(draw_window(info, out, gif))
+    if out is not None:
+        if out.exists() and not overwrite:
+            raise CnnkitError(f"{out} already exists; pass --overwrite to replace it")
+        if out.exists() and not out.is_file():
+            raise CnnkitError(f"{out}: exists and is not a file")
+        info["picture"] = str(draw_window(info, out, gif))
     return info

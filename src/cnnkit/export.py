@@ -12,6 +12,7 @@ from torch import nn
 
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.errors import CnnkitError
+from cnnkit.outputs import ensure_parent
 
 
 class WithPreprocessing(nn.Module):
@@ -34,7 +35,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: Path,
 
     model = model.eval()
     example = torch.zeros(2, *input_shape)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_parent(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=opset, input_names=["images"],
@@ -46,7 +47,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: Path,
 def export_torchscript(model: nn.Module, input_shape: tuple[int, int, int], path: Path) -> Path:
     """Write a traced TorchScript module (static pads are constants; the batch size is free)."""
     model = model.eval()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_parent(path)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, torch.zeros(2, *input_shape), check_trace=False)
@@ -69,12 +70,21 @@ def compare(path: Path, fmt: str, model: nn.Module, images: torch.Tensor) -> dic
             "top1_agree": bool(torch.equal(got.argmax(1), expected.argmax(1)))}
 
 
-def export_checkpoint(checkpoint: str | Path, fmt: str, out: Path, with_preprocessing: bool = False) -> dict:
-    """Export a trained checkpoint; verify it; write the preprocessing as JSON beside it unless baked in."""
+def export_checkpoint(checkpoint: str | Path, fmt: str, out: Path, with_preprocessing: bool = False,
+                      overwrite: bool = False) -> dict:
+    """Export a trained checkpoint; verify it; write the metadata (and preprocessing unless baked in) as
+    OUT.json beside it. Neither file may exist unless `overwrite`; nothing is written before the check."""
     from cnnkit.inference import load_trained
 
     if fmt not in ("onnx", "torchscript"):
         raise CnnkitError(f"format must be onnx or torchscript; received {fmt!r}")
+    side_path = out.with_name(out.name + ".json")
+    for path in (out, side_path):
+        if path.exists() and not overwrite:
+            raise CnnkitError(f"{path} already exists; pass --overwrite to replace it (export writes {out.name} and "
+                              f"{side_path.name})")
+        if path.exists() and not path.is_file():
+            raise CnnkitError(f"{path}: exists and is not a file")
     trained = load_trained(checkpoint)
     model = trained.model
     if with_preprocessing and trained.preprocessing is not None:
@@ -91,7 +101,6 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: Path, with_preproce
         sidecar["preprocessing"] = {"kind": trained.preprocessing.kind, "formula": "(x - shift) * scale",
                                     "shift": np.asarray(trained.preprocessing.shift).tolist(),
                                     "scale": np.asarray(trained.preprocessing.scale).tolist()}
-    side_path = out.with_name(out.name + ".json")
     side_path.write_text(json.dumps(sidecar, indent=1))
     result["metadata"] = str(side_path)
     return result

@@ -132,23 +132,41 @@ def logits_of(trained: Trained, images: torch.Tensor, batch_size: int = 256) -> 
     return torch.cat([trained.model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
-def evaluation_data(trained: Trained, data: str | None) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """(images, labels, description): the run's own held-out test split, or every image of `data`."""
+def evaluation_data(trained: Trained, data: str | None, progress: bool | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(images, labels as the model's class indices, description): the run's own held-out test split, or every
+    image of `data` with its classes matched to the model's by name."""
     if data is None:
-        config = TrainConfig.from_dict(trained.meta.get("config", {}))
-        source, split = load_split(config)
+        if not trained.meta.get("config"):
+            raise CnnkitError("this checkpoint was not trained by cnnkit, so it has no held-out split to evaluate on; "
+                              "pass --data PATH")
+        config = TrainConfig.from_dict(trained.meta["config"], "the checkpoint's config")
+        source, split = load_split(config, progress)
         index = split.test if len(split.test) else torch.arange(len(source))
         what = f"the run's held-out test split of {config.data}" if len(split.test) else "all data"
         return source.images[index], source.labels[index], what
-    images, source = read_data(trained, data)
-    if len(source.class_names) > len(trained.class_names):
-        raise CnnkitError(f"{data} has {len(source.class_names)} classes; the model knows {len(trained.class_names)}")
-    return images, source.labels, f"all of {data}"
+    images, source = read_data(trained, data, progress)
+    return images, model_labels(trained, source, data), f"all of {data}"
 
 
-def read_data(trained: Trained, data: str) -> tuple[torch.Tensor, ImageDataset]:
+def model_labels(trained: Trained, source: ImageDataset, data: str) -> torch.Tensor:
+    """The source's labels as indices of the model's classes, matched by class name (a folder holding only `3` and
+    `7` is digits 3 and 7, not classes 0 and 1); a name the model does not know is refused."""
+    index = {name: i for i, name in enumerate(trained.class_names)}
+    unknown = [name for name in source.class_names if name not in index]
+    if unknown:
+        known = ", ".join(trained.class_names[:20]) + (", ..." if len(trained.class_names) > 20 else "")
+        raise CnnkitError(f"{data}: class {unknown[0]!r} is not one of the model's classes ({known})")
+    mapping = torch.tensor([index[name] for name in source.class_names], dtype=torch.long)
+    return mapping[source.labels]
+
+
+def read_data(trained: Trained, data: str, progress: bool | None = None) -> tuple[torch.Tensor, ImageDataset]:
     """Every image of a data source at the model's size, in the training data's scale, and the source itself."""
-    source = load_source(data, trained.input_shape[1:])
+    source = load_source(data, trained.input_shape[1:], progress)
+    if source.image_shape[0] != trained.input_shape[0]:
+        raise CnnkitError(f"{data}: images have {source.image_shape[0]} channel(s); the model expects "
+                          f"{trained.input_shape[0]}")
     return source.images * (trained.pixel_max / source.pixel_max), source
 
 
@@ -171,28 +189,58 @@ def evaluate_trained(trained: Trained, images: torch.Tensor, labels: torch.Tenso
     }
 
 
-def evaluate_checkpoint(checkpoint: str, data: str | None = None, top_k: int = 5) -> dict:
+def evaluate_checkpoint(checkpoint: str, data: str | None = None, top_k: int = 5,
+                        progress: bool | None = None) -> dict:
     """Metrics of a checkpoint on its run's held-out test split, or on every image of `data`."""
     trained = load_trained(checkpoint)
-    images, labels, described = evaluation_data(trained, data)
+    images, labels, described = evaluation_data(trained, data, progress)
     metrics = evaluate_trained(trained, images, labels, top_k)
     metrics.pop("predicted")
-    return {"data": described, **metrics}
+    return {"data": described, "classes": trained.class_names, **metrics}
 
 
-def predict_sources(checkpoint: str, inputs: list[str], data: str | None = None, top_k: int = 3) -> list[dict]:
-    """Predictions for image files / .npy arrays and every image of a data source, each named by its input."""
+def predict_sources(checkpoint: str, inputs: list[str], data: str | None = None, top_k: int = 3,
+                    progress: bool | None = None) -> list[dict]:
+    """Predictions for image files / .npy arrays and every image of a data source, each named by its input (a
+    data source's images by file where it has files, with their true class)."""
     if not inputs and not data:
         raise CnnkitError("give image files / .npy arrays to predict, or --data PATH")
     trained = load_trained(checkpoint)
-    names, batches = [], []
+    names, batches, truths, notes = [], [], [], []
     if inputs:
         images, named = read_inputs(inputs, trained)
         batches.append(images)
         names += named
+        truths += [None] * len(named)
+        notes += [polarity_note(trained, image) for image in images]
     if data:
-        images, _ = read_data(trained, data)
+        images, source = read_data(trained, data, progress)
+        labels = model_labels(trained, source, data)
         batches.append(images)
-        names += [f"{data}[{i}]" for i in range(len(images))]
+        names += [source.name_of(i) for i in range(len(images))]
+        truths += [trained.class_names[int(label)] for label in labels]
+        notes += [None] * len(images)
     results = predict(trained, torch.cat(batches), top_k)
-    return [{"input": name, **result} for name, result in zip(names, results, strict=True)]
+    rows = []
+    for name, truth, note, result in zip(names, truths, notes, results, strict=True):
+        row = {"input": name, **result}
+        if truth is not None:
+            row["true_class"] = truth
+        if note is not None:
+            row["note"] = note
+        rows.append(row)
+    return rows
+
+
+def polarity_note(trained: Trained, image: torch.Tensor) -> str | None:
+    """A warning when an image's polarity (light ground vs dark ground) is the opposite of the training data's, as
+    a dark digit drawn on white paper is for digits trained light-on-dark; None when they agree or it is unknown."""
+    trained_mean = trained.meta.get("data", {}).get("mean_fraction")
+    if trained_mean is None:
+        return None
+    mean = float(image.mean()) / trained.pixel_max
+    if (mean > 0.5) == (trained_mean > 0.5) or abs(mean - trained_mean) < 0.25:
+        return None
+    looks, trained_on = ("light", "dark") if mean > 0.5 else ("dark", "light")
+    return (f"this image is mostly {looks} (mean {mean:.0%} of white) while the training images are mostly "
+            f"{trained_on} ({trained_mean:.0%}); if it is a drawing on the opposite ground, invert it")

@@ -27,6 +27,7 @@ class ImageDataset:
     pixel_max: float = 255.0  # the value of a white pixel in this data (digits: 16); image files map 255 to it
     official_test: torch.Tensor | None = None  # bool (N,): True for the images of the source's own test set
     official_test_source: str = ""  # its files, e.g. "t10k-images-idx3-ubyte"
+    item_names: list[str] | None = None  # a name per image where the source has one (a folder's file paths)
 
     def __post_init__(self) -> None:
         if self.images.dim() != 4:
@@ -50,10 +51,16 @@ class ImageDataset:
         """(C, H, W) of one image."""
         return tuple(self.images.shape[1:])
 
+    def name_of(self, index: int) -> str:
+        """The image's file (relative to the source) where known, else SOURCE[index]."""
+        return self.item_names[index] if self.item_names is not None else f"{self.source}[{index}]"
+
     def subset(self, index: torch.Tensor) -> ImageDataset:
         """The images at `index`, same class names."""
         mask = None if self.official_test is None else self.official_test[index]
-        return dataclasses.replace(self, images=self.images[index], labels=self.labels[index], official_test=mask)
+        names = None if self.item_names is None else [self.item_names[int(i)] for i in index]
+        return dataclasses.replace(self, images=self.images[index], labels=self.labels[index], official_test=mask,
+                                   item_names=names)
 
 
 def official_test_mask(counts: list[int], is_test: list[bool]) -> torch.Tensor | None:

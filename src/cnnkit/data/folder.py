@@ -84,4 +84,5 @@ def load_folder(root: Path, image_size: tuple[int, int] | None = None, progress:
         check_same_size((files[0][0], first.shape[1:]), path, array)
         images.numpy()[i] = array
     labels = torch.tensor([label for _, label in files], dtype=torch.long)
-    return ImageDataset(images, labels, classes, source=str(root))
+    names = [str(path.relative_to(root)) if path.is_relative_to(root) else str(path) for path, _ in files]
+    return ImageDataset(images, labels, classes, source=str(root), item_names=names)

@@ -6,6 +6,7 @@ from torch import nn
 
 from cnnkit import layers
 from cnnkit.arithmetic import output_size
+from cnnkit.errors import CnnkitError
 from cnnkit.models.base import Classifier, init_kaiming
 from cnnkit.models.registry import register_model
 
@@ -83,4 +84,8 @@ class DigitsCNN(Classifier):
 def digits_cnn(num_classes: int, in_channels: int, input_size: tuple[int, int], width: int = 24,
                dropout: float = 0.2) -> DigitsCNN:
     """The default model of `cnnkit train`."""
+    if not 1 <= width <= 4096:
+        raise CnnkitError(f"digits_cnn option width must be between 1 and 4096; received width={width}")
+    if not 0.0 <= dropout < 1.0:
+        raise CnnkitError(f"digits_cnn option dropout must be in [0, 1); received dropout={dropout}")
     return DigitsCNN(num_classes, in_channels, input_size, width, dropout)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cnnkit.data.preprocess_kinds import PREPROCESSING_KINDS
@@ -21,6 +21,36 @@ CHOICES = {
     "compile": ("auto", "on", "off"),
     "channels_last": ("auto", "on", "off"),
 }
+
+
+# name: (lowest, highest, what the message says is expected); fields in OPEN_BELOW must exceed their lowest value.
+RANGES: dict[str, tuple[float, float, str]] = {
+    "lr": (0.0, math.inf, "a finite number above 0"),
+    "momentum": (0.0, 0.999, "between 0 and 0.999"),
+    "weight_decay": (0.0, 10.0, "between 0 and 10"),
+    "warmup_epochs": (0.0, 1e6, "a finite number of epochs, 0 or more"),
+    "step_size": (1, 1_000_000, "a whole number of epochs, 1 or more"),
+    "gamma": (0.0, 1.0, "above 0 and at most 1 (the factor the learning rate is multiplied by)"),
+    "label_smoothing": (0.0, 0.999, "between 0 and 0.999"),
+    "batch_size": (1, 65_536, "a whole number between 1 and 65,536"),
+    "epochs": (1, 1_000_000, "a whole number between 1 and 1,000,000"),
+    "patience": (0, 1_000_000, "a whole number of epochs, 0 (off) or more"),
+    "grad_clip": (0.0, 1e9, "a finite number, 0 (off) or more"),
+    "seed": (0, 2**32 - 1, "a whole number between 0 and 2^32-1"),
+    "eval_every": (1, 1_000_000, "a whole number of epochs, 1 or more"),
+    "shift": (0, 64, "a whole number of pixels between 0 and 64"),
+    "workers": (0, 64, "a whole number between 0 and 64"),
+    "image_size": (1, 4096, "a whole number of pixels between 1 and 4096"),
+    "val_fraction": (0.0, 0.999, "a fraction in [0, 1)"),
+    "test_fraction": (0.0, 0.999, "a fraction in [0, 1)"),
+}
+OPEN_BELOW = {"lr", "gamma"}
+
+
+def _in_range(value: object, low: float, high: float, open_below: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return (value > low if open_below else value >= low) and value <= high
 
 
 @dataclass
@@ -68,23 +98,19 @@ class TrainConfig:
     recipe: str = "default"
 
     def validate(self) -> TrainConfig:
-        """Check every choice and range; raise CnnkitError naming the bad value."""
+        """Check every choice and range; raise CnnkitError naming the bad value and what was expected."""
         for name, allowed in CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
                 raise CnnkitError(f"{name} must be one of {', '.join(allowed)}; received {name}={value!r}")
-        for name in ("epochs", "batch_size", "eval_every"):
-            if getattr(self, name) < 1:
-                raise CnnkitError(f"{name} must be at least 1; received {name}={getattr(self, name)}")
-        for name in ("lr", "weight_decay", "label_smoothing", "grad_clip", "patience", "shift", "warmup_epochs"):
-            if getattr(self, name) < 0:
-                raise CnnkitError(f"{name} must not be negative; received {name}={getattr(self, name)}")
+        for name, (low, high, expected) in RANGES.items():
+            value = getattr(self, name)
+            if value is None and name == "image_size":
+                continue
+            if not _in_range(value, low, high, name in OPEN_BELOW):
+                raise CnnkitError(f"--{name.replace('_', '-')} must be {expected}; received {value!r}")
         if self.stream and self.eval_mode == "batch":
             raise CnnkitError("--stream cannot evaluate the training set as one batch (eval_mode batch)")
-        if self.workers < 0:
-            raise CnnkitError(f"workers must not be negative; received workers={self.workers}")
-        if self.image_size is not None and self.image_size < 1:
-            raise CnnkitError(f"image_size must be positive; received image_size={self.image_size}")
         return self
 
     def to_dict(self) -> dict:
@@ -92,27 +118,21 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        """Inverse of to_dict; unknown keys are refused by name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise CnnkitError(f"unknown config keys: {', '.join(unknown)}")
-        return cls(**values).validate()
+    def from_dict(cls, values: dict, where: str = "config") -> TrainConfig:
+        """Inverse of to_dict: types checked strictly, unknown keys refused by name, then ranges validated."""
+        from cnnkit.metadata import config_values  # pydantic loads only when a file is read, not for --help
+
+        return cls(**config_values(values, where, cls)).validate()
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, epochs: int | None = None) -> TrainConfig:
         """The config a run directory was trained with (its config.json), optionally with a new epoch count."""
+        from cnnkit.metadata import parse_json
+
         path = Path(run_dir) / "config.json"
-        if not path.exists():
+        if not path.is_file():
             raise CnnkitError(f"{run_dir}: nothing to resume (no config.json)")
-        try:
-            values = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise CnnkitError(f"{path}: not valid JSON ({error})") from None
-        if not isinstance(values, dict):
-            raise CnnkitError(f"{path}: expected a JSON object of training settings")
-        config = cls.from_dict(values)
+        config = cls.from_dict(parse_json(path.read_bytes(), path), str(path))
         if epochs is not None:
             config.epochs = epochs
         return config.validate()

@@ -27,9 +27,12 @@ class PreparedData:
 
     def description(self, split_seed: int) -> dict:
         """What a checkpoint records about the data."""
-        return {"source": self.dataset.source, "image_shape": list(self.dataset.image_shape),
-                "pixel_max": self.dataset.pixel_max, "split_seed": split_seed,
-                "train": len(self.train[1]), "val": len(self.val[1]), "test": len(self.test[1])}
+        described = {"source": self.dataset.source, "image_shape": list(self.dataset.image_shape),
+                     "pixel_max": self.dataset.pixel_max, "split_seed": split_seed,
+                     "train": len(self.train[1]), "val": len(self.val[1]), "test": len(self.test[1])}
+        if self.stream is None:  # how light the images are on average: predict warns about inverted drawings
+            described["mean_fraction"] = round(float(self.dataset.images.mean()) / self.dataset.pixel_max, 4)
+        return described
 
 
 STREAM_FIT_IMAGES = 2_000  # training images decoded to fit preprocessing when streaming

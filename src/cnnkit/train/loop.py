@@ -167,12 +167,13 @@ def fit(
     config.validate()
     started = time.perf_counter()
     world = setup_world(config.device)
-    run = RunDirectory(Path(out) if out else None, world.is_main)
     log = EpochLog(config, world.is_main, progress, stream)
+    run = RunDirectory(Path(out) if out else None, world.is_main, log.note)
     try:
         return _fit(config, run, world, log, overwrite, resume, stop_after_epochs, epoch_callback, started)
     finally:
         log.close()
+        run.close()
         teardown(world)
 
 
@@ -184,17 +185,22 @@ def _fit(
     if config.precision == "fp16" and device.type != "cuda":
         raise CnnkitError("precision fp16 (AMP with loss scaling) needs a CUDA device; use bf16 on CPU")
     if not resume:
-        run.prepare(overwrite)
+        run.check_free(overwrite)  # fail fast; nothing is created until the data and the model are known good
     log.note(f"training {config.model} on {config.data}; run directory {run.path}" if run.path else
              f"training {config.model} on {config.data}")
     torch.manual_seed(config.seed)
-    data = prepare_data(config, device)
+    data = prepare_data(config, device, progress=log.enabled and log.tty)
+    for line in data.notes:
+        log.note(line)
     channels, h, w = data.dataset.image_shape
+    if config.shift >= min(h, w):
+        raise CnnkitError(f"--shift must be smaller than the images ({h}x{w}); received {config.shift}")
     spec = model_spec(config.model, config.model_options, len(data.dataset.class_names), channels, (h, w))
     model = build_model(spec).to(device)
     if use_channels_last(config, (h, w)):
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model)
+    run.open(overwrite, resume)
     restored = run.restore(model) if resume else Restored()
     run.describe(config, spec, data.dataset.class_names, data.description(config.seed))
     if not resume:
@@ -229,19 +235,21 @@ def _fit(
             _sync_buffers(model, world)
             record["bn_statistics"] = _settle_bn_statistics(model, data, config, step, device, log)
             record.update(_validation(model, data, config))
-            if record.get("val_accuracy") is not None and _better(record, best):
+            improved = record.get("val_accuracy") is not None and _better(record, best)
+            if improved:
                 best = {"epoch": epoch, "val_accuracy": record["val_accuracy"], "val_loss": record["val_loss"]}
                 best_state = copy.deepcopy(model.state_dict())
-                run.save("best", model, record, epoch, step, best, data.preprocessing)
         record["seconds"] = round(time.perf_counter() - epoch_started, 4)
         history.append(record)
         if epoch_callback is not None:
             epoch_callback(epoch, model)
         log.epoch(record)
-        if evaluate_now:
-            state = _optimizer_state(optimizer, compiled)
-            run.save("last", model, record, epoch, step, best, data.preprocessing, state)
+        if evaluate_now:  # metrics first, checkpoints after: an interrupted epoch is redone, never half-recorded
             run.append_metrics(record)
+            if improved:
+                run.save("best", model, record, epoch, step, best, data.preprocessing)
+            run.save("last", model, record, epoch, step, best, data.preprocessing,
+                     _optimizer_state(optimizer, compiled))
         if config.patience and best is not None and epoch - best["epoch"] >= config.patience:
             log.note(f"early stopping: no better validation accuracy for {config.patience} epochs")
             break

@@ -1,25 +1,34 @@
 """A training run's directory: config, metrics and the last/best checkpoints, owned by one object.
 
 Only the main process writes, and only when there is a directory: on every other rank, or with no `--out`, the
-writing methods do nothing, so the training loop never asks "am I rank 0, do I have a folder?" itself.
+writing methods do nothing, so the training loop never asks "am I rank 0, do I have a folder?" itself. The
+writer holds an exclusive lock on the directory (`flock` on .cnnkit.lock, which records its pid; the kernel
+releases it when the process dies, so a stale lock file never blocks), cleans up what interrupted writes left,
+and on `--overwrite` removes only the files cnnkit itself writes.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
-import shutil
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from cnnkit.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from cnnkit.checkpoint import load_checkpoint, repair_json_copy, save_checkpoint
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.errors import CnnkitError
+from cnnkit.metadata import metrics_records
+from cnnkit.outputs import atomic_write, leftover_temp_files
 from cnnkit.train.config import TrainConfig
 
 RUN_FILES = ("config.json", "metrics.jsonl", "last.json", "last.safetensors", "best.json", "best.safetensors")
+LOCK_FILE = ".cnnkit.lock"
+TENSORBOARD_EVENTS = "events.out.tfevents.*"  # the only files cnnkit writes under RUN/tensorboard
 
 
 @dataclass
@@ -57,25 +66,77 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
 
 
 class RunDirectory:
-    """Prepare, describe and write one run directory; a no-op writer off the main process or without a path."""
+    """Check, open (lock), describe and write one run directory; a no-op writer off the main process or without a
+    path. `say` receives the notes worth a log line (repairs, cleanups)."""
 
-    def __init__(self, path: Path | None, is_main: bool = True) -> None:
+    def __init__(self, path: Path | None, is_main: bool = True, say: Callable[[str], None] = print) -> None:
         self.path = path
         self.writes = path is not None and is_main
+        self.say = say
         self.description: dict = {}
+        self._lock: int | None = None
 
-    def prepare(self, overwrite: bool) -> None:
-        """Refuse an existing run unless told to overwrite it (then only cnnkit's own files are removed)."""
+    def check_free(self, overwrite: bool) -> None:
+        """Refuse, before anything is created, an existing run unless told to overwrite it, and a path that is
+        not a folder."""
         if not self.writes:
             return
+        if self.path.exists() and not self.path.is_dir():
+            raise CnnkitError(f"{self.path}: exists and is not a folder; --out needs a folder for the run")
         existing = [name for name in RUN_FILES if (self.path / name).exists()]
         if existing and not overwrite:
             raise CnnkitError(f"{self.path} already holds a run ({', '.join(existing)}); pass --resume {self.path} "
                               "to continue it or --overwrite to replace it")
-        for name in existing:
-            (self.path / name).unlink()
-        shutil.rmtree(self.path / "tensorboard", ignore_errors=True)
-        self.path.mkdir(parents=True, exist_ok=True)
+
+    def open(self, overwrite: bool = False, resume: bool = False) -> None:
+        """Create and lock the folder, remove temp files of interrupted writes, and (overwrite) the old run."""
+        if not self.writes:
+            return
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise CnnkitError(f"{self.path}: cannot create the run folder ({error.strerror or error})") from None
+        self._take_lock()
+        for temp in leftover_temp_files(self.path):
+            temp.unlink()
+            self.say(f"removed {temp.name}, left by an interrupted write")
+        if not resume:
+            self.check_free(overwrite)
+            self._remove_old_run()
+
+    def close(self) -> None:
+        """Release the lock."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def _take_lock(self) -> None:
+        path = self.path / LOCK_FILE
+        try:
+            handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise CnnkitError(f"{self.path}: cannot write in the run folder ({error.strerror or error})") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(handle, 64).decode(errors="replace").strip() or "unknown"
+            os.close(handle)
+            raise CnnkitError(f"{self.path} is being written by another cnnkit process (pid {owner}); wait for it "
+                              "to finish or choose another --out") from None
+        os.ftruncate(handle, 0)
+        os.write(handle, f"{os.getpid()}\n".encode())
+        self._lock = handle
+
+    def _remove_old_run(self) -> None:
+        """Only what cnnkit wrote: the run files and TensorBoard's event files (the user's files stay)."""
+        for name in RUN_FILES:
+            (self.path / name).unlink(missing_ok=True)
+        board = self.path / "tensorboard"
+        if board.is_dir():
+            for events in board.glob(TENSORBOARD_EVENTS):
+                events.unlink()
+            if not any(board.iterdir()):
+                board.rmdir()
 
     def describe(self, config: TrainConfig, spec: dict, class_names: list[str], data: dict) -> None:
         """The metadata every checkpoint of this run shares: config, model spec, classes, data description."""
@@ -87,7 +148,7 @@ class RunDirectory:
             atomic_write(self.path / "config.json", json.dumps(config.to_dict(), indent=1).encode())
 
     def append_metrics(self, record: dict) -> None:
-        """One line of metrics.jsonl."""
+        """One line of metrics.jsonl (written before the epoch's checkpoint, so a resume never lacks a line)."""
         if self.writes:
             with open(self.path / "metrics.jsonl", "a") as file:
                 file.write(json.dumps(record) + "\n")
@@ -109,24 +170,43 @@ class RunDirectory:
         save_checkpoint(self.path / name, model, meta, preprocessing, extra)
 
     def restore(self, model: nn.Module) -> Restored:
-        """Load the last checkpoint into `model` and the RNG; trim metrics.jsonl to the epochs it covers."""
-        if self.path is None or not (self.path / "last.json").exists():
-            raise CnnkitError(f"{self.path}: nothing to resume (no last.json checkpoint)")
+        """Load the last checkpoint into `model` and the RNG; repair JSON copies an interrupted write left stale;
+        trim metrics.jsonl to the epochs the checkpoint covers (dropping a torn last line)."""
+        if self.path is None or not any((self.path / f"last.{s}").exists() for s in ("safetensors", "json")):
+            raise CnnkitError(f"{self.path}: nothing to resume (no last checkpoint)")
+        for name in ("last", "best"):
+            exists = (self.path / f"{name}.safetensors").exists()
+            if self.writes and exists and repair_json_copy(self.path / name):
+                self.say(f"repaired {name}.json from {name}.safetensors (the previous run stopped between the two "
+                         "writes)")
         tensors, meta = load_checkpoint(self.path / "last")
-        model.load_state_dict(_model_weights(tensors))
-        torch.set_rng_state(tensors["rng.torch"])
-        history = []
-        if (self.path / "metrics.jsonl").exists():
-            lines = (self.path / "metrics.jsonl").read_text().splitlines()
-            history = [r for r in map(json.loads, lines) if "epoch" in r and r["epoch"] <= meta["epoch"]]
-            if self.writes:
-                atomic_write(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
-        best = meta.get("best")
-        best_state = None
-        if best is not None and (self.path / "best.json").exists():
-            best_state = _model_weights(load_checkpoint(self.path / "best")[0])
+        try:
+            model.load_state_dict(_model_weights(tensors))
+            torch.set_rng_state(tensors["rng.torch"])
+        except (RuntimeError, KeyError, TypeError) as error:
+            raise CnnkitError(f"{self.path / 'last'}: cannot resume from it ({str(error).splitlines()[0][:200]})") \
+                from None
+        history = self._history(meta["epoch"])
+        best, best_state = meta.get("best"), None
+        if best is not None and any((self.path / f"best.{s}").exists() for s in ("safetensors", "json")):
+            best_tensors, best_meta = load_checkpoint(self.path / "best")
+            if best_meta["epoch"] == best["epoch"]:  # a best saved after `last` (then cut short) is not this run's
+                best_state = _model_weights(best_tensors)
+        self.say(f"resuming from epoch {meta['epoch']} (step {meta['global_step']})")
         return Restored(meta["epoch"] + 1, meta["global_step"], best, history, tensors,
                         meta.get("optimizer_param_groups"), best_state)
+
+    def _history(self, last_epoch: int) -> list[dict]:
+        path = self.path / "metrics.jsonl"
+        if not path.exists():
+            return []
+        records, torn = metrics_records(path.read_text(errors="replace"), path)
+        if torn:
+            self.say(f"{path.name}: dropped a torn last line (the previous run stopped while writing it)")
+        history = [r for r in records if r.get("epoch") is not None and r["epoch"] <= last_epoch]
+        if self.writes:
+            atomic_write(path, "".join(json.dumps(r) + "\n" for r in history).encode())
+        return history
 
 
 def _model_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

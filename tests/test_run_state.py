@@ -1,0 +1,150 @@
+"""A run's state on disk survives kills and neighbours: atomic checkpoints, one writer, careful overwrite."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cnnkit import CnnkitError
+from cnnkit.checkpoint import load_checkpoint, model_from_checkpoint
+from cnnkit.cli import main
+from cnnkit.train import TrainConfig, fit
+from cnnkit.train.run_dir import RunDirectory
+
+CONFIG = {"epochs": 4, "batch_size": 128, "shift": 1}
+
+# Runs a 4-epoch training that dies (SIGKILL, no cleanup) the moment `last.safetensors` of epoch argv[2] has been
+# renamed into place, before its JSON copy is written: the exact window a watcher hit 3 of 3 times. It uses the
+# test process's thread count (argv[3]): results are bit-identical across processes only with the same count.
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    import torch
+    import cnnkit.checkpoint as checkpoint
+    from cnnkit.train import TrainConfig, fit
+    torch.set_num_threads(int(sys.argv[3]))
+    write, kill_epoch, seen = checkpoint.atomic_write, int(sys.argv[2]), []
+    def dying_write(path, data):
+        write(path, data)
+        if path.name == "last.safetensors":
+            seen.append(path)
+            if len(seen) == kill_epoch:
+                os.kill(os.getpid(), signal.SIGKILL)
+    checkpoint.atomic_write = dying_write
+    fit(TrainConfig(**CONFIG), out=sys.argv[1], progress=False)
+""").replace("CONFIG", repr(CONFIG))
+
+
+def test_kill_between_the_two_checkpoint_writes_then_resume_is_bit_identical(tmp_path):
+    fit(TrainConfig(**CONFIG), out=tmp_path / "straight", progress=False)
+    threads = str(torch.get_num_threads())
+    done = subprocess.run([sys.executable, "-c", KILLER, str(tmp_path / "cut"), "2", threads], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == -9, done.stderr[-2000:]
+    cut = tmp_path / "cut"
+    # The weights of epoch 2 are in place; the JSON copy still describes epoch 1: a mismatched pair.
+    assert json.loads((cut / "last.json").read_text())["epoch"] == 1
+    with pytest.raises(CnnkitError, match="does not match the metadata inside last.safetensors"):
+        load_checkpoint(cut / "last")
+    notes = []
+    result = fit(TrainConfig.from_run_dir(cut), out=cut, resume=True, progress=False, stream=_Lines(notes))
+    assert any("repaired last.json" in n for n in notes) and any("resuming from epoch 2" in n for n in notes)
+    assert result.epochs_run == 4
+    straight, resumed = load_file(tmp_path / "straight" / "last.safetensors"), load_file(cut / "last.safetensors")
+    for key in straight:
+        if key.startswith(("model.", "optim.")):
+            assert torch.equal(straight[key], resumed[key]), key
+    epochs = [json.loads(line).get("epoch") for line in (cut / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4, None]  # each epoch once, then the final line
+
+
+class _Lines:
+    """A text stream collecting lines (the trainer's log)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+
+    def write(self, text: str) -> None:
+        self.lines.extend(line for line in text.splitlines() if line)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_second_writer_is_refused_while_the_first_holds_the_run(tmp_path, capsys):
+    first = RunDirectory(tmp_path / "run")
+    first.open()
+    try:
+        assert main(["train", "--out", str(tmp_path / "run"), "--epochs", "1", "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"is being written by another cnnkit process (pid {os.getpid()})" in err and len(err.splitlines()) == 1
+        assert not (tmp_path / "run" / "config.json").exists()  # the refused writer wrote nothing
+    finally:
+        first.close()
+    # A lock file left by a dead process (its pid inside, no lock held) does not block the next run.
+    (tmp_path / "run" / ".cnnkit.lock").write_text("999999\n")
+    assert main(["train", "--out", str(tmp_path / "run"), "--epochs", "1", "--no-progress"]) == 0
+
+
+def test_overwrite_removes_only_what_cnnkit_wrote(tmp_path):
+    run = tmp_path / "run"
+    fit(TrainConfig(epochs=1, tensorboard=True), out=run, progress=False)
+    (run / "tensorboard" / "my_notes.txt").write_text("mine")
+    (run / "mine.csv").write_text("1,2")
+    fit(TrainConfig(epochs=1, seed=3), out=run, progress=False, overwrite=True)
+    assert (run / "tensorboard" / "my_notes.txt").read_text() == "mine" and (run / "mine.csv").exists()
+    assert not list((run / "tensorboard").glob("events.out.tfevents.*"))  # the old run's events are gone
+    assert json.loads((run / "config.json").read_text())["seed"] == 3
+
+
+def test_files_get_the_users_mode_and_leftover_temp_files_are_removed(tmp_path):
+    run = tmp_path / "run"
+    fit(TrainConfig(epochs=1), out=run, progress=False, stop_after_epochs=1)
+    expected = 0o666 & ~_umask()
+    for name in ("last.safetensors", "last.json", "config.json"):
+        assert stat.S_IMODE((run / name).stat().st_mode) == expected, name
+    (run / ".last.safetensors.abc123.tmp").write_bytes(b"half a write")
+    fit(TrainConfig.from_run_dir(run, epochs=2), out=run, resume=True, progress=False)
+    assert not list(run.glob(".*.tmp"))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_failed_train_creates_no_run_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for argv in (["--model", "nosuch"], ["--data", "/nonexistent"], ["--model", "lenet5"], ["--lr", "nan"]):
+        assert main(["train", "--epochs", "1", "--no-progress", *argv]) == 2
+    assert not (tmp_path / "runs").exists()
+
+
+def test_torn_metrics_line_is_dropped_on_resume(tmp_path):
+    run = tmp_path / "run"
+    fit(TrainConfig(epochs=2), out=run, progress=False, stop_after_epochs=1)
+    with open(run / "metrics.jsonl", "a") as file:
+        file.write('{"epoch": 2, "train_lo')  # a write cut short
+    notes = []
+    fit(TrainConfig.from_run_dir(run), out=run, resume=True, progress=False, stream=_Lines(notes))
+    assert any("dropped a torn last line" in n for n in notes)
+    assert [json.loads(line).get("epoch") for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, None]
+
+
+def test_edited_width_is_refused_before_allocating(tmp_path):
+    run = tmp_path / "run"
+    fit(TrainConfig(epochs=1, model="digitsnet"), out=run, progress=False)
+    (run / "best.json").unlink()  # the tensors file alone is a checkpoint; edit the metadata inside it instead
+    tensors, meta = load_checkpoint(run / "best")
+    meta["model"] = {**meta["model"], "name": "digits_cnn", "options": {"width": 200, "dropout": 0.2}}
+    from safetensors.torch import save_file
+
+    save_file(tensors, run / "best.safetensors", metadata={"cnnkit": json.dumps(meta)})
+    with pytest.raises(CnnkitError, match=r"describes digits_cnn with [\d,]+ values .* holds [\d,]+ bytes"):
+        model_from_checkpoint(run / "best")
