@@ -96,6 +96,29 @@ def test_keras_member_and_array_caps_can_be_lowered(tmp_path, monkeypatch, capsy
     assert "elements: 450 exceeds the limit of 100" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--model-option", "width=100000"], "resnet50: parameter values: 57,190,229,609,727 exceeds the limit"),
+    (["--input-size", "3x9999x9999"], "--input-size: side: 9,999 exceeds the limit of 4,096"),
+    (["--num-classes", "1000000000"], "resnet50: classes: 1,000,000,000 exceeds the limit of 100,000"),
+])
+def test_sizes_from_flags_are_capped_before_building(tmp_path, capsys, flags, message):
+    assert main(["import-weights", str(REAL / "resnet50_w4.keras"), "--model", "resnet50", *flags,
+                 "--out", str(tmp_path / "r")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_huge_input_in_the_keras_config_is_refused(tmp_path, capsys):
+    """A config whose input layer claims 10^12 channels would make the model allocate petabytes."""
+    archive = zipfile.ZipFile(REAL / "digitsnet.keras")
+    config = archive.read("config.json").replace(b'"batch_shape": [null, 8, 8, 1]',
+                                                   b'"batch_shape": [null, 8, 8, 1000000000000]')
+    assert b"1000000000000" in config
+    (tmp_path / "huge.keras").write_bytes(keras_archive(archive.read("model.weights.h5"), config))
+    assert main(["import-weights", str(tmp_path / "huge.keras"), "--model", "digitsnet",
+                 "--out", str(tmp_path / "h")]) == 2
+    assert "the Keras input has 1000000000000 channels; cnnkit models take 1 to 64" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("config", "message"), [
     (b"not json", "config.json: not valid JSON"),
     (b"[1, 2]", "expected a Keras model config"),

@@ -20,9 +20,12 @@ from cnnkit.errors import CnnkitError
 from cnnkit.interop.graph import Op
 from cnnkit.interop.keras_file import KerasModel, read_keras
 from cnnkit.interop.keras_load import load_keras
-from cnnkit.interop.torch_state import read_torch_state, torch_state_model
+from cnnkit.interop.torch_state import build, read_torch_state, torch_state_model
 from cnnkit.interop.traced import traced_ops
-from cnnkit.models import get_model, model_info
+from cnnkit.limits import check_limit
+from cnnkit.models import model_info
+
+MAX_CHANNELS = 64  # as checkpoint metadata allows
 
 
 @dataclass
@@ -52,6 +55,8 @@ def import_weights(weights: Path, model_name: str, out: Path, options: ImportOpt
     if not (math.isfinite(options.white) and options.white > 0):
         raise CnnkitError(f"--white must be a positive number (the value of white in the training images); "
                           f"received {options.white}")
+    if options.input_shape:
+        _check_shape(options.input_shape, "--input-size")
     reader = _from_torch if weights.suffix in PICKLE_SUFFIXES else _from_keras
     model, options, report = reader(weights, model_name, options)
     if options.bgr:
@@ -86,9 +91,7 @@ def _from_keras(weights: Path, model_name: str, options: ImportOptions) -> tuple
     """A Keras file in a model, sized from its config unless stated; a Rescaling layer turned into options."""
     keras = read_keras(weights, options.keras_config)
     shape = options.input_shape or _keras_input(keras)
-    model = get_model(model_name, num_classes=options.num_classes or _keras_classes(keras),
-                      in_channels=shape[0] if shape else None, input_size=shape[1:] if shape else None,
-                      **options.model_options)
+    model = build(model_name, options.num_classes or _keras_classes(keras), shape, options.model_options)
     loaded = load_keras(model, keras, options.bn_epsilon)
     kind = "model (config and weights)" if keras.has_graph else "weights without a config"
     report = {"format": f"Keras {kind}", "loaded": loaded.loaded, "rows": loaded.rows, "notes": loaded.notes}
@@ -105,8 +108,18 @@ def _keras_input(keras: KerasModel) -> tuple[int, int, int] | None:
     """(C, H, W) from the Keras input layer, when it fixes all three."""
     if keras.input_shape and all(isinstance(s, int) for s in keras.input_shape):
         h, w, c = keras.input_shape
-        return (c, h, w)
+        return _check_shape((c, h, w), f"{keras.source}: the Keras input")
     return None
+
+
+def _check_shape(shape: tuple[int, int, int], what: str) -> tuple[int, int, int]:
+    """Refuse input shapes no model here should be built for, before anything is allocated."""
+    channels, h, w = shape
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise CnnkitError(f"{what} has {channels} channels; cnnkit models take 1 to {MAX_CHANNELS}")
+    for side in (h, w):
+        check_limit("image_side", side, f"{what}: side")
+    return shape
 
 
 def _keras_classes(keras: KerasModel) -> int | None:

@@ -46,16 +46,13 @@ def torch_state_model(
     options: dict,
 ) -> tuple[nn.Module, dict, str]:
     """(model holding `state`, the options it was built with, 'cnnkit' or 'torchvision')."""
-    channels, size = (input_shape[0], input_shape[1:]) if input_shape else (None, None)
-    with torch.device("meta"):  # shapes and names only: no memory, no initialisation cost
-        probe = get_model(name, num_classes=num_classes, in_channels=channels, input_size=size, **options)
+    probe = meta_model(name, num_classes, input_shape, options)
     ours = probe.state_dict()
     if set(state) <= set(ours) and _covers(state, ours):
         layout, names = "cnnkit", {k: k for k in ours}
     elif hasattr(probe, "torchvision_names"):
         options = {**probe.torchvision_options(set(state)), **options}
-        with torch.device("meta"):
-            probe = get_model(name, num_classes=num_classes, in_channels=channels, input_size=size, **options)
+        probe = meta_model(name, num_classes, input_shape, options)
         layout, names = "torchvision", expand_names(probe.torchvision_names(), probe.state_dict())
         _check_keys(state, names, name)
     else:
@@ -66,9 +63,29 @@ def torch_state_model(
         classifier = [k for k, m in probe.named_modules() if isinstance(m, nn.Linear)][-1] + ".weight"
         source = next((theirs for theirs, mine in names.items() if mine == classifier), classifier)
         num_classes = state[source].shape[0] if source in state else None
-    model = get_model(name, num_classes=num_classes, in_channels=channels, input_size=size, **options)
+    model = build(name, num_classes, input_shape, options)
     _place(model, state, names)
     return model, options, layout
+
+
+def meta_model(name: str, num_classes: int | None, input_shape: tuple[int, int, int] | None,
+               options: dict) -> nn.Module:
+    """The model on the meta device (names and shapes only: no memory, no initialisation), within the caps."""
+    if num_classes is not None:
+        check_limit("classes", num_classes, f"{name}: classes")
+    channels, size = (input_shape[0], input_shape[1:]) if input_shape else (None, None)
+    with torch.device("meta"):
+        model = get_model(name, num_classes=num_classes, in_channels=channels, input_size=size, **options)
+    check_limit("parameters", sum(t.numel() for t in model.state_dict().values()), f"{name}: parameter values")
+    return model
+
+
+def build(name: str, num_classes: int | None, input_shape: tuple[int, int, int] | None, options: dict) -> nn.Module:
+    """The model, built for real only after its shapes-only twin passed the caps (a width of 6000 in a flag must
+    not allocate gigabytes)."""
+    meta_model(name, num_classes, input_shape, options)
+    channels, size = (input_shape[0], input_shape[1:]) if input_shape else (None, None)
+    return get_model(name, num_classes=num_classes, in_channels=channels, input_size=size, **options)
 
 
 def expand_names(modules: dict[str, str], ours: dict[str, torch.Tensor]) -> dict[str, str]:
