@@ -151,11 +151,12 @@ def _kind(module: nn.Module) -> str:
 
 
 def _tensors(value) -> list[torch.Tensor]:
-    items = value if isinstance(value, (list, tuple)) else [value]
-    found = []
-    for item in items:
-        found += _tensors(item) if isinstance(item, (list, tuple)) else [item] if isinstance(item, torch.Tensor) else []
-    return found
+    """The tensors in a module's inputs or outputs, nested lists and tuples flattened."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [tensor for item in value for tensor in _tensors(item)]
+    return []
 
 
 def _is_leaf(module: nn.Module) -> bool:
@@ -171,6 +172,7 @@ def trace_units(model: nn.Module, input_shape: tuple[int, int, int]) -> list[Uni
     enclosing: list[Field | None] = []  # fields of the inputs of the containers now running
     last: list[Field | None] = [Field((0, 0), (1, 1), (1, 1))]
     calls: list[tuple[str, nn.Module, list[int], torch.Tensor, Field | None]] = []
+    seen: set[str] = set()
 
     def field_in(inputs) -> Field | None:
         known = [fields[id(t)] if id(t) in fields else (enclosing[-1] if enclosing else last[0])
@@ -194,8 +196,9 @@ def trace_units(model: nn.Module, input_shape: tuple[int, int, int]) -> list[Uni
                     fields[id(out)] = last[0]
                     keep.append(out)
             return
-        if not outputs or names[module] in {c[0] for c in calls}:
+        if not outputs or names[module] in seen:
             return  # a layer called twice is shown at its first call
+        seen.add(names[module])
         source, out = field_in(inputs), outputs[0]
         x = _tensors(inputs)[0] if _tensors(inputs) else None
         window = window_of(module, x, tuple(out.shape[-2:])) if x is not None and x.dim() == 4 else None

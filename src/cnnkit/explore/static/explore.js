@@ -300,7 +300,10 @@ function card(unit) {
   const node = element("div", `card${unit.explainable ? " explainable" : ""}`);
   node.dataset.unit = unit.id;
   node.dataset.kind = unit.kind;
-  const title = unit.names.map((name, i) => `${name} ${unit.types[i]}`).join(" → ");
+  // Inside a branch column the block and branch are in its heading; the card names the layers below them.
+  const prefix = unit.block ? `${unit.block}.${unit.branch ? `${unit.branch}.` : ""}` : "";
+  const short = (name) => (prefix && name.startsWith(prefix) ? name.slice(prefix.length) : name);
+  const title = unit.names.map((name, i) => `${short(name)} ${unit.types[i]}`).join(" → ");
   node.append(element("h3", null, title));
   const table = element("table", "rows");
   const head = element("tr");
