@@ -350,9 +350,11 @@ def test_keep_alive_requests_are_not_held_back_by_delayed_acks():
     assert sorted(times)[5] < 0.025, times
 
 
-def test_cli_explore_refuses_unknown_sources(capsys):
+def test_cli_explore_refuses_unknown_sources_and_ports(capsys):
     assert main(["explore", "nosuchmodel", "--no-browser"]) == 2
     assert "neither a registered model" in capsys.readouterr().err
+    assert main(["explore", "digitsnet", "--no-browser", "--port", "70000"]) == 2
+    assert "cannot listen on 127.0.0.1:70000 (bind(): port must be 0-65535" in capsys.readouterr().err
 
 
 def test_upload_decoder_handles_colour_files(client):

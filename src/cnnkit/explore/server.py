@@ -37,9 +37,10 @@ class ExploreServer:
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self.socket.bind((host, port))
-        except OSError as error:
+        except (OSError, OverflowError) as error:  # in use, not an address of this machine, not 0..65535
             self.socket.close()
-            raise CnnkitError(f"cannot listen on {host}:{port} ({error.strerror or error}); pass --port 0 for a "
+            reason = getattr(error, "strerror", None) or error
+            raise CnnkitError(f"cannot listen on {host}:{port} ({reason}); check --host, or pass --port 0 for a "
                               "free port") from None
         self.socket.listen(128)  # connections wait in the queue until uvicorn accepts them
         self.port = self.socket.getsockname()[1]
