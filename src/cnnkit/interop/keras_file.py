@@ -228,8 +228,11 @@ def _inbound(entry: dict, name: str, path: Path) -> list[str]:
             for item in value:
                 collect(item)
 
-    for node in nodes:
-        collect(node.get("args", []) if isinstance(node, dict) else node)
+    try:
+        for node in nodes:
+            collect(node.get("args", []) if isinstance(node, dict) else node)
+    except RecursionError:
+        raise CnnkitError(f"{path}: layer {name!r} has inbound_nodes nested too deeply") from None
     return found
 
 
