@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; bad input gives a one-line error and exit code 2."""
+    # OpenMP threads that find no work sleep instead of spinning: spinning threads of one process starve every
+    # other busy process on a small machine (set before torch is imported by a command; a user's value wins).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

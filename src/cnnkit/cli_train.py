@@ -48,6 +48,8 @@ HELP = {
     "stream": "image folders too large for memory: decode training batches from disk (a DataLoader)",
     "workers": "DataLoader worker processes with --stream; default 2",
     "tensorboard": "also log scalars for TensorBoard under RUN_DIR/tensorboard (extra [tensorboard])",
+    "threads": "intra-op CPU threads per process; default: 1 for small steps (digits-size nets), else the cores "
+               "divided among torchrun's processes",
 }
 
 

@@ -52,9 +52,13 @@ class Classifier(nn.Module):
 
 
 def init_kaiming(model: nn.Module) -> None:
-    """He initialisation for convs and dense layers (ReLU networks), zero biases, BN at gamma 1 / beta 0."""
+    """He initialisation for convs and dense layers (ReLU networks), zero biases, BN at gamma 1 / beta 0.
+
+    Models built on the meta device (shapes only, to size them before allocating) are left alone: there is
+    nothing to initialise, and random init on meta tensors would import torch's reference ops (seconds).
+    """
     for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and not module.weight.is_meta:
             nn.init.kaiming_normal_(module.weight, mode="fan_out" if isinstance(module, nn.Conv2d) else "fan_in",
                                     nonlinearity="relu")
             if module.bias is not None:

@@ -43,7 +43,7 @@ class DigitsNet(Classifier):
         self.head.add_module("out", layers.Dense(50, num_classes))
         if seed_faithful:
             for name, parameter in self.named_parameters():
-                if not name.startswith("features.bn2"):  # BN offset 0 / scale 1, as tf.zeros / tf.ones
+                if not name.startswith("features.bn2") and not parameter.is_meta:  # BN 0 / 1, as tf.zeros / tf.ones
                     nn.init.normal_(parameter, 0.0, 1.0)
         else:
             init_kaiming(self)

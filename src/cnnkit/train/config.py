@@ -40,6 +40,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "eval_every": (1, 1_000_000, "a whole number of epochs, 1 or more"),
     "shift": (0, 64, "a whole number of pixels between 0 and 64"),
     "workers": (0, 64, "a whole number between 0 and 64"),
+    "threads": (0, 1024, "a whole number of threads, 0 (choose from the work) or more"),
     "image_size": (1, 4096, "a whole number of pixels between 1 and 4096"),
     "val_fraction": (0.0, 0.999, "a fraction in [0, 1)"),
     "test_fraction": (0.0, 0.999, "a fraction in [0, 1)"),
@@ -95,6 +96,7 @@ class TrainConfig:
     stream: bool = False  # image folders: decode training batches from disk with a DataLoader
     workers: int = 2  # DataLoader worker processes with --stream
     channels_last: str = "auto"  # auto: NHWC memory format for inputs of 32x32 and up (measured faster there)
+    threads: int = 0  # intra-op threads; 0 = chosen from the work (see cnnkit.train.threads)
     recipe: str = "default"
 
     def validate(self) -> TrainConfig:

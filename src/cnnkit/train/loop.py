@@ -29,6 +29,7 @@ from cnnkit.train.log import EpochLog
 from cnnkit.train.losses import describe_objective, make_loss
 from cnnkit.train.run_dir import Restored, RunDirectory, optimizer_tensors, restore_optimizer
 from cnnkit.train.schedule import lr_at
+from cnnkit.train.threads import choose_threads
 
 
 @dataclass
@@ -169,12 +170,14 @@ def fit(
     world = setup_world(config.device)
     log = EpochLog(config, world.is_main, progress, stream)
     run = RunDirectory(Path(out) if out else None, world.is_main, log.note)
+    threads = torch.get_num_threads()  # the run picks its own; the caller's setting comes back afterwards
     try:
         return _fit(config, run, world, log, overwrite, resume, stop_after_epochs, epoch_callback, started)
     finally:
         log.close()
         run.close()
         teardown(world)
+        torch.set_num_threads(threads)
 
 
 def _fit(
@@ -196,6 +199,9 @@ def _fit(
     if config.shift >= min(h, w):
         raise CnnkitError(f"--shift must be smaller than the images ({h}x{w}); received {config.shift}")
     spec = model_spec(config.model, config.model_options, len(data.dataset.class_names), channels, (h, w))
+    threads, why = choose_threads(config.threads, spec, config.batch_size, device)
+    torch.set_num_threads(threads)
+    log.note(f"threads: {threads} ({why})")
     model = build_model(spec).to(device)
     if use_channels_last(config, (h, w)):
         model = model.to(memory_format=torch.channels_last)
