@@ -220,3 +220,20 @@ def test_predict_data_names_files_with_true_class_and_warns_on_inverted_drawings
     assert main(["predict", str(run_dir), str(tmp_path / "batch.npy"), "--json"]) == 0
     assert [r["input"] for r in json.loads(capsys.readouterr().out)] == [f"{tmp_path / 'batch.npy'}[{i}]"
                                                                          for i in range(3)]
+
+
+def test_googlenet_parameter_counts_are_both_shown_and_labelled(capsys):
+    """13,378,280 with the auxiliary classifiers (training only), 6,998,552 without: the eval forward's count."""
+    import torch
+
+    from cnnkit.summary import count_parameters
+
+    with torch.device("meta"):
+        with_aux = count_parameters(get_model("googlenet"))
+        without_aux = count_parameters(get_model("googlenet", aux=False))
+    assert main(["models", "--json"]) == 0
+    row = next(r for r in json.loads(capsys.readouterr().out) if r["name"] == "googlenet")
+    assert (row["parameters"], row["inference_parameters"]) == (with_aux, without_aux) == (13_378_280, 6_998_552)
+    assert main(["summary", "googlenet", "--input-size", "3x64x64"]) == 0
+    out = capsys.readouterr().out
+    assert "trainable parameters 6,998,552" in out and "the model holds 13,378,280 trainable parameters" in out

@@ -4,7 +4,7 @@ import io
 
 import torch
 
-from cnnkit.checkpoint import model_spec
+from cnnkit.models import get_model
 from cnnkit.train import TrainConfig, fit
 from cnnkit.train.threads import available_cores, choose_threads
 
@@ -14,18 +14,18 @@ CPU = torch.device("cpu")
 def test_small_steps_take_one_thread_big_ones_the_cores(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    digits = model_spec("digits_cnn", {}, 10, 1, (8, 8))
+    digits = get_model("digits_cnn")
     threads, why = choose_threads(0, digits, 128, CPU)
     # digits_cnn: about 0.85 M multiply-adds per 8x8 image (summary), 0.11 G per batch of 128: under the bar.
     assert threads == 1 and "0.11 G multiply-adds" in why
-    resnet = model_spec("resnet18", {}, 10, 3, (32, 32))
+    resnet = get_model("resnet18", num_classes=10, input_size=32)
     assert choose_threads(0, resnet, 128, CPU)[0] == available_cores()  # 0.56 G per image, 71 G per batch
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun: the cores are shared between its processes
     assert choose_threads(0, resnet, 128, CPU)[0] == max(1, available_cores() // 2)
 
 
 def test_the_user_decides_first(monkeypatch):
-    digits = model_spec("digits_cnn", {}, 10, 1, (8, 8))
+    digits = get_model("digits_cnn")
     assert choose_threads(3, digits, 128, CPU) == (3, "--threads")
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert choose_threads(0, digits, 128, CPU)[1] == "OMP_NUM_THREADS"

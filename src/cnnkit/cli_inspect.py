@@ -150,9 +150,12 @@ def run_models(args: argparse.Namespace) -> int:
         print(json.dumps(rows))
         return 0
     width = max(len(r["name"]) for r in rows)
-    print(f"{'model':<{width}}  {'parameters':>12}  {'input':>9}  paper")
+    print(f"{'model':<{width}}  {'parameters':>12}  {'in inference':>12}  {'input':>9}  paper")
     for r in rows:
-        print(f"{r['name']:<{width}}  {r['parameters']:>12,}  {r['input_size']:>9}  {r['paper']}")
+        inference = f"{r['inference_parameters']:,}" if r["inference_parameters"] != r["parameters"] else "same"
+        print(f"{r['name']:<{width}}  {r['parameters']:>12,}  {inference:>12}  {r['input_size']:>9}  {r['paper']}")
+    print("parameters: every trainable parameter; in inference: those the eval forward uses, where they differ "
+          "(GoogLeNet's auxiliary classifiers run only in training)")
     return 0
 
 

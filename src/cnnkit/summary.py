@@ -51,12 +51,14 @@ class Summary:
     model: str
     input_shape: list
     rows: list[LayerRow]
+    all_trainable: int = 0  # every trainable parameter the model holds, training-only modules included
 
     @property
     def totals(self) -> dict:
-        """Totals over all rows."""
+        """Totals over all rows (the inference path), and the model's whole trainable count."""
         return {"trainable": sum(r.trainable for r in self.rows),
-                "non_trainable": sum(r.non_trainable for r in self.rows), "macs": sum(r.macs for r in self.rows)}
+                "non_trainable": sum(r.non_trainable for r in self.rows), "macs": sum(r.macs for r in self.rows),
+                "trainable_with_training_only_modules": self.all_trainable}
 
     def to_dict(self) -> dict:
         """JSON-ready."""
@@ -79,6 +81,9 @@ class Summary:
         text.append("-" * len(text[0]))
         text.append(f"input {'x'.join(map(str, self.input_shape))}; trainable parameters {t['trainable']:,}; "
                     f"non-trainable {t['non_trainable']:,}; multiply-adds per image {t['macs']:,}")
+        if self.all_trainable > t["trainable"]:
+            text.append(f"the rows are the inference path; with the modules used only in training (auxiliary "
+                        f"classifiers) the model holds {self.all_trainable:,} trainable parameters")
         return "\n".join(text)
 
 
@@ -181,7 +186,14 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int], name: str = "
     handles = [m.register_forward_hook(hook) for m in names]
     handles += [m.register_forward_pre_hook(enter) for m in names if any(True for _ in m.children())]
     _forward_once(model, input_shape, device, handles)
-    return Summary(name or getattr(model, "model_name", type(model).__name__), list(input_shape), rows)
+    return Summary(name or getattr(model, "model_name", type(model).__name__), list(input_shape), rows,
+                   count_parameters(model))
+
+
+def inference_parameters(model: nn.Module) -> int:
+    """Trainable parameters of the inference path, `features` then `head` (the Classifier contract): modules
+    outside it, such as GoogLeNet's auxiliary classifiers, run only in training."""
+    return count_parameters(model.features) + count_parameters(model.head)
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...], device: str | torch.device = "meta") -> int:
@@ -222,12 +234,15 @@ def summarize_source(source: str, input_shape: tuple[int, int, int] | None = Non
 
 
 def model_table() -> list[dict]:
-    """One row per registered model: name, paper, trainable parameters, default input size and classes."""
+    """One row per registered model: name, paper, trainable parameters (all, and in the inference path where
+    training-only modules such as auxiliary classifiers make them differ), default input size and classes."""
     rows = []
     for name in list_models():
         info = model_info(name)
-        with torch.device("meta"):
-            params = count_parameters(get_model(name))
-        rows.append({"name": name, "paper": info.paper, "parameters": params,
-                     "input_size": "x".join(map(str, info.input_size)), "num_classes": info.num_classes})
+        with torch.device("meta"):  # shapes only: no arithmetic, no memory for VGG's 138 M weights
+            model = get_model(name)
+            inference = inference_parameters(model)
+        rows.append({"name": name, "paper": info.paper, "parameters": count_parameters(model),
+                     "inference_parameters": inference, "input_size": "x".join(map(str, info.input_size)),
+                     "num_classes": info.num_classes})
     return rows

@@ -78,7 +78,10 @@ class RBFOutput(nn.Module):
 
     def __init__(self, in_features: int, num_classes: int) -> None:
         super().__init__()
-        codes = torch.randint(0, 2, (num_classes, in_features), generator=torch.Generator().manual_seed(1998))
+        # Drawn on the CPU even when the model is built on the meta device (sizing it): the same codes everywhere,
+        # and no seconds-long registration of meta-device random ops.
+        codes = torch.randint(0, 2, (num_classes, in_features), generator=torch.Generator().manual_seed(1998),
+                              device="cpu")
         self.register_buffer("codes", codes.float() * 2 - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

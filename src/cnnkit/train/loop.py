@@ -199,10 +199,11 @@ def _fit(
     if config.shift >= min(h, w):
         raise CnnkitError(f"--shift must be smaller than the images ({h}x{w}); received {config.shift}")
     spec = model_spec(config.model, config.model_options, len(data.dataset.class_names), channels, (h, w))
-    threads, why = choose_threads(config.threads, spec, config.batch_size, device)
+    model = build_model(spec)
+    threads, why = choose_threads(config.threads, model, config.batch_size, device)
     torch.set_num_threads(threads)
     log.note(f"threads: {threads} ({why})")
-    model = build_model(spec).to(device)
+    model = model.to(device)
     if use_channels_last(config, (h, w)):
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model)

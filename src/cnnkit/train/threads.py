@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 
 import torch
+from torch import nn
 
-from cnnkit.models import get_model
 from cnnkit.summary import count_macs
 
 SMALL_STEP_MACS = 1_000_000_000  # forward multiply-adds per batch below which one thread is fastest under load
@@ -35,7 +35,7 @@ def processes_on_this_machine() -> int:
     return int(text) if text.isdigit() and int(text) > 0 else 1
 
 
-def choose_threads(requested: int, spec: dict, batch_size: int, device: torch.device) -> tuple[int, str]:
+def choose_threads(requested: int, model: nn.Module, batch_size: int, device: torch.device) -> tuple[int, str]:
     """(threads, why) for a training run: `requested` if given, else OMP_NUM_THREADS if set, else from the work."""
     if requested:
         return requested, "--threads"
@@ -44,10 +44,8 @@ def choose_threads(requested: int, spec: dict, batch_size: int, device: torch.de
     share = max(1, available_cores() // processes_on_this_machine())
     if device.type != "cpu":
         return share, "this process's share of the cores (the model runs on the GPU)"
-    with torch.device("meta"):  # shapes only: counting needs no arithmetic
-        model = get_model(spec["name"], spec["num_classes"], spec["in_channels"], tuple(spec["input_size"]),
-                          **spec["options"])
-        macs = count_macs(model, (spec["in_channels"], *spec["input_size"])) * batch_size
+    # One real image through the CPU model: a meta-device forward would cost seconds of one-off op registration.
+    macs = count_macs(model, model.input_shape, device="cpu") * batch_size
     if macs < SMALL_STEP_MACS:
         return 1, (f"a step of {macs / 1e9:.2g} G multiply-adds is too small to share between threads without "
                    "slowing down beside other work")
