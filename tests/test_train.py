@@ -229,3 +229,16 @@ def test_short_run_validates_and_tests_with_sound_bn_statistics(tmp_path):
     assert abs(result.best_val_accuracy - result.test_accuracy) < 0.1
     assert abs(result.test_accuracy - batch_accuracy) < 0.1
     assert meta["metrics"]["bn_statistics"] == "recomputed"  # the saved checkpoint holds what was validated
+
+
+def test_each_model_trains_with_its_own_recipe_unless_told_otherwise(tmp_path):
+    from cnnkit.models import list_models
+
+    for name in list_models():  # every registered model has a recipe that is a valid configuration
+        config = TrainConfig.for_model(name)
+        assert config.model == name and all(getattr(config, k) == v for k, v in model_info(name).recipe.items())
+    assert TrainConfig.for_model("resnet18").optimizer == "sgd" and TrainConfig.for_model("resnet18", lr=0.3).lr == 0.3
+    assert main(["train", "--model", "lenet5_modern", "--epochs", "1", "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 0
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert (config["epochs"], config["batch_size"]) == (1, model_info("lenet5_modern").recipe["batch_size"])

@@ -13,7 +13,8 @@ from cnnkit.errors import CnnkitError
 from cnnkit.train.config import CHOICES, TrainConfig, seed_recipe
 
 HELP = {
-    "model": "registered model name (see `cnnkit models`); default digits_cnn",
+    "model": "registered model name (see `cnnkit models`); default digits_cnn. Every other setting defaults to "
+             "that model's own recipe (see README: Models), and any flag given overrides it",
     "data": "'digits' (built in), an image folder (ROOT/CLASS/IMAGES), MNIST IDX files, CIFAR-10 .bin, .npz or .csv",
     "image_size": "resize images to SIZE x SIZE (needed when a folder mixes sizes)",
     "val_fraction": "fraction held out for validation (model selection, early stopping); default 0.1",
@@ -58,7 +59,9 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "train", help="train a model and print its held-out test accuracy",
         description="Train a CNN. With no arguments: the default digits model on scikit-learn's digits, printing "
-                    "held-out test accuracy. Runs unchanged under torchrun for several processes.",
+                    "held-out test accuracy. Each model trains with its own recipe from the registry (the defaults "
+                    "quoted below are digits_cnn's); any flag given overrides the recipe. Runs unchanged under "
+                    "torchrun for several processes.",
     )
     parser.add_argument("--recipe", choices=("default", "seed"), default="default",
                         help="seed: the article's exact program (digitsnet, N(0,1) init, batch 8 in file order, Adam "
@@ -70,7 +73,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
             continue
         flag = "--" + spec.name.replace("_", "-")
         if spec.type == "bool" or isinstance(spec.default, bool):
-            parser.add_argument(flag, action="store_true", default=None, help=HELP[spec.name])
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=HELP[spec.name])
         elif spec.name in CHOICES:
             parser.add_argument(flag, choices=CHOICES[spec.name], default=None, help=HELP[spec.name])
         else:
@@ -98,9 +101,12 @@ def parse_option(text: str) -> tuple[str, object]:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Defaults, then the recipe, then explicit flags."""
+    """The recipe (the article's with --recipe seed, else the model's own from the registry), then explicit flags."""
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
-    config = seed_recipe(**given) if args.recipe == "seed" else TrainConfig(**given)
+    if args.recipe == "seed":
+        config = seed_recipe(**given)
+    else:
+        config = TrainConfig.for_model(given.pop("model", TrainConfig.model), **given)
     if args.model_option:
         config.model_options = {**config.model_options, **dict(map(parse_option, args.model_option))}
     return config.validate()

@@ -7,7 +7,7 @@ from torch import nn
 from cnnkit import layers
 from cnnkit.arithmetic import output_size
 from cnnkit.models.base import Classifier, init_kaiming
-from cnnkit.models.registry import register_model
+from cnnkit.models.registry import register_model, sgd_recipe
 
 PAPER_STEM_MIN = 63  # 11x11/4 conv + three 3x3/2 pools need 63 pixels to leave a 1x1 map
 
@@ -87,7 +87,7 @@ class AlexNet(Classifier):
 
 
 @register_model("alexnet", paper="Krizhevsky et al. 2012, ImageNet classification with deep CNNs",
-                input_size=(3, 224, 224))
+                input_size=(3, 224, 224), recipe=sgd_recipe(0.01))
 def alexnet(num_classes: int, in_channels: int, input_size: tuple[int, int], groups: int = 1,
             lrn: bool = True) -> AlexNet:
     """The paper's AlexNet (96-256-384-384-256, LRN); groups=2 for the two-GPU split (60,965,224 parameters)."""
@@ -95,7 +95,7 @@ def alexnet(num_classes: int, in_channels: int, input_size: tuple[int, int], gro
 
 
 @register_model("alexnet_owt", paper="Krizhevsky 2014, One weird trick (torchvision's AlexNet)",
-                input_size=(3, 224, 224))
+                input_size=(3, 224, 224), recipe=sgd_recipe(0.01))
 def alexnet_owt(num_classes: int, in_channels: int, input_size: tuple[int, int]) -> AlexNet:
     """torchvision's AlexNet: 64-192-384-256-256, no LRN, adaptive 6x6 pool (61,100,840 parameters)."""
     return AlexNet(num_classes, in_channels, input_size, widths=(64, 192, 384, 256, 256), lrn=False,

@@ -9,7 +9,7 @@ from cnnkit import layers
 from cnnkit.arithmetic import output_size
 from cnnkit.errors import CnnkitError
 from cnnkit.models.base import Classifier, TrainingOutputs, init_kaiming
-from cnnkit.models.registry import register_model
+from cnnkit.models.registry import register_model, sgd_recipe
 
 PAPER_STEM_MIN = 64
 AUX_WEIGHT = 0.3  # section 5: the auxiliary classifiers' losses are added with weight 0.3
@@ -186,14 +186,14 @@ def _unit(theirs: str, ours: str) -> dict[str, str]:
 
 
 @register_model("googlenet", paper="Szegedy et al. 2015, Going deeper with convolutions (Inception v1)",
-                input_size=(3, 224, 224), test_size=(3, 32, 32))
+                input_size=(3, 224, 224), test_size=(3, 32, 32), recipe=sgd_recipe(0.01))
 def googlenet(num_classes: int, in_channels: int, input_size: tuple[int, int], aux: bool = True) -> GoogLeNet:
     """Inception v1 per Table 1 with LRN and both auxiliary classifiers."""
     return GoogLeNet(num_classes, in_channels, input_size, bn=False, aux=aux)
 
 
 @register_model("googlenet_bn", paper="Szegedy et al. 2015 with batch norm (Ioffe & Szegedy 2015)",
-                input_size=(3, 224, 224))
+                input_size=(3, 224, 224), recipe=sgd_recipe(0.05))
 def googlenet_bn(num_classes: int, in_channels: int, input_size: tuple[int, int], aux: bool = True,
                  torchvision: bool = False) -> GoogLeNet:
     """Inception v1 with batch norm after every conv instead of LRN; `torchvision` for torchvision's layout."""

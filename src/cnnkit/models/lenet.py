@@ -12,6 +12,10 @@ from cnnkit.errors import CnnkitError
 from cnnkit.models.base import Classifier, init_kaiming
 from cnnkit.models.registry import register_model
 
+# AdamW without label smoothing: the RBF output's logits are minus squared distances to fixed codes, which
+# smoothing would pull towards a uniform distance to every code.
+LENET5_RECIPE = {"lr": 1e-3, "label_smoothing": 0.0, "epochs": 40, "batch_size": 64, "shift": 2}
+
 # Table I of the paper: which S2 maps feed each C3 map (columns 0..15).
 C3_TABLE = (
     [[i, (i + 1) % 6, (i + 2) % 6] for i in range(6)]
@@ -113,7 +117,7 @@ class LeNet5(Classifier):
 
 
 @register_model("lenet5", paper="LeCun et al. 1998, Gradient-based learning applied to document recognition",
-                input_size=(1, 32, 32), num_classes=10, min_size=32, test_size=(1, 32, 32))
+                input_size=(1, 32, 32), num_classes=10, min_size=32, test_size=(1, 32, 32), recipe=LENET5_RECIPE)
 def lenet5(num_classes: int, in_channels: int, input_size: tuple[int, int]) -> LeNet5:
     """The 1998 paper's LeNet-5; it takes exactly 32x32 (the paper pads 28x28 MNIST digits to 32x32)."""
     if input_size != (32, 32):
@@ -148,7 +152,8 @@ class LeNet5Modern(Classifier):
 
 
 @register_model("lenet5_modern", paper="LeCun et al. 1998, modernised (ReLU, max pool, full C3)",
-                input_size=(1, 28, 28), num_classes=10, min_size=4, test_size=(1, 8, 8))
+                input_size=(1, 28, 28), num_classes=10, min_size=4, test_size=(1, 8, 8),
+                recipe={"epochs": 100, "batch_size": 64})  # digits: 98.70% mean of seeds 0-2 (98.24% at 60 epochs)
 def lenet5_modern(num_classes: int, in_channels: int, input_size: tuple[int, int]) -> LeNet5Modern:
     """Modern LeNet-5 for 28x28, 32x32 or 8x8 inputs."""
     return LeNet5Modern(num_classes, in_channels, input_size)

@@ -7,7 +7,7 @@ from torch import nn
 
 from cnnkit import layers
 from cnnkit.models.base import Classifier, init_kaiming
-from cnnkit.models.registry import register_model
+from cnnkit.models.registry import register_model, sgd_recipe
 
 PAPER_STEM_MIN = 64
 
@@ -127,35 +127,35 @@ def _paper(depth: int) -> str:
     return f"He et al. 2016, Deep residual learning ({depth}-layer)"
 
 
-@register_model("resnet18", paper=_paper(18), input_size=(3, 224, 224))
+@register_model("resnet18", paper=_paper(18), input_size=(3, 224, 224), recipe=sgd_recipe(0.1))
 def resnet18(num_classes: int, in_channels: int, input_size: tuple[int, int], stride_in_3x3: bool = False,
              width: int = 64) -> ResNet:
     """ResNet-18 per Table 1: basic blocks [2, 2, 2, 2]."""
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, input_size, stride_in_3x3, width)
 
 
-@register_model("resnet34", paper=_paper(34), input_size=(3, 224, 224))
+@register_model("resnet34", paper=_paper(34), input_size=(3, 224, 224), recipe=sgd_recipe(0.1))
 def resnet34(num_classes: int, in_channels: int, input_size: tuple[int, int], stride_in_3x3: bool = False,
              width: int = 64) -> ResNet:
     """ResNet-34 per Table 1: basic blocks [3, 4, 6, 3]."""
     return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_channels, input_size, stride_in_3x3, width)
 
 
-@register_model("resnet50", paper=_paper(50), input_size=(3, 224, 224))
+@register_model("resnet50", paper=_paper(50), input_size=(3, 224, 224), recipe=sgd_recipe(0.1))
 def resnet50(num_classes: int, in_channels: int, input_size: tuple[int, int], stride_in_3x3: bool = False,
              width: int = 64) -> ResNet:
     """ResNet-50 per Table 1: bottleneck blocks [3, 4, 6, 3]."""
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels, input_size, stride_in_3x3, width)
 
 
-@register_model("resnet101", paper=_paper(101), input_size=(3, 224, 224))
+@register_model("resnet101", paper=_paper(101), input_size=(3, 224, 224), recipe=sgd_recipe(0.1))
 def resnet101(num_classes: int, in_channels: int, input_size: tuple[int, int],
               stride_in_3x3: bool = False, width: int = 64) -> ResNet:
     """ResNet-101 per Table 1: bottleneck blocks [3, 4, 23, 3]."""
     return ResNet(Bottleneck, [3, 4, 23, 3], num_classes, in_channels, input_size, stride_in_3x3, width)
 
 
-@register_model("resnet152", paper=_paper(152), input_size=(3, 224, 224))
+@register_model("resnet152", paper=_paper(152), input_size=(3, 224, 224), recipe=sgd_recipe(0.1))
 def resnet152(num_classes: int, in_channels: int, input_size: tuple[int, int],
               stride_in_3x3: bool = False, width: int = 64) -> ResNet:
     """ResNet-152 per Table 1: bottleneck blocks [3, 8, 36, 3]."""

@@ -9,7 +9,7 @@ from torch import nn
 from cnnkit import layers
 from cnnkit.arithmetic import output_size
 from cnnkit.models.base import Classifier, init_kaiming
-from cnnkit.models.registry import register_model
+from cnnkit.models.registry import register_model, sgd_recipe
 
 # Numbers are 3x3 conv depths, "1:N" a 1x1 conv of depth N (configuration C), "M" a 2x2/2 max pool.
 CFGS: dict[str, list[int | str]] = {
@@ -83,70 +83,70 @@ def _paper(cfg: str, batch_norm: bool) -> str:
     return f"Simonyan & Zisserman 2015, configuration {cfg}" + (" with batch norm" if batch_norm else "")
 
 
-@register_model("vgg11", paper=_paper("A", False), input_size=(3, 224, 224))
+@register_model("vgg11", paper=_paper("A", False), input_size=(3, 224, 224), recipe=sgd_recipe(0.01))
 def vgg11(num_classes: int, in_channels: int, input_size: tuple[int, int], width: int = 64,
           fc_width: int = 4096) -> VGG:
     """VGG configuration A."""
     return VGG("A", num_classes, in_channels, input_size, batch_norm=False, width=width, fc_width=fc_width)
 
 
-@register_model("vgg11_bn", paper=_paper("A", True), input_size=(3, 224, 224))
+@register_model("vgg11_bn", paper=_paper("A", True), input_size=(3, 224, 224), recipe=sgd_recipe(0.05))
 def vgg11_bn(num_classes: int, in_channels: int, input_size: tuple[int, int], width: int = 64,
              fc_width: int = 4096) -> VGG:
     """VGG configuration A with batch norm after every conv."""
     return VGG("A", num_classes, in_channels, input_size, batch_norm=True, width=width, fc_width=fc_width)
 
 
-@register_model("vgg13", paper=_paper("B", False), input_size=(3, 224, 224))
+@register_model("vgg13", paper=_paper("B", False), input_size=(3, 224, 224), recipe=sgd_recipe(0.01))
 def vgg13(num_classes: int, in_channels: int, input_size: tuple[int, int], width: int = 64,
           fc_width: int = 4096) -> VGG:
     """VGG configuration B."""
     return VGG("B", num_classes, in_channels, input_size, batch_norm=False, width=width, fc_width=fc_width)
 
 
-@register_model("vgg13_bn", paper=_paper("B", True), input_size=(3, 224, 224))
+@register_model("vgg13_bn", paper=_paper("B", True), input_size=(3, 224, 224), recipe=sgd_recipe(0.05))
 def vgg13_bn(num_classes: int, in_channels: int, input_size: tuple[int, int], width: int = 64,
              fc_width: int = 4096) -> VGG:
     """VGG configuration B with batch norm after every conv."""
     return VGG("B", num_classes, in_channels, input_size, batch_norm=True, width=width, fc_width=fc_width)
 
 
-@register_model("vgg16_c", paper=_paper("C", False), input_size=(3, 224, 224))
+@register_model("vgg16_c", paper=_paper("C", False), input_size=(3, 224, 224), recipe=sgd_recipe(0.01))
 def vgg16_c(num_classes: int, in_channels: int, input_size: tuple[int, int], width: int = 64,
             fc_width: int = 4096) -> VGG:
     """VGG configuration C."""
     return VGG("C", num_classes, in_channels, input_size, batch_norm=False, width=width, fc_width=fc_width)
 
 
-@register_model("vgg16_c_bn", paper=_paper("C", True), input_size=(3, 224, 224))
+@register_model("vgg16_c_bn", paper=_paper("C", True), input_size=(3, 224, 224), recipe=sgd_recipe(0.05))
 def vgg16_c_bn(num_classes: int, in_channels: int, input_size: tuple[int, int], width: int = 64,
                fc_width: int = 4096) -> VGG:
     """VGG configuration C with batch norm after every conv."""
     return VGG("C", num_classes, in_channels, input_size, batch_norm=True, width=width, fc_width=fc_width)
 
 
-@register_model("vgg16", paper=_paper("D", False), input_size=(3, 224, 224))
+@register_model("vgg16", paper=_paper("D", False), input_size=(3, 224, 224), recipe=sgd_recipe(0.01))
 def vgg16(num_classes: int, in_channels: int, input_size: tuple[int, int], width: int = 64,
           fc_width: int = 4096) -> VGG:
     """VGG configuration D."""
     return VGG("D", num_classes, in_channels, input_size, batch_norm=False, width=width, fc_width=fc_width)
 
 
-@register_model("vgg16_bn", paper=_paper("D", True), input_size=(3, 224, 224))
+@register_model("vgg16_bn", paper=_paper("D", True), input_size=(3, 224, 224), recipe=sgd_recipe(0.05))
 def vgg16_bn(num_classes: int, in_channels: int, input_size: tuple[int, int], width: int = 64,
              fc_width: int = 4096) -> VGG:
     """VGG configuration D with batch norm after every conv."""
     return VGG("D", num_classes, in_channels, input_size, batch_norm=True, width=width, fc_width=fc_width)
 
 
-@register_model("vgg19", paper=_paper("E", False), input_size=(3, 224, 224))
+@register_model("vgg19", paper=_paper("E", False), input_size=(3, 224, 224), recipe=sgd_recipe(0.01))
 def vgg19(num_classes: int, in_channels: int, input_size: tuple[int, int], width: int = 64,
           fc_width: int = 4096) -> VGG:
     """VGG configuration E."""
     return VGG("E", num_classes, in_channels, input_size, batch_norm=False, width=width, fc_width=fc_width)
 
 
-@register_model("vgg19_bn", paper=_paper("E", True), input_size=(3, 224, 224))
+@register_model("vgg19_bn", paper=_paper("E", True), input_size=(3, 224, 224), recipe=sgd_recipe(0.05))
 def vgg19_bn(num_classes: int, in_channels: int, input_size: tuple[int, int], width: int = 64,
              fc_width: int = 4096) -> VGG:
     """VGG configuration E with batch norm after every conv."""

@@ -56,7 +56,8 @@ def _in_range(value: object, low: float, high: float, open_below: bool) -> bool:
 
 @dataclass
 class TrainConfig:
-    """Everything that decides a training run. Defaults are the recipe that trains the digits CNN to >= 99%."""
+    """Everything that decides a training run. The defaults are digits_cnn's recipe; `for_model` starts from another
+    model's own recipe (kept with the model in the registry)."""
 
     model: str = "digits_cnn"
     model_options: dict = field(default_factory=dict)
@@ -118,6 +119,13 @@ class TrainConfig:
     def to_dict(self) -> dict:
         """JSON-ready."""
         return asdict(self)
+
+    @classmethod
+    def for_model(cls, model: str, **overrides: object) -> TrainConfig:
+        """The model's own training recipe from the registry (timm-style per-model defaults), then `overrides`."""
+        from cnnkit.models import model_info  # the registry imports torch: only when a run is configured
+
+        return cls(model=model, **{**model_info(model).recipe, **overrides}).validate()
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "config") -> TrainConfig:
