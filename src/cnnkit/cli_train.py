@@ -49,9 +49,17 @@ HELP = {
     "stream": "image folders too large for memory: decode training batches from disk (a DataLoader)",
     "workers": "DataLoader worker processes with --stream; default 2",
     "tensorboard": "also log scalars for TensorBoard under RUN_DIR/tensorboard (extra [tensorboard])",
+    "init_from": "start from this checkpoint's weights (a run directory or checkpoint: trained, or imported from "
+                 "Keras / torchvision); the model is the checkpoint's, a new classifier layer is made when the classes "
+                 "differ, and its input scaling is kept",
+    "freeze": "with --init-from: 'features' keeps the feature extractor's weights and batch-norm statistics fixed "
+              "(only the head trains); default none",
     "threads": "intra-op CPU threads per process; default: 1 for small steps (digits-size nets), else the cores "
                "divided among torchrun's processes",
 }
+
+
+TEXT_FIELDS = ("model", "data", "init_from")
 
 
 def add_train_parser(commands: argparse._SubParsersAction) -> None:
@@ -77,8 +85,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
         elif spec.name in CHOICES:
             parser.add_argument(flag, choices=CHOICES[spec.name], default=None, help=HELP[spec.name])
         else:
-            kind = float if isinstance(spec.default, float) else int if spec.name != "data" and spec.name != "model" \
-                else str
+            kind = str if spec.name in TEXT_FIELDS else float if isinstance(spec.default, float) else int
             parser.add_argument(flag, type=kind, default=None, metavar=spec.name.upper(), help=HELP[spec.name])
     parser.add_argument("--out", type=Path, default=None, help="run directory; default runs/MODEL-TIMESTAMP")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
@@ -103,10 +110,8 @@ def parse_option(text: str) -> tuple[str, object]:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The recipe (the article's with --recipe seed, else the model's own from the registry), then explicit flags."""
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
-    if args.recipe == "seed":
-        config = seed_recipe(**given)
-    else:
-        config = TrainConfig.for_model(given.pop("model", TrainConfig.model), **given)
+    seed = args.recipe == "seed"
+    config = seed_recipe(**given) if seed else TrainConfig.for_model(given.pop("model", None), **given)
     if args.model_option:
         config.model_options = {**config.model_options, **dict(map(parse_option, args.model_option))}
     return config.validate()

@@ -50,6 +50,12 @@ class Preprocessing:
             raise CnnkitError(f"std must be positive; received {','.join(map(str, std))}")
         return cls("standardize", values["mean"].reshape(channels, 1, 1), (1.0 / values["std"]).reshape(channels, 1, 1))
 
+    def for_pixel_max(self, pixel_max: float, trained_pixel_max: float) -> Preprocessing:
+        """The same preprocessing for images whose white is `pixel_max` instead of `trained_pixel_max`: the pixel
+        ratio folded into shift and scale ((x * r - shift) * scale = (x - shift / r) * (scale * r))."""
+        ratio = trained_pixel_max / pixel_max
+        return Preprocessing(self.kind, self.shift / ratio, self.scale * ratio)
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Apply to (N, C, H, W) images in their stored scale."""
         if images.shape[1] != self.shift.shape[0]:

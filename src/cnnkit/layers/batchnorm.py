@@ -48,6 +48,7 @@ class BatchNorm2d(nn.Module):
         self._population: dict | None = None  # set while recompute_batchnorm_stats gathers batch moments
         self.use_batch_stats = False  # eval with each batch's own moments, as the article evaluates
         self.sync_world = False  # under torch.distributed: batch moments over every process's batch (SyncBN)
+        self.frozen = False  # fine-tuning with frozen features: population statistics always, never updated
 
     def _check(self, x: torch.Tensor) -> None:
         expected = (self.num_features, *self.spatial) if self.spatial else (self.num_features,)
@@ -57,9 +58,10 @@ class BatchNorm2d(nn.Module):
                               f"{', H, W' if not self.spatial else ''}) input; received shape {tuple(x.shape)}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise with batch statistics in training, population statistics in eval."""
+        """Normalise with batch statistics in training, population statistics in eval (and when frozen)."""
         self._check(x)
-        use_batch = self.training or self._population is not None or self.use_batch_stats
+        training = self.training and not self.frozen
+        use_batch = training or self._population is not None or self.use_batch_stats
         reduced = x.shape[0] * (x.shape[2] * x.shape[3] if self.per == "feature_map" else 1)
         if use_batch and reduced < 2:
             raise CnnkitError(
@@ -70,19 +72,19 @@ class BatchNorm2d(nn.Module):
         flat = x if self.per == "feature_map" else x.reshape(x.shape[0], -1)  # per neuron: (N, C*H*W)
         weight = None if self.weight is None else self.weight.reshape(-1)
         bias = None if self.bias is None else self.bias.reshape(-1)
-        if not self.training and use_batch:
+        if not training and use_batch:
             if self._population is not None:
                 self._gather(flat, reduced)
             y = F.batch_norm(flat, None, None, weight, bias, True, 0.0, self.eps)
             return self._unflatten(y)
-        if self.training and self.sync_world and torch.distributed.is_initialized():
+        if training and self.sync_world and torch.distributed.is_initialized():
             return self._unflatten(self._synced(flat, weight, bias, reduced))
         factor = 0.0
-        if self.training:
+        if training:
             self.num_batches_tracked.add_(1)
             factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
         y = F.batch_norm(flat, self.running_mean.view(-1), self.running_var.view(-1), weight, bias,
-                         self.training, factor, self.eps)
+                         training, factor, self.eps)
         return self._unflatten(y)
 
     def _unflatten(self, y: torch.Tensor) -> torch.Tensor:
@@ -135,7 +137,7 @@ def recompute_batchnorm_stats(
     (as in training) and record them; `unbiased=True` applies the BN paper's m/(m-1) correction per batch.
     Batches are tensors or (inputs, ...) tuples already on the model's device. Returns the number of batches.
     """
-    layers = [m for m in model.modules() if isinstance(m, BatchNorm2d)]
+    layers = [m for m in model.modules() if isinstance(m, BatchNorm2d) and not m.frozen]
     was_training = model.training
     model.eval()
     for layer in layers:
@@ -167,7 +169,7 @@ def running_stats_settled(model: nn.Module, updates: int, tolerance: float = 0.0
     running statistics are then mostly the starting values, not the network's.
     """
     return all((1.0 - m.momentum) ** updates <= tolerance for m in model.modules()
-               if isinstance(m, BatchNorm2d) and m.momentum is not None)
+               if isinstance(m, BatchNorm2d) and m.momentum is not None and not m.frozen)
 
 
 @contextmanager

@@ -20,6 +20,7 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "compile": ("auto", "on", "off"),
     "channels_last": ("auto", "on", "off"),
+    "freeze": ("none", "features"),
 }
 
 
@@ -98,6 +99,8 @@ class TrainConfig:
     workers: int = 2  # DataLoader worker processes with --stream
     channels_last: str = "auto"  # auto: NHWC memory format for inputs of 32x32 and up (measured faster there)
     threads: int = 0  # intra-op threads; 0 = chosen from the work (see cnnkit.train.threads)
+    init_from: str | None = None  # start from this checkpoint's weights (fine-tuning)
+    freeze: str = "none"  # with init_from: 'features' keeps the feature extractor fixed
     recipe: str = "default"
 
     def validate(self) -> TrainConfig:
@@ -121,10 +124,17 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def for_model(cls, model: str, **overrides: object) -> TrainConfig:
-        """The model's own training recipe from the registry (timm-style per-model defaults), then `overrides`."""
-        from cnnkit.models import model_info  # the registry imports torch: only when a run is configured
+    def for_model(cls, model: str | None, **overrides: object) -> TrainConfig:
+        """The model's own training recipe from the registry (timm-style per-model defaults), then `overrides`.
 
+        With no model named: the model of `init_from`'s checkpoint when fine-tuning, else digits_cnn.
+        """
+        from cnnkit.checkpoint import load_checkpoint  # torch loads only when a run is configured, not for --help
+        from cnnkit.models import model_info
+
+        if model is None:
+            init_from = overrides.get("init_from")
+            model = load_checkpoint(init_from)[1]["model"]["name"] if init_from else cls.model
         return cls(model=model, **{**model_info(model).recipe, **overrides}).validate()
 
     @classmethod

@@ -70,12 +70,17 @@ def split_notes(dataset: ImageDataset) -> list[str]:
             "--test-fraction ignored"]
 
 
-def prepare_data(config: TrainConfig, device: torch.device, progress: bool | None = None) -> PreparedData:
-    """Load, split (stratified, seeded), fit preprocessing on the training split only, move to `device`."""
+def prepare_data(config: TrainConfig, device: torch.device, progress: bool | None = None,
+                 given: tuple[Preprocessing | None, float] | None = None) -> PreparedData:
+    """Load, split (stratified, seeded), fit preprocessing on the training split only, move to `device`.
+
+    `given` = (preprocessing, its white value) replaces the fitting: a fine-tuned network keeps the input scaling
+    its weights were trained with (None: inputs used as they were, scaled to that white).
+    """
     if config.stream:
-        return _prepare_stream(config, device)
+        return _prepare_stream(config, device, given)
     dataset, split = load_split(config, progress)
-    preprocessing = Preprocessing.fit(config.preprocessing, dataset.images[split.train])
+    preprocessing = _preprocessing(config, dataset.images[split.train], dataset.pixel_max, given)
 
     def part(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return _preprocessed(dataset.images, index, preprocessing, device), dataset.labels[index].to(device)
@@ -95,7 +100,18 @@ def _preprocessed(images: torch.Tensor, index: torch.Tensor, preprocessing: Prep
     return out
 
 
-def _prepare_stream(config: TrainConfig, device: torch.device) -> PreparedData:
+def _preprocessing(config: TrainConfig, train_images: torch.Tensor, pixel_max: float,
+                   given: tuple[Preprocessing | None, float] | None) -> Preprocessing:
+    """Fitted on the training images, or the given one carried over to this data's pixel scale."""
+    if given is None:
+        return Preprocessing.fit(config.preprocessing, train_images)
+    preprocessing, trained_pixel_max = given
+    base = preprocessing or Preprocessing.fit("none", train_images[:1])
+    return base.for_pixel_max(pixel_max, trained_pixel_max)
+
+
+def _prepare_stream(config: TrainConfig, device: torch.device,
+                    given: tuple[Preprocessing | None, float] | None = None) -> PreparedData:
     """Training images stay on disk; validation and test splits (small fractions) are decoded into memory."""
     path = Path(config.data)
     if not config.data.strip() or not path.is_dir():  # Path("") is the current folder: never read it unasked
@@ -103,7 +119,7 @@ def _prepare_stream(config: TrainConfig, device: torch.device) -> PreparedData:
     images = FolderImages(path, image_size(config))
     split = stratified_split(images.labels, config.val_fraction, config.test_fraction, config.seed)
     sample = split.train[torch.randperm(len(split.train), generator=torch.Generator().manual_seed(config.seed))]
-    preprocessing = Preprocessing.fit(config.preprocessing, images.load(sample[:STREAM_FIT_IMAGES]))
+    preprocessing = _preprocessing(config, images.load(sample[:STREAM_FIT_IMAGES]), images.pixel_max, given)
 
     def part(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return preprocessing(images.load(index)).to(device), images.labels[index].to(device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -30,6 +31,7 @@ from cnnkit.train.losses import describe_objective, make_loss
 from cnnkit.train.run_dir import Restored, RunDirectory, optimizer_tensors, restore_optimizer
 from cnnkit.train.schedule import lr_at
 from cnnkit.train.threads import choose_threads
+from cnnkit.train.transfer import adapt, freeze_features, read_start
 
 
 @dataclass
@@ -192,14 +194,23 @@ def _fit(
     log.note(f"training {config.model} on {config.data}; run directory {run.path}" if run.path else
              f"training {config.model} on {config.data}")
     torch.manual_seed(config.seed)
-    data = prepare_data(config, device, progress=log.enabled and log.tty)
+    start = read_start(config.init_from) if config.init_from else None
+    if start is not None:
+        config = _fit_to_start(config, start[2]["model"], log)
+    given = (start[1], start[2]["data"]["pixel_max"]) if start is not None else None
+    data = prepare_data(config, device, progress=log.enabled and log.tty, given=given)
     for line in data.notes:
         log.note(line)
     channels, h, w = data.dataset.image_shape
     if config.shift >= min(h, w):
         raise CnnkitError(f"--shift must be smaller than the images ({h}x{w}); received {config.shift}")
-    spec = model_spec(config.model, config.model_options, len(data.dataset.class_names), channels, (h, w))
-    model = build_model(spec)
+    options = start[2]["model"]["options"] if start is not None else config.model_options
+    spec = model_spec(config.model, options, len(data.dataset.class_names), channels, (h, w))
+    model = build_model(spec) if start is None else adapt(start, spec, data.dataset.class_names, config.init_from,
+                                                          log.note)
+    if config.freeze == "features":
+        log.note(f"frozen features: {freeze_features(model):,} parameter values stay fixed; batch norm in them "
+                 "uses its population statistics")
     threads, why = choose_threads(config.threads, model, config.batch_size, device)
     torch.set_num_threads(threads)
     log.note(f"threads: {threads} ({why})")
@@ -275,6 +286,18 @@ def _fit(
                      history + ([{"final": final}] if final else []), model, world.is_main, compiled is not None)
 
 
+def _fit_to_start(config: TrainConfig, spec: dict, log: EpochLog) -> TrainConfig:
+    """Check a fine-tuning config against its starting checkpoint's model; size the images to its input."""
+    if config.model != spec["name"]:
+        raise CnnkitError(f"--init-from {config.init_from} holds a {spec['name']}; pass --model {spec['name']} "
+                          f"(received --model {config.model})")
+    height, width = spec["input_size"]
+    if config.image_size is None and height == width:
+        log.note(f"images resized to the checkpoint's input, {height}x{width} (--image-size to state it)")
+        return dataclasses.replace(config, image_size=height)
+    return config
+
+
 def _distributed(model: nn.Module, config: TrainConfig, world: World) -> nn.Module:
     """The module the training step calls: the model itself, or its DDP wrapper under torchrun."""
     if world.size == 1:
@@ -331,7 +354,7 @@ def _settle_bn_statistics(model: nn.Module, data: PreparedData, config: TrainCon
     """Make the statistics that validation, the best checkpoint and the test will all use sound: recompute the
     population statistics over the training split (the article's method) when asked to, or while the running
     averages are still immature. Returns which statistics the model now holds (None: no batch norm)."""
-    if not any(isinstance(m, BatchNorm2d) for m in model.modules()):
+    if not any(isinstance(m, BatchNorm2d) and not m.frozen for m in model.modules()):
         return None
     settled = running_stats_settled(model, step)
     if config.bn_stats == "running" and settled:
