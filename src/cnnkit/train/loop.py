@@ -307,6 +307,16 @@ def _distributed(model: nn.Module, config: TrainConfig, world: World) -> nn.Modu
             if isinstance(module, BatchNorm2d):
                 module.sync_world = True
     device = world.device
+    for module in model.modules():
+        # A conv weight over one input channel per group, (O, 1, kh, kw), is both contiguous and channels-last, and
+        # oneDNN returns its gradient in the channels-last strides. DDP's buckets copy the parameter's strides, so
+        # give the parameter those strides too: otherwise DDP warns "grad strides do not match bucket view strides"
+        # and copies the gradient every step.
+        if isinstance(module, nn.Conv2d) and module.weight.shape[1] == 1:
+            out, _, kh, kw = module.weight.shape  # channels-last strides, spelt out: .contiguous() sees no change
+            weight = torch.empty_strided(module.weight.shape, (kh * kw, 1, kw, 1), dtype=module.weight.dtype,
+                                         device=module.weight.device)
+            module.weight.data = weight.copy_(module.weight.data)
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.index else None)
 
 
