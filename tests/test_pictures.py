@@ -160,3 +160,15 @@ def test_saliency_matches_finite_differences(run):
                 assert float(gradient[0, i, j]) == pytest.approx(float(slope), rel=1e-4, abs=1e-6)
     finally:
         model.float()
+
+
+def test_class_names_with_dollar_signs_are_drawn_as_text(tmp_path):
+    """A class folder named like TeX ('$\\frac{') must not reach matplotlib's math parser (it raised before)."""
+    import torch
+
+    from cnnkit.pictures import plot_confusion, plot_examples
+
+    names = ["$\\frac{", "a$b"]
+    plot_confusion([[2, 0], [1, 3]], names, tmp_path / "confusion.png")
+    plot_examples(torch.zeros(2, 1, 8, 8), [f"pred {n}" for n in names], tmp_path / "wrong.png", "$\\frac{")
+    assert (tmp_path / "confusion.png").stat().st_size > 0 and (tmp_path / "wrong.png").stat().st_size > 0
