@@ -105,6 +105,13 @@ CASES: list[tuple[str, str, str]] = [
     ("explain huge gif", "explain conv --input 2000x2000 --gif --out {tmp}/e3.gif", "explain: the padded input is"),
     ("explain over a file", "explain conv --out {files}/digit.png", "{files}/digit.png already exists"),
     ("explain into /proc", "explain conv --out /proc/cnnkit-explain.png", "/proc/cnnkit-explain.png"),
+    ("visualize over pictures", "visualize {run} --image {files}/digit.png --out {files}/vis",
+     "{files}/vis/filters.png already exists"),
+    ("report over a file", "report {run} --out {files}/report.html", "{files}/report.html already exists"),
+    ("explain-decision over pictures", "explain-decision {run} {files}/digit.png --out {files}/why",
+     "{files}/why/digit_saliency.png already exists"),
+    ("report under a file", "report {run} --out {files}/digit.png/report.html",
+     "{files}/digit.png/report.html: cannot be written because {files}/digit.png is a file"),
 ]
 
 
@@ -167,6 +174,9 @@ def make_checkpoints(folder: Path, run: Path) -> None:
     checkpoint("typed", {**meta, "model": {**meta["model"], "in_channels": "1"}})
     checkpoint("imported", {**meta, "config": None})
     (folder / "victim.json").write_text(json.dumps(meta))  # a checkpoint's JSON that export must not replace
+    for picture in ("vis/filters.png", "why/digit_saliency.png", "report.html"):  # earlier outputs to keep
+        (folder / picture).parent.mkdir(exist_ok=True)
+        (folder / picture).write_text("an earlier result")
     for run_name, config in (("badrun", "{not json"), ("typedrun", json.dumps({"lr": "fast"}))):
         (folder / run_name).mkdir()
         (folder / run_name / "config.json").write_text(config)

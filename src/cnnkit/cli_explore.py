@@ -37,6 +37,7 @@ def add_explore_parsers(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", help="layer for Grad-CAM (default: the last map at the last convolution's size)")
     p.add_argument("--out", type=Path, default=Path("explain-decision"), help="output folder; default "
                                                                                 "./explain-decision")
+    p.add_argument("--overwrite", action="store_true", help="replace pictures already in --out")
     p.set_defaults(run=run_explain_decision)
 
 
@@ -61,7 +62,7 @@ def run_explain_decision(args: argparse.Namespace) -> int:
     """Write the pictures and print what each shows."""
     from cnnkit.pictures import explain_decision
 
-    for item in explain_decision(args.checkpoint, args.images, args.out, args.class_name, args.layer):
+    for item in explain_decision(args.checkpoint, args.images, args.out, args.class_name, args.layer, args.overwrite):
         print(f"{item['input']}: predicted {item['predicted']} ({percent(item['probability'])}), explaining "
               f"{item['explained']}: {item['saliency']} {item['grad_cam']}")
     return 0

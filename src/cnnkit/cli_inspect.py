@@ -82,6 +82,7 @@ def add_inspect_parsers(commands: argparse._SubParsersAction) -> None:
                    help="draw each layer's own output (before its batch norm and activation)")
     p.add_argument("--label", help="the image's true class, shown beside the predicted one")
     p.add_argument("--out", type=Path, default=Path("visualize"), help="output folder; default ./visualize")
+    p.add_argument("--overwrite", action="store_true", help="replace pictures already in --out")
     p.set_defaults(run=run_visualize)
 
     p = commands.add_parser("report", help="one self-contained HTML report of a training run",
@@ -90,6 +91,7 @@ def add_inspect_parsers(commands: argparse._SubParsersAction) -> None:
                                         "filters and feature maps; pictures are embedded.")
     p.add_argument("run_dir", help="run directory made by `cnnkit train`")
     p.add_argument("--out", type=Path, help="HTML path; default RUN_DIR/report.html")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.set_defaults(run=run_report)
 
 
@@ -196,7 +198,7 @@ def run_visualize(args: argparse.Namespace) -> int:
 
     layers = [n.strip() for n in args.layers.split(",")] if args.layers else None
     activation = "pre" if args.pre_activation else "post"
-    for path in visualize(args.checkpoint, args.image, layers, args.out, activation, args.label):
+    for path in visualize(args.checkpoint, args.image, layers, args.out, activation, args.label, args.overwrite):
         print(path)
     return 0
 
@@ -205,6 +207,6 @@ def run_report(args: argparse.Namespace) -> int:
     """Write the HTML report."""
     from cnnkit.report import build_report
 
-    path, captions = build_report(args.run_dir, args.out)
+    path, captions = build_report(args.run_dir, args.out, overwrite=args.overwrite)
     print(f"{path} ({len(captions)} pictures: {'; '.join(captions)})")
     return 0

@@ -63,3 +63,12 @@ def atomic_write(path: Path, data: bytes) -> None:
 def leftover_temp_files(folder: Path) -> list[Path]:
     """Temp files an interrupted `atomic_write` left in `folder` (the next writer of the folder removes them)."""
     return sorted(p for p in folder.glob(f".*{TEMP_SUFFIX}") if p.is_file())
+
+
+def refuse_existing(paths: list[Path], overwrite: bool) -> None:
+    """Refuse to replace any of `paths` unless `overwrite` (checked before anything is written)."""
+    for path in paths:
+        if path.exists() and not path.is_file():
+            raise CnnkitError(f"{path}: exists and is not a file")
+        if path.exists() and not overwrite:
+            raise CnnkitError(f"{path} already exists; pass --overwrite to replace it")

@@ -19,6 +19,7 @@ from torch import nn  # noqa: E402
 from cnnkit.errors import CnnkitError  # noqa: E402
 from cnnkit.explore.trace import grad_cam_layer, record, trace_units  # noqa: E402
 from cnnkit.inference import logits_of, open_model, read_inputs  # noqa: E402
+from cnnkit.outputs import ensure_parent, refuse_existing  # noqa: E402
 from cnnkit.saliency import grad_cam, input_gradient, saliency_map, upsample  # noqa: E402
 
 LOG_AXIS_RATIO = 100  # a curve whose largest value is this many times its smallest gets a log axis
@@ -228,7 +229,7 @@ def plot_examples(images: torch.Tensor, titles: list[str], path: Path, title: st
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_parent(path)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -240,7 +241,7 @@ def file_stem(name: str) -> str:
 
 
 def visualize(source: str, image: str, layers: list[str] | None, out: Path, activation: str = "post",
-              label: str | None = None) -> list[Path]:
+              label: str | None = None, overwrite: bool = False) -> list[Path]:
     """Filters of the first conv layer, and per layer one PNG of the image beside its maps (after the layer's
     batch norm and activation unless `activation` is 'pre'), titled with the predicted (and true) class."""
     trained = open_model(source)
@@ -253,6 +254,8 @@ def visualize(source: str, image: str, layers: list[str] | None, out: Path, acti
     predicted = int(probabilities.argmax())
     caption = f"input: predicted {trained.class_names[predicted]} ({100 * float(probabilities[predicted]):.1f}%)" \
               + (f"\ntrue {label}" if label is not None else "")
+    refuse_existing([out / "filters.png", *(out / f"maps_{file_stem(name)}.png" for name in maps_by_layer)],
+                    overwrite)
     written = [plot_filters(trained.model, out / "filters.png")]
     for name, (shown, maps) in maps_by_layer.items():
         written.append(plot_feature_maps(map_title(name, shown), maps, out / f"maps_{file_stem(name)}.png", images[0],
@@ -280,7 +283,7 @@ def why_figure(image: torch.Tensor, heat: torch.Tensor, pixel_max: float, what: 
 
 
 def explain_decision(source: str, inputs: list[str], out: Path, class_name: str | None = None,
-                     layer: str | None = None) -> list[dict]:
+                     layer: str | None = None, overwrite: bool = False) -> list[dict]:
     """Saliency and Grad-CAM PNGs (IMAGE_saliency.png, IMAGE_gradcam.png) per input image, for its predicted class
     or `class_name`; returns what each picture explains."""
     trained = open_model(source)
@@ -294,6 +297,7 @@ def explain_decision(source: str, inputs: list[str], out: Path, class_name: str 
     probabilities = torch.softmax(logits_of(trained, images), dim=1)
     stems = [file_stem(Path(name).stem) for name in names]
     stems = [s if stems.count(s) == 1 else f"{i}_{s}" for i, s in enumerate(stems)]  # same file names elsewhere
+    refuse_existing([out / f"{stem}_{kind}.png" for stem in stems for kind in ("saliency", "gradcam")], overwrite)
     results = []
     for image, name, stem, probs in zip(images, names, stems, probabilities, strict=True):
         predicted = int(probs.argmax())

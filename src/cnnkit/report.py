@@ -13,6 +13,8 @@ import torch.nn.functional as F
 
 from cnnkit.errors import CnnkitError
 from cnnkit.inference import Trained, evaluate_trained, evaluation_data, load_trained, logits_of
+from cnnkit.metadata import metrics_records
+from cnnkit.outputs import ensure_parent, refuse_existing
 from cnnkit.pictures import (
     default_layers,
     feature_maps,
@@ -24,6 +26,7 @@ from cnnkit.pictures import (
     plot_filters,
 )
 from cnnkit.summary import summarize
+from cnnkit.train.config import TrainConfig
 
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -70,16 +73,19 @@ def top_losses(trained: Trained, images: torch.Tensor, labels: torch.Tensor, cou
 
 def _read_history(run: Path) -> list[dict]:
     path = run / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return metrics_records(path.read_text(errors="replace"), path)[0] if path.exists() else []
 
 
-def build_report(run_dir: str | Path, out: Path | None = None, max_examples: int = 24) -> tuple[Path, list[str]]:
+def build_report(run_dir: str | Path, out: Path | None = None, max_examples: int = 24,
+                 overwrite: bool = False) -> tuple[Path, list[str]]:
     """Write RUN_DIR/report.html (or `out`); return its path and the captions of the pictures it holds."""
     run = Path(run_dir)
     if not (run / "config.json").exists():
         raise CnnkitError(f"{run}: not a run directory (no config.json)")
+    target = out or run / "report.html"
+    refuse_existing([target], overwrite)
     trained = load_trained(run)
-    config = json.loads((run / "config.json").read_text())
+    config = TrainConfig.from_run_dir(run).to_dict()
     history = _read_history(run)
     final = next((r["final"] for r in reversed(history) if "final" in r), {})
     best_epoch = (trained.meta.get("best") or {}).get("epoch")
@@ -147,6 +153,5 @@ def build_report(run_dir: str | Path, out: Path | None = None, max_examples: int
         parts += [f"<h2>{html.escape(caption)}</h2>", tag]
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>cnnkit report: "
             f"{html.escape(run.name)}</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
-    target = out or run / "report.html"
-    target.write_text(page, encoding="utf-8")
+    ensure_parent(target).write_text(page, encoding="utf-8")
     return target, [caption for caption, _ in pictures]
