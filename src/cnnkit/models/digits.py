@@ -49,8 +49,14 @@ class DigitsNet(Classifier):
             init_kaiming(self)
 
 
+# Min-max scaling (the article's), no shifts (2,125 parameters cannot absorb them), batch 32 for 100 epochs of
+# one-cycle AdamW: 97.41% on the digits (seeds 0-2: 99.44 / 96.11 / 96.67) where standardisation gave 95.4% and
+# the old shared recipe 87.6%.
+DIGITSNET_RECIPE = {"preprocessing": "minmax", "shift": 0, "label_smoothing": 0.0, "batch_size": 32, "epochs": 100}
+
+
 @register_model("digitsnet", paper="the article, section 5 (sklearn 8x8 digits)", input_size=(1, 8, 8),
-                num_classes=10, test_size=(1, 8, 8))
+                num_classes=10, test_size=(1, 8, 8), recipe=DIGITSNET_RECIPE)
 def digitsnet(
     num_classes: int, in_channels: int, input_size: tuple[int, int], seed_faithful: bool = False,
 ) -> DigitsNet:
