@@ -91,6 +91,9 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                         help="continue the run in RUN_DIR from its last checkpoint (--epochs may extend it)")
+    parser.add_argument("--seeds", type=int, default=None, metavar="N",
+                        help="train seeds SEED..SEED+N-1 of the recipe together in one batched computation; each "
+                             "lands in OUT/seed-K as a normal run, and the mean and spread are reported")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout (logs go to stderr)")
     parser.add_argument("--no-progress", action="store_true", help="plain lines instead of a progress bar")
     parser.set_defaults(run=run_train)
@@ -127,8 +130,16 @@ def run_train(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         out = args.out or Path("runs") / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
         resume = False
-    result = fit(config, out=out, overwrite=args.overwrite, resume=resume,
-                 progress=False if args.no_progress else None, stream=sys.stderr if args.json else sys.stdout)
-    if args.json and result.is_main:
-        print(json.dumps(result.summary()))
+    progress, stream = False if args.no_progress else None, sys.stderr if args.json else sys.stdout
+    if args.seeds is not None:
+        from cnnkit.train.seeds import fit_seeds
+
+        if resume:
+            raise CnnkitError("--seeds starts new runs; resume a seed's run directory (OUT/seed-K) on its own")
+        summary = fit_seeds(config, args.seeds, out, args.overwrite, progress, stream).summary()
+    else:
+        result = fit(config, out=out, overwrite=args.overwrite, resume=resume, progress=progress, stream=stream)
+        summary = result.summary() if result.is_main else None
+    if args.json and summary is not None:
+        print(json.dumps(summary))
     return 0

@@ -70,10 +70,11 @@ def use_channels_last(config: TrainConfig, input_size: tuple[int, int]) -> bool:
     return config.channels_last == "on" or (config.channels_last == "auto" and min(input_size) >= 32)
 
 
-def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """Adam / AdamW / SGD; no weight decay on biases and normalisation parameters (1-D tensors)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
+def make_optimizer(config: TrainConfig, model: nn.Module, stacked: int = 0) -> torch.optim.Optimizer:
+    """Adam / AdamW / SGD; no weight decay on biases and normalisation parameters (1-D tensors). `stacked` leading
+    axes (several seeds' parameters stacked into one tensor) do not count as dimensions of a weight."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() - stacked > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() - stacked <= 1]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, foreach=True)
@@ -86,10 +87,17 @@ def train_one_epoch(
     model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], optimizer: torch.optim.Optimizer,
     loss_fn: Callable, lr_of_step: Callable[[int], float], step: int, config: TrainConfig, device: torch.device,
     generator: torch.Generator, scaler: torch.amp.GradScaler | None = None, compiled: CompiledStep | None = None,
+    in_memory: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[int, dict]:
-    """One pass over `batches`; returns the next step and summed loss/correct/count tensors (no per-step syncs)."""
+    """One pass over `batches`; returns the next step and summed loss/correct/count tensors (no per-step syncs).
+
+    `in_memory` = (images, labels, order) behind `batches`, when they are tensors in memory: the compiled step
+    then trains the whole epoch in one call where it can (`CompiledStep.runs_epochs`).
+    """
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     model.train()
+    if compiled is not None and in_memory is not None and compiled.runs_epochs(config, in_memory[0]):
+        return compiled.run_epoch(*in_memory, config.batch_size, config.drop_last, lr_of_step, step)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
@@ -246,14 +254,15 @@ def _fit(
         order = epoch_order(len(data.train[1]), config.shuffle, config.seed, epoch).to(device)
         step, sums = train_one_epoch(train_model, _batches(data, config, order, device, world), optimizer, loss_fn,
                                      lambda s: lr_at(s, total_steps, per_epoch, config), step, config, device,
-                                     generator, scaler, compiled)
+                                     generator, scaler, compiled,
+                                     (*data.train, order) if data.stream is None and world.size == 1 else None)
         record = _epoch_record(sums, world, epoch, step, lr_at(step - 1, total_steps, per_epoch, config), run.path)
         evaluate_now = epoch % config.eval_every == 0 or epoch == config.epochs
         if evaluate_now:
             _sync_buffers(model, world)
-            record["bn_statistics"] = _settle_bn_statistics(model, data, config, step, device, log)
-            record.update(_validation(model, data, config))
-            improved = record.get("val_accuracy") is not None and _better(record, best)
+            record["bn_statistics"] = settle_bn_statistics(model, data, config, step, device, log)
+            record.update(validation_metrics(model, data, config))
+            improved = record.get("val_accuracy") is not None and better_than(record, best)
             if improved:
                 best = {"epoch": epoch, "val_accuracy": record["val_accuracy"], "val_loss": record["val_loss"]}
                 best_state = copy.deepcopy(model.state_dict())
@@ -267,7 +276,7 @@ def _fit(
             if improved:
                 run.save("best", model, record, epoch, step, best, data.preprocessing)
             run.save("last", model, record, epoch, step, best, data.preprocessing,
-                     _optimizer_state(optimizer, compiled))
+                     optimizer_state(optimizer, compiled))
         if config.patience and best is not None and epoch - best["epoch"] >= config.patience:
             log.note(f"early stopping: no better validation accuracy for {config.patience} epochs")
             break
@@ -276,7 +285,7 @@ def _fit(
             interrupted = True
             break
     log.close()
-    final = None if interrupted else _final_test(model, best_state, data, config, device, epoch)
+    final = None if interrupted else final_test(model, best_state, data, config, device, epoch)
     if final is not None:
         run.save("best", model, {**(history[-1] if history else {}), **final}, epoch, step, best, data.preprocessing)
         run.append_metrics({"final": final})
@@ -336,7 +345,7 @@ def _restore_optimizer_state(restored: Restored, optimizer: torch.optim.Optimize
                           "resume it with the same --compile setting")
 
 
-def _optimizer_state(optimizer: torch.optim.Optimizer, compiled: CompiledStep | None) -> tuple[dict, list | None]:
+def optimizer_state(optimizer: torch.optim.Optimizer, compiled: CompiledStep | None) -> tuple[dict, list | None]:
     """What a 'last' checkpoint needs to resume the optimiser."""
     if compiled is not None:
         return compiled.state_tensors(), None
@@ -359,7 +368,7 @@ def _epoch_record(sums: dict, world: World, epoch: int, step: int, lr: float, ou
             "train_accuracy": int(sums["correct"]) / count}
 
 
-def _settle_bn_statistics(model: nn.Module, data: PreparedData, config: TrainConfig, step: int,
+def settle_bn_statistics(model: nn.Module, data: PreparedData, config: TrainConfig, step: int,
                           device: torch.device, log: EpochLog) -> str | None:
     """Make the statistics that validation, the best checkpoint and the test will all use sound: recompute the
     population statistics over the training split (the article's method) when asked to, or while the running
@@ -378,7 +387,7 @@ def _settle_bn_statistics(model: nn.Module, data: PreparedData, config: TrainCon
     return "recomputed"
 
 
-def _validation(model: nn.Module, data: PreparedData, config: TrainConfig) -> dict:
+def validation_metrics(model: nn.Module, data: PreparedData, config: TrainConfig) -> dict:
     """Held-out validation loss (plain cross-entropy, whatever the training objective) and accuracy, plus the
     article-style training accuracy when the recipe asks for it."""
     result = {}
@@ -390,7 +399,7 @@ def _validation(model: nn.Module, data: PreparedData, config: TrainConfig) -> di
     return result
 
 
-def _final_test(model: nn.Module, best_state: dict | None, data: PreparedData, config: TrainConfig,
+def final_test(model: nn.Module, best_state: dict | None, data: PreparedData, config: TrainConfig,
                 device: torch.device, epoch: int) -> dict:
     """Load the best validation weights (with the BN statistics they were validated with) and measure the held-out
     test split; the test loss is plain cross-entropy, as the validation loss."""
@@ -412,7 +421,7 @@ def _batches(data: PreparedData, config: TrainConfig, order: torch.Tensor, devic
                           device, config.workers, world.rank, world.size)
 
 
-def _better(record: dict, best: dict | None) -> bool:
+def better_than(record: dict, best: dict | None) -> bool:
     """Higher validation accuracy wins; a tie goes to the lower validation loss."""
     if best is None:
         return True

@@ -1,0 +1,274 @@
+"""Several seeds of one recipe in one process, as one batched computation.
+
+N models are built exactly as N single runs would build them (seed k: its own split, preprocessing,
+initialisation, order and augmentation), their parameters and buffers are stacked (torch.func's
+`stack_module_state`), and each training step runs all of them at once through `vmap`. The optimiser works on
+the stacked tensors: Adam, AdamW and SGD are element-wise, so each seed's update is exactly its own. Every seed
+still gets a normal run directory (OUT/seed-K), loadable by every command, and the report shows the spread.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TextIO
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from cnnkit.checkpoint import build_model, model_spec
+from cnnkit.data.augment import random_flip, random_shift
+from cnnkit.data.batches import epoch_order, num_batches
+from cnnkit.errors import CnnkitError
+from cnnkit.models import main_logits
+from cnnkit.outputs import atomic_write
+from cnnkit.train.config import TrainConfig
+from cnnkit.train.data import prepare_data
+from cnnkit.train.log import EpochLog
+from cnnkit.train.loop import (
+    RunResult,
+    better_than,
+    final_test,
+    make_optimizer,
+    settle_bn_statistics,
+    validation_metrics,
+)
+from cnnkit.train.losses import describe_objective, make_loss
+from cnnkit.train.run_dir import RunDirectory
+from cnnkit.train.schedule import lr_at
+from cnnkit.train.threads import available_cores
+
+
+@dataclass
+class SeedsResult:
+    """Every seed's run and the spread of their held-out test accuracies."""
+
+    runs: list[RunResult]
+    seconds: float
+
+    @property
+    def accuracies(self) -> list[float]:
+        """Test accuracy per seed."""
+        return [run.test_accuracy for run in self.runs]
+
+    def summary(self) -> dict:
+        """JSON-ready: per-seed summaries, mean and standard deviation of the test accuracy."""
+        accuracies = self.accuracies
+        return {"seeds": [run.summary() for run in self.runs], "test_accuracy_mean": statistics.mean(accuracies),
+                "test_accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+                "seconds": round(self.seconds, 3)}
+
+
+def check_supported(config: TrainConfig, count: int) -> None:
+    """Refuse what the batched path does not do (yet), naming the flag."""
+    if not 2 <= count <= 64:
+        raise CnnkitError(f"--seeds must be between 2 and 64; received {count}")
+    refusals = [(config.stream, "--stream"), (config.precision != "fp32", f"--precision {config.precision}"),
+                (config.eval_mode != "population", "--recipe seed (batch-statistics evaluation)"),
+                (config.init_from is not None, "--init-from"), (config.sync_bn, "--sync-bn")]
+    for refused, flag in refusals:
+        if refused:
+            raise CnnkitError(f"--seeds trains in memory in fp32 with population statistics; it does not combine "
+                              f"with {flag}")
+
+
+def fit_seeds(config: TrainConfig, count: int, out: Path | None = None, overwrite: bool = False,
+              progress: bool | None = None, stream: TextIO | None = None) -> SeedsResult:
+    """Train seeds config.seed .. config.seed+count-1 together; with `out`, seed k's run lands in OUT/seed-K."""
+    config.validate()
+    check_supported(config, count)
+    started = time.perf_counter()
+    device = torch.device("cuda" if config.device == "cuda" or (config.device == "auto" and
+                                                                torch.cuda.is_available()) else "cpu")
+    log = EpochLog(replace(config, model=f"{config.model} x{count} seeds"), True, progress, stream)
+    configs = [replace(config, seed=config.seed + k) for k in range(count)]
+    runs = [RunDirectory(out / f"seed-{c.seed}" if out else None, True, log.note) for c in configs]
+    threads = torch.get_num_threads()
+    try:
+        for run in runs:
+            run.check_free(overwrite)
+        return _fit_seeds(configs, runs, log, device, overwrite, started)
+    finally:
+        log.close()
+        for run in runs:
+            run.close()
+        torch.set_num_threads(threads)
+
+
+def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochLog, device: torch.device,
+               overwrite: bool, started: float) -> SeedsResult:
+    config = configs[0]
+    log.note(f"training {config.model} with seeds {configs[0].seed}..{configs[-1].seed} as one batched "
+             f"computation on {config.data}")
+    datas, models = [], []
+    for seed_config in configs:  # each seed exactly as its single run: seeded, then data, then the model
+        torch.manual_seed(seed_config.seed)
+        data = prepare_data(seed_config, device, progress=log.enabled and log.tty)
+        channels, h, w = data.dataset.image_shape
+        spec = model_spec(config.model, config.model_options, len(data.dataset.class_names), channels, (h, w))
+        datas.append((data, spec))
+        models.append(build_model(spec).to(device))
+    for line in datas[0][0].notes:
+        log.note(line)
+    torch.set_num_threads(config.threads or available_cores())
+    for run, seed_config, (data, spec) in zip(runs, configs, datas, strict=True):
+        run.open(overwrite)
+        run.describe(seed_config, spec, data.dataset.class_names, data.description(seed_config.seed))
+        run.write_config(seed_config)
+    sizes = {len(data.train[1]) for data, _ in datas}
+    if len(sizes) != 1:
+        raise CnnkitError(f"the seeds' training splits differ in size ({sorted(sizes)}); --seeds needs equal splits")
+    n = sizes.pop()
+    per_epoch = num_batches(n, config.batch_size, config.drop_last)
+    total_steps = per_epoch * config.epochs
+    loss_fn = make_loss(config.loss, config.label_smoothing)
+    log.note(f"training objective: {describe_objective(config.loss, config.label_smoothing)}; validation and test "
+             "losses are plain cross-entropy")
+    params, buffers = stack_module_state(models)
+    optimizer = make_optimizer(config, _Stacked(params), stacked=1)
+    template = copy.deepcopy(models[0]).to("meta")
+    step_fn = _step_function(template, loss_fn)
+    log.start(1)
+    histories: list[list[dict]] = [[] for _ in configs]
+    bests: list[dict | None] = [None] * len(configs)
+    best_states: list[dict | None] = [None] * len(configs)
+    step = 0
+    for epoch in range(1, config.epochs + 1):
+        epoch_started = time.perf_counter()
+        orders = [epoch_order(n, c.shuffle, c.seed, epoch).to(device) for c in configs]
+        generators = [torch.Generator().manual_seed(c.seed * 7_919 + epoch) for c in configs]
+        torch.manual_seed(config.seed * 1_000_003 + epoch)
+        sums = torch.zeros(len(configs), 2)  # loss sum, correct, per seed
+        for index in range(per_epoch):
+            picked = [order[index * config.batch_size:(index + 1) * config.batch_size] for order in orders]
+            if config.drop_last and len(picked[0]) < config.batch_size:
+                break
+            xs = torch.stack([_augment(data.train[0][p], config, g) for (data, _), p, g in
+                              zip(datas, picked, generators, strict=True)])
+            ys = torch.stack([data.train[1][p] for (data, _), p in zip(datas, picked, strict=True)])
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total_steps, per_epoch, config)
+            losses, logits = step_fn(params, buffers, xs, ys)
+            optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            optimizer.step()
+            sums[:, 0] += losses.detach() * ys.shape[1]
+            sums[:, 1] += (logits.detach().argmax(-1) == ys).sum(1)
+            step += 1
+        evaluate_now = epoch % config.eval_every == 0 or epoch == config.epochs
+        _unstack(params, buffers, models)
+        for k, (model, (data, _), run) in enumerate(zip(models, datas, runs, strict=True)):
+            record = {"epoch": epoch, "step": step, "lr": lr_at(step - 1, total_steps, per_epoch, config),
+                      "train_loss": float(sums[k, 0]) / n, "train_accuracy": float(sums[k, 1]) / n}
+            if evaluate_now:
+                record["bn_statistics"] = settle_bn_statistics(model, data, configs[k], step, device, log)
+                record.update(validation_metrics(model, data, configs[k]))
+                if record.get("val_accuracy") is not None and better_than(record, bests[k]):
+                    bests[k] = {"epoch": epoch, "val_accuracy": record["val_accuracy"], "val_loss": record["val_loss"]}
+                    best_states[k] = copy.deepcopy(model.state_dict())
+                    run.save("best", model, record, epoch, step, bests[k], data.preprocessing)
+                run.append_metrics(record)
+                run.save("last", model, record, epoch, step, bests[k], data.preprocessing,
+                         _seed_optimizer_state(optimizer, k))
+            record["seconds"] = round(time.perf_counter() - epoch_started, 4)
+            histories[k].append(record)
+        _restack(models, params, buffers)
+        log.epoch(_mean_record(histories, epoch, config))
+    log.close()
+    results = []
+    for k, (model, (data, _), run) in enumerate(zip(models, datas, runs, strict=True)):
+        final = final_test(model, best_states[k], data, configs[k], device, config.epochs)
+        run.save("best", model, {**histories[k][-1], **final}, config.epochs, step, bests[k], data.preprocessing)
+        run.append_metrics({"final": final})
+        results.append(RunResult(run.path, final["test_accuracy"], final["test_loss"],
+                                 bests[k] and bests[k]["val_accuracy"], config.epochs,
+                                 time.perf_counter() - started, histories[k] + [{"final": final}], model))
+    outcome = SeedsResult(results, time.perf_counter() - started)
+    summary = outcome.summary()
+    if runs[0].writes:  # beside the seeds' run directories: the spread in one file
+        atomic_write(runs[0].path.parent / "seeds.json", json.dumps(summary, indent=1).encode())
+    per_seed = ", ".join(f"{c.seed}: {100 * a:.2f}%" for c, a in zip(configs, outcome.accuracies, strict=True))
+    log.note(f"test accuracy per seed: {per_seed}")
+    log.note(f"test accuracy over {len(configs)} seeds: {100 * summary['test_accuracy_mean']:.2f}% +- "
+             f"{100 * summary['test_accuracy_std']:.2f}% (mean +- standard deviation)")
+    return outcome
+
+
+class _Stacked(nn.Module):
+    """The stacked parameters as a module, so the single-run optimiser setup (decay groups) applies to them."""
+
+    def __init__(self, params: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.tensors = list(params.values())
+
+    def parameters(self, recurse: bool = True):  # noqa: ARG002 - the interface of nn.Module
+        """Every stacked tensor; the stacking axis counts as one more dimension, so decay groups shift by one."""
+        return iter(self.tensors)
+
+
+def _seed_optimizer_state(optimizer: torch.optim.Optimizer, k: int) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """Seed k's slice of the stacked optimiser state, in the single-run checkpoint format (so `--resume` works)."""
+    state = optimizer.state_dict()
+    tensors = {}
+    for index, slots in state["state"].items():
+        for name, value in slots.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{index}.{name}"] = (value[k] if value.dim() else value).detach().cpu().contiguous()
+    return tensors, state["param_groups"]
+
+
+def _step_function(template: nn.Module, loss_fn):
+    """(stacked params, stacked buffers, xs (S, B, ...), ys (S, B)) -> (loss per seed, logits per seed)."""
+
+    def loss_of(params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        output = functional_call(template, (params, buffers), (x,))
+        return loss_fn(output, y), main_logits(output)
+
+    batched = vmap(loss_of, randomness="different")  # each seed its own dropout masks
+
+    def step(params: dict, buffers: dict, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        template.train()
+        return batched(params, buffers, xs, ys)
+
+    return step
+
+
+def _augment(images: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """One seed's batch augmented as its single run would (shift, then flip, from its epoch generator)."""
+    if config.shift:
+        images = random_shift(images, config.shift, generator)
+    if config.flip:
+        images = random_flip(images, generator)
+    return images
+
+
+def _unstack(params: dict, buffers: dict, models: list[nn.Module]) -> None:
+    """Copy each seed's slice of the stacked tensors into its own model (for evaluation and checkpoints)."""
+    with torch.no_grad():
+        for k, model in enumerate(models):
+            model.load_state_dict({**{n: p[k] for n, p in params.items()}, **{n: b[k] for n, b in buffers.items()}})
+
+
+def _restack(models: list[nn.Module], params: dict, buffers: dict) -> None:
+    """Copy back the buffers evaluation may have changed (recomputed batch-norm statistics)."""
+    with torch.no_grad():
+        for k, model in enumerate(models):
+            state = model.state_dict()
+            for name, stacked in buffers.items():
+                stacked[k].copy_(state[name])
+
+
+def _mean_record(histories: list[list[dict]], epoch: int, config: TrainConfig) -> dict:
+    """The epoch's record averaged over seeds, for the log line."""
+    records = [history[-1] for history in histories]
+    mean = {"epoch": epoch, "lr": records[0]["lr"], "seconds": records[0]["seconds"]}
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+        values = [r[key] for r in records if r.get(key) is not None]
+        if values:
+            mean[key] = statistics.mean(values)
+    return mean

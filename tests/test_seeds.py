@@ -1,0 +1,45 @@
+"""Several seeds in one batched computation: each seed trains as it would alone, and lands as a normal run."""
+
+import io
+import json
+import statistics
+
+import pytest
+
+from cnnkit import CnnkitError
+from cnnkit.cli import main
+from cnnkit.inference import evaluate_checkpoint
+from cnnkit.train import TrainConfig, fit
+from cnnkit.train.seeds import fit_seeds
+
+# lenet5_modern on digits, batch 64: 21 steps an epoch, so 5 epochs are the first 105 steps (shifted batches too).
+CONFIG = TrainConfig.for_model("lenet5_modern", epochs=5, compile="off", threads=1)
+
+
+def test_each_seed_follows_its_single_run_loss_curve(tmp_path):
+    batched = fit_seeds(CONFIG, 2, out=tmp_path / "seeds", progress=False, stream=io.StringIO())
+    for k, run in enumerate(batched.runs):
+        alone = fit(TrainConfig.for_model("lenet5_modern", epochs=5, compile="off", threads=1, seed=k),
+                    progress=False, stream=io.StringIO())
+        ours = [r["train_loss"] for r in run.history if "train_loss" in r]
+        theirs = [r["train_loss"] for r in alone.history if "train_loss" in r]
+        assert len(ours) == len(theirs) == 5
+        assert max(abs(a - b) / b for a, b in zip(ours, theirs, strict=True)) < 1e-4, (ours, theirs)
+        assert run.test_accuracy == alone.test_accuracy
+    summary = json.loads((tmp_path / "seeds" / "seeds.json").read_text())
+    accuracies = [s["test_accuracy"] for s in summary["seeds"]]
+    assert summary["test_accuracy_mean"] == pytest.approx(statistics.mean(accuracies))
+    assert summary["test_accuracy_std"] == pytest.approx(statistics.stdev(accuracies))
+    # Each seed's directory is a normal run: evaluate reproduces the accuracy its training reported.
+    assert evaluate_checkpoint(str(tmp_path / "seeds" / "seed-1"))["accuracy"] == pytest.approx(accuracies[1])
+
+
+def test_cli_seeds_prints_the_spread(tmp_path, capsys):
+    assert main(["train", "--model", "digitsnet", "--seeds", "3", "--epochs", "1", "--out", str(tmp_path / "s"),
+                 "--json", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert [s["run_dir"] for s in summary["seeds"]] == [str(tmp_path / "s" / f"seed-{k}") for k in range(3)]
+    assert "test accuracy over 3 seeds:" in captured.err and "(mean +- standard deviation)" in captured.err
+    with pytest.raises(CnnkitError, match="does not combine with --stream"):
+        fit_seeds(TrainConfig(stream=True), 2, progress=False)
