@@ -47,24 +47,24 @@ def conv_as_matmul(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: tuple[int, int],
     dilation: tuple[int, int], padding: tuple[int, int],
 ) -> torch.Tensor:
-    """The same convolution as one gather of input patches and one matrix product (im2col).
+    """The same convolution as one matrix product over shifted copies of the input (im2col), batch innermost.
 
-    Under torch.compile the gather and its backward (a scatter-add) become generated loops and the product one
-    small GEMM, which on tiny maps (8x8 digits) costs a fraction of a oneDNN convolution call.
+    Patches are laid out (C * kh * kw, Ho, Wo, N): every read and write runs along the batch, so the compiled
+    graph's copy loops (and their backward, a sum of shifted slices) are plain vector loops, and the product is
+    one GEMM of (out channels, C * kh * kw) by that matrix. The result is an (N, O, Ho, Wo) view of that layout.
     """
     if padding != (0, 0):
         x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
     n, c, h, w = x.shape
     out_ch, _, kh, kw = weight.shape
-    ho = (h - (kh - 1) * dilation[0] - 1) // stride[0] + 1
-    wo = (w - (kw - 1) * dilation[1] - 1) // stride[1] + 1
-    rows = torch.arange(ho, device=x.device)[:, None] * stride[0] + torch.arange(kh, device=x.device) * dilation[0]
-    cols = torch.arange(wo, device=x.device)[:, None] * stride[1] + torch.arange(kw, device=x.device) * dilation[1]
-    channel = torch.arange(c, device=x.device) * (h * w)
-    # index[(i, j), (ch, a, b)] = ch*h*w + rows[i, a]*w + cols[j, b]
-    index = (channel[None, None, :, None, None] + rows[:, None, None, :, None] * w + cols[None, :, None, None, :])
-    patches = x.reshape(n, c * h * w)[:, index.reshape(ho * wo, c * kh * kw)]  # (N, L, C*kh*kw)
-    out = patches @ weight.reshape(out_ch, -1).t()
+    (sh, sw), (dh, dw) = stride, dilation
+    ho = (h - (kh - 1) * dh - 1) // sh + 1
+    wo = (w - (kw - 1) * dw - 1) // sw + 1
+    batch_last = x.permute(1, 2, 3, 0)  # (C, H, W, N)
+    shifted = [batch_last[:, a * dh:a * dh + (ho - 1) * sh + 1:sh, b * dw:b * dw + (wo - 1) * sw + 1:sw]
+               for a in range(kh) for b in range(kw)]
+    patches = torch.stack(shifted, 1).reshape(c * kh * kw, ho * wo * n)
+    out = (weight.reshape(out_ch, -1) @ patches).view(out_ch, ho, wo, n)
     if bias is not None:
-        out = out + bias
-    return out.transpose(1, 2).reshape(n, out_ch, ho, wo)
+        out = out + bias.view(-1, 1, 1, 1)
+    return out.permute(3, 0, 1, 2)
