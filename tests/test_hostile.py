@@ -112,6 +112,9 @@ CASES: list[tuple[str, str, str]] = [
      "{files}/why/digit_saliency.png already exists"),
     ("report under a file", "report {run} --out {files}/digit.png/report.html",
      "{files}/digit.png/report.html: cannot be written because {files}/digit.png is a file"),
+    ("keras zip bomb", "import-weights {files}/bomb.keras --model digitsnet --out {tmp}/k",
+     "{files}/bomb.keras: archive member model.weights.h5 inflates to"),
+    ("seeds out of range", "train --seeds 1000 --out {tmp}/s", "--seeds must be between 2 and 64"),
 ]
 
 
@@ -152,6 +155,14 @@ def make_files(folder: Path) -> None:
         (folder / "broken" / name).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8), np.uint8)).save(folder / "broken" / name)
     (folder / "broken" / "b" / "3.png").write_bytes((folder / "broken" / "b" / "3.png").read_bytes()[:60])
+    keras = io.BytesIO()  # a .keras archive whose central directory claims a 3 GiB weights member
+    with zipfile.ZipFile(keras, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("config.json", "{}")
+        archive.writestr("model.weights.h5", bytes(1000))
+    data = bytearray(keras.getvalue())
+    central = data.rindex(b"PK\x01\x02")
+    data[central + 24:central + 28] = (3 * 1024**3).to_bytes(4, "little")  # the member's uncompressed size
+    (folder / "bomb.keras").write_bytes(bytes(data))
 
 
 def make_checkpoints(folder: Path, run: Path) -> None:
