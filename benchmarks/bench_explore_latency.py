@@ -7,11 +7,10 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import torch
-from common import machine, percentile
+from common import latency_ms, machine, percentile
 
 from cnnkit.explore.session import Explorer
 from cnnkit.inference import untrained
@@ -21,13 +20,7 @@ VISIBLE = 4  # cards on the first screen of the page (each card: one layer with 
 
 
 def timings(fn, repeats: int) -> dict:
-    for _ in range(3):
-        fn()
-    values = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        values.append((time.perf_counter() - started) * 1e3)
+    values = latency_ms(fn, repeats)
     return {"median_ms": round(percentile(values, 50), 2), "p95_ms": round(percentile(values, 95), 2)}
 
 

@@ -7,19 +7,13 @@ import time
 from pathlib import Path
 
 import torch
-from common import machine, percentile
+from common import latency_ms, machine, percentile
 
 from cnnkit.models import get_model
 
 
 def timings(fn, repeats: int) -> dict:
-    for _ in range(5):
-        fn()
-    values = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        values.append((time.perf_counter() - started) * 1e3)
+    values = latency_ms(fn, repeats, warmup=5)
     return {"median_ms": round(percentile(values, 50), 3), "p99_ms": round(percentile(values, 99), 3)}
 
 

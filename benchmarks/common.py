@@ -23,6 +23,18 @@ def median_us(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def latency_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> list[float]:
+    """Wall times of `fn` in milliseconds, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    values = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        values.append((time.perf_counter() - started) * 1e3)
+    return values
+
+
 def percentile(values: list[float], q: float) -> float:
     """q-th percentile (0..100) by nearest rank."""
     ordered = sorted(values)
