@@ -209,6 +209,8 @@ class CompiledStep:
         if full:
             batches = order[:full * batch_size].view(full, batch_size)
             scalars = self._scalars([lr_of_step(step + k) for k in range(full)])
+            for varying in (batches, scalars):  # one graph for any number of batches (a short run, a test)
+                torch._dynamo.decorators.mark_unbacked(varying, 0)
             loss_sum, correct, first_bad = self._run(self._epoch_graph, self.flat, self.buffers, self.exp_avg,
                                                      self.exp_avg_sq, self.step_count, images, labels, batches,
                                                      scalars)
