@@ -127,7 +127,34 @@ def test_compiled_epoch_takes_a_short_last_batch_as_the_eager_loop():
     _assert_same_weights(eager, compiled.model)
 
 
-def test_the_epoch_graph_steps_aside_for_augmentation_and_dropout():
+def test_compiled_sgd_epoch_with_decay_and_clipping_matches_eager():
+    config = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3, grad_clip=1.0,
+                         label_smoothing=0.0, loss="article")
+    eager = get_model("digitsnet", seed_faithful=True)
+    model = get_model("digitsnet", seed_faithful=True)
+    model.load_state_dict(eager.state_dict())
+    eager.train(), model.train()
+    optimizer = make_optimizer(config, eager)
+    compiled = CompiledStep(model, config, make_loss("article"), (8, 8))
+    images, labels = torch.rand(1600, 1, 8, 8), torch.randint(0, 10, (1600,))
+    order = torch.randperm(1600)[:160]
+    expected = 0.0
+    for start in range(0, 160, 8):
+        index = order[start:start + 8]
+        optimizer.zero_grad()
+        loss = make_loss("article")(eager(images[index]), labels[index])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(eager.parameters(), config.grad_clip)
+        optimizer.step()
+        expected += loss.item() * 8
+    step, sums = compiled.run_epoch(images, labels, order, 8, True, lambda s: config.lr, 0)
+    assert step == 20
+    torch.testing.assert_close(float(sums["loss_sum"]), expected, rtol=1e-5, atol=1e-5)
+    for a, b in zip(eager.parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_the_epoch_graph_steps_aside_for_augmentation_dropout_and_big_networks():
     images = torch.rand(16, 1, 8, 8)
     step = _article_pair()[3]
     assert step.runs_epochs(seed_recipe(), images)
@@ -135,6 +162,11 @@ def test_the_epoch_graph_steps_aside_for_augmentation_and_dropout():
     assert not step.runs_epochs(seed_recipe(flip=True), images)
     dropout = CompiledStep(get_model("digits_cnn"), TrainConfig(), make_loss("cross_entropy"), (8, 8))
     assert not dropout.runs_epochs(TrainConfig(shift=0), images)
+    dropout.model.head[1].p = 0.0
+    assert dropout.runs_epochs(TrainConfig(shift=0), images)
+    wide = get_model("digits_cnn", width=64, dropout=0.0)  # 270k parameters: its per-step path is fine
+    big = CompiledStep(wide, TrainConfig(), make_loss("cross_entropy"), (8, 8))
+    assert big.flat.numel() > 100_000 and not big.runs_epochs(TrainConfig(shift=0), images)
 
 
 def test_fit_with_compile_resumes(tmp_path):

@@ -145,8 +145,10 @@ class CompiledStep:
             x, y = images.index_select(0, index), labels.index_select(0, index)
             state = {n: b.clone() for n, b in zip(names, buffer_values, strict=True)}  # the loop body is pure
             grads, loss, logits = self._loss_and_grads(flat, state, x, y)
-            flat, exp_avg, exp_avg_sq = self._update(flat, exp_avg, exp_avg_sq, grads,
+            flat, exp_avg, new_avg_sq = self._update(flat, exp_avg, exp_avg_sq, grads,
                                                      scalars.index_select(0, i.view(1)).view(-1))
+            # SGD leaves exp_avg_sq alone, and a loop body may not hand back an input itself
+            exp_avg_sq = exp_avg_sq.clone() if new_avg_sq is exp_avg_sq else new_avg_sq
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), i, first_bad)
             return (i + 1, flat, exp_avg, exp_avg_sq, loss_sum + loss * y.shape[0],
                     correct + (logits.argmax(1) == y).sum(), first_bad, *state.values())
@@ -194,10 +196,11 @@ class CompiledStep:
         return result
 
     def runs_epochs(self, config: TrainConfig, images: torch.Tensor) -> bool:
-        """Whether `run_epoch` can train this run: CPU, and nothing random or per-batch in a step (augmentation,
-        dropout), since the epoch graph replays one step's code for every batch."""
+        """Whether `run_epoch` can train this run: a tiny CPU network (where per-step overhead is most of a step;
+        a bigger one's steps gain little and its looped graph compiles slowly), and nothing random or per-batch in
+        a step (augmentation, dropout), since the epoch graph replays one step's code for every batch."""
         dropout = any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in self.model.modules())
-        return self.flat.device.type == "cpu" and not (config.shift or config.flip or dropout) \
+        return self.single_thread and not (config.shift or config.flip or dropout) \
             and images.dim() == 4 and images.is_contiguous()
 
     def run_epoch(self, images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, batch_size: int,
