@@ -6,7 +6,7 @@ Names are imported on first use (PEP 562), so `cnnkit --help` can read the confi
 from importlib import import_module
 
 _HOMES = {"TrainConfig": "cnnkit.train.config", "seed_recipe": "cnnkit.train.config",
-          "RunResult": "cnnkit.train.loop", "evaluate": "cnnkit.train.loop", "fit": "cnnkit.train.loop",
+          "RunResult": "cnnkit.train.loop", "evaluate": "cnnkit.train.evaluation", "fit": "cnnkit.train.loop",
           "train_one_epoch": "cnnkit.train.loop"}
 __all__ = sorted(_HOMES)
 

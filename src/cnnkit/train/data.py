@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from cnnkit.data import ImageDataset, Preprocessing, Split, load_source, stratified_split
-from cnnkit.data.stream import FolderImages
+from cnnkit.data.batches import tensor_batches
+from cnnkit.data.stream import FolderImages, stream_batches
 from cnnkit.errors import CnnkitError
 from cnnkit.train.config import TrainConfig
 
@@ -126,3 +128,13 @@ def _prepare_stream(config: TrainConfig, device: torch.device,
 
     train = (split.train, images.labels[split.train].to(device))
     return PreparedData(images, preprocessing, train, part(split.val), part(split.test), stream=images)
+
+
+def training_batches(data: PreparedData, config: TrainConfig, order: torch.Tensor, device: torch.device, rank: int = 0,
+                     world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """In-memory tensor batches, or (with --stream) batches decoded from disk by a DataLoader."""
+    x, y = data.train
+    if data.stream is None:
+        return tensor_batches(x, y, config.batch_size, order, config.drop_last, rank, world_size)
+    return stream_batches(data.stream, x[order.cpu()], config.batch_size, config.drop_last, data.preprocessing,
+                          device, config.workers, rank, world_size)

@@ -29,15 +29,9 @@ from cnnkit.models import main_logits
 from cnnkit.outputs import atomic_write
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.data import prepare_data
+from cnnkit.train.evaluation import better_than, final_test, settle_bn_statistics, validation_metrics
 from cnnkit.train.log import EpochLog
-from cnnkit.train.loop import (
-    RunResult,
-    better_than,
-    final_test,
-    make_optimizer,
-    settle_bn_statistics,
-    validation_metrics,
-)
+from cnnkit.train.loop import RunResult, make_optimizer
 from cnnkit.train.losses import describe_objective, make_loss
 from cnnkit.train.run_dir import RunDirectory
 from cnnkit.train.schedule import lr_at
