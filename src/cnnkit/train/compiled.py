@@ -25,7 +25,7 @@ from cnnkit.models.base import main_logits
 from cnnkit.train.config import TrainConfig
 
 SINGLE_THREAD_PARAMS = 100_000
-TINY_MAP = 16 * 16  # convolutions on maps this small run as gather + matmul inside the compiled graph
+TINY_MAP = 16 * 16  # convolutions on maps this small run as im2col + matmul inside the compiled graph
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, which make_optimizer keeps
 # Inductor's FX graph cache skips graphs holding a while_loop; its key pickles the loop's body and condition
 # graphs with the rest, so marking it cacheable is sound and turns a 20-40 s compile into a 2-5 s cache load.
@@ -66,12 +66,13 @@ class CompiledStep:
         self.exp_avg_sq = torch.zeros_like(self.flat)
         self.step_count = torch.zeros((), dtype=self.flat.dtype, device=self.flat.device)
         self.steps_taken = 0  # step_count on the host, for the bias corrections (no device read per step)
-        if min(input_size) ** 2 <= TINY_MAP:
+        tiny_maps = min(input_size) ** 2 <= TINY_MAP
+        if tiny_maps:
             for module in model.modules():
                 if isinstance(module, Conv2d):
                     module.im2col = True
         self._step_graph = self._compile(CompiledStep._step, {})
-        self._epoch_graph = self._compile(CompiledStep._epoch, epoch_graph_options(min(input_size) ** 2 <= TINY_MAP))
+        self._epoch_graph = self._compile(CompiledStep._epoch, epoch_graph_options(tiny_maps))
 
     def _compile(self, method: Callable, options: dict) -> Callable:
         """torch.compile a copy of `method` bound to this object.
