@@ -22,7 +22,7 @@ from cnnkit.layers.batchnorm import BatchNorm2d
 from cnnkit.models import main_logits
 from cnnkit.train.compiled import CompiledStep, should_compile
 from cnnkit.train.config import TrainConfig
-from cnnkit.train.data import prepare_data, training_batches
+from cnnkit.train.data import PreparedData, prepare_data, training_batches
 from cnnkit.train.distributed import World, all_sum, setup_world, teardown
 from cnnkit.train.evaluation import autocast, better_than, final_test, settle_bn_statistics, validation_metrics
 from cnnkit.train.log import EpochLog
@@ -169,30 +169,8 @@ def _fit(
         run.check_free(overwrite)  # fail fast; nothing is created until the data and the model are known good
     log.note(f"training {config.model} on {config.data}; run directory {run.path}" if run.path else
              f"training {config.model} on {config.data}")
-    torch.manual_seed(config.seed)
-    start = read_start(config.init_from) if config.init_from else None
-    if start is not None:
-        config = _fit_to_start(config, start[2]["model"], log)
-    given = (start[1], start[2]["data"]["pixel_max"]) if start is not None else None
-    data = prepare_data(config, device, progress=log.enabled and log.tty, given=given)
-    for line in data.notes:
-        log.note(line)
-    channels, h, w = data.dataset.image_shape
-    if config.shift >= min(h, w):
-        raise CnnkitError(f"--shift must be smaller than the images ({h}x{w}); received {config.shift}")
-    options = start[2]["model"]["options"] if start is not None else config.model_options
-    spec = model_spec(config.model, options, len(data.dataset.class_names), channels, (h, w))
-    model = build_model(spec) if start is None else adapt(start, spec, data.dataset.class_names, config.init_from,
-                                                          log.note)
-    if config.freeze == "features":
-        log.note(f"frozen features: {freeze_features(model):,} parameter values stay fixed; batch norm in them "
-                 "uses its population statistics")
-    threads, why = choose_threads(config.threads, model, config.batch_size, device)
-    torch.set_num_threads(threads)
-    log.note(f"threads: {threads} ({why})")
-    model = model.to(device)
-    if use_channels_last(config, (h, w)):
-        model = model.to(memory_format=torch.channels_last)
+    config, data, spec, model = _data_and_model(config, device, log)
+    h, w = spec["input_size"]
     optimizer = make_optimizer(config, model)
     run.open(overwrite, resume)
     restored = run.restore(model) if resume else Restored()
@@ -262,6 +240,37 @@ def _fit(
     return RunResult(run.path, final and final["test_accuracy"], final and final["test_loss"],
                      best and best["val_accuracy"], epoch, time.perf_counter() - started,
                      history + ([{"final": final}] if final else []), model, world.is_main, compiled is not None)
+
+
+def _data_and_model(config: TrainConfig, device: torch.device, log: EpochLog
+                    ) -> tuple[TrainConfig, PreparedData, dict, nn.Module]:
+    """The run's data and model on `device`: a fresh model, or --init-from's (the config then fitted to it); the
+    thread count chosen from the model's work."""
+    torch.manual_seed(config.seed)
+    start = read_start(config.init_from) if config.init_from else None
+    if start is not None:
+        config = _fit_to_start(config, start[2]["model"], log)
+    given = (start[1], start[2]["data"]["pixel_max"]) if start is not None else None
+    data = prepare_data(config, device, progress=log.enabled and log.tty, given=given)
+    for line in data.notes:
+        log.note(line)
+    channels, h, w = data.dataset.image_shape
+    if config.shift >= min(h, w):
+        raise CnnkitError(f"--shift must be smaller than the images ({h}x{w}); received {config.shift}")
+    options = start[2]["model"]["options"] if start is not None else config.model_options
+    spec = model_spec(config.model, options, len(data.dataset.class_names), channels, (h, w))
+    model = build_model(spec) if start is None else adapt(start, spec, data.dataset.class_names, config.init_from,
+                                                          log.note)
+    if config.freeze == "features":
+        log.note(f"frozen features: {freeze_features(model):,} parameter values stay fixed; batch norm in them "
+                 "uses its population statistics")
+    threads, why = choose_threads(config.threads, model, config.batch_size, device)
+    torch.set_num_threads(threads)
+    log.note(f"threads: {threads} ({why})")
+    model = model.to(device)
+    if use_channels_last(config, (h, w)):
+        model = model.to(memory_format=torch.channels_last)
+    return config, data, spec, model
 
 
 def _fit_to_start(config: TrainConfig, spec: dict, log: EpochLog) -> TrainConfig:
