@@ -45,7 +45,7 @@ HELP = {
     "eval_mode": "population (BN population statistics) or batch (the article's batch statistics)",
     "sync_bn": "synchronise batch-norm statistics across processes under torchrun",
     "compile": "torch.compile the training step: auto, on or off",
-    "channels_last": "NHWC memory format for model and batches: auto (for inputs of 32x32 and up), on or off",
+    "channels_last": "NHWC memory format for model and batches: auto (CPU always, GPU from 32x32), on or off",
     "stream": "image folders too large for memory: decode training batches from disk (a DataLoader)",
     "workers": "DataLoader worker processes with --stream; default 2",
     "tensorboard": "also log scalars for TensorBoard under RUN_DIR/tensorboard (extra [tensorboard])",
