@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import emit  # noqa: E402
 
-BENCHMARKS = ("seed_recipe", "time_to_accuracy", "contention", "startup", "throughput", "inference_latency",
+BENCHMARKS = ("seed_recipe", "time_to_accuracy", "contention", "seeds", "startup", "throughput", "inference_latency",
               "explore_latency")
 
 
