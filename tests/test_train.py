@@ -244,3 +244,13 @@ def test_each_model_trains_with_its_own_recipe_unless_told_otherwise(tmp_path):
                  "--no-progress"]) == 0
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert (config["epochs"], config["batch_size"]) == (1, model_info("lenet5_modern").recipe["batch_size"])
+
+
+def test_nhwc_default_on_the_cpu_trains_like_nchw():
+    auto = fit(TrainConfig(epochs=1), progress=False)
+    nchw = fit(TrainConfig(epochs=1, channels_last="off"), progress=False)
+    second_conv = "features.3.weight"
+    assert auto.model.get_parameter(second_conv).is_contiguous(memory_format=torch.channels_last)
+    assert nchw.model.get_parameter(second_conv).is_contiguous()
+    for (name, a), b in zip(auto.model.state_dict().items(), nchw.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a.float(), b.float(), rtol=1e-4, atol=1e-4, msg=name)
