@@ -99,5 +99,5 @@ def run(quick: bool = False) -> dict:
             "max_train_overhead": max(r["train"]["cnnkit_overhead"] for r in rows),
             "fastest_training_setting": {m: {k: r[k] for k in ("precision", "channels_last", "compiled")}
                                          for m, r in fastest.items()},
-            "cnnkit_default": {"precision": "fp32", "channels_last": "auto (on from 32x32)",
+            "cnnkit_default": {"precision": "fp32", "channels_last": "auto (CPU always, GPU from 32x32)",
                                "compiled": "auto (runs of 20,000+ steps)"}}
