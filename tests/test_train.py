@@ -112,6 +112,23 @@ def test_cli_existing_run_and_json(tmp_path, capsys):
     assert "already holds a run" in capsys.readouterr().err
     assert main(["train", "--resume", out, "--epochs", "2", "--no-progress"]) == 0
     assert load_checkpoint(tmp_path / "r" / "last")[1]["epoch"] == 2
+    assert "epochs 1 -> 2 (recorded in config.json): the onecycle learning-rate schedule is re-planned" in \
+        capsys.readouterr().out
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["epochs"] == 2
+
+
+def test_resume_refuses_other_settings_and_a_finished_run(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["train", "--out", str(out), "--epochs", "1", "--no-progress"]) == 0
+    before = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()}
+    capsys.readouterr()
+    for argv, message in ((["--lr", "0.5"], "received --lr 0.5"), (["--model", "digitsnet"], "--model digitsnet"),
+                          (["--model-option", "width=8"], "--model-option width=8"),
+                          ([], "has finished its 1 epochs; pass --epochs N (more than 1)")):
+        assert main(["train", "--resume", str(out), *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+    assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == before
 
 
 def test_json_output_holds_only_json_when_compile_falls_back(tmp_path, capsys):

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from cnnkit.errors import CnnkitError
@@ -60,6 +60,7 @@ HELP = {
 
 
 TEXT_FIELDS = ("model", "data", "init_from")
+RESUMABLE = {"epochs", "threads"}  # what --resume may change: the run's length, and how fast it runs here
 
 
 def add_train_parser(commands: argparse._SubParsersAction) -> None:
@@ -120,12 +121,30 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return config.validate()
 
 
+def resumed_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's recorded config, with a new epoch count or thread count; any other setting given must match it."""
+    recorded = TrainConfig.from_run_dir(args.resume)
+    changed = [f"--{name.replace('_', '-')} {value}" for name, value in vars(args).items()
+               if name in {f.name for f in fields(TrainConfig)} - RESUMABLE and value is not None
+               and value != getattr(recorded, name)]
+    changed += [f"--model-option {text}" for text in args.model_option]
+    changed += [f"--out {args.out}"] if args.out is not None else []
+    changed += ["--overwrite"] if args.overwrite else []
+    changed += ["--recipe seed"] if args.recipe == "seed" and recorded.recipe != "seed" else []
+    if changed:
+        raise CnnkitError(f"--resume continues {args.resume} with the settings in its config.json (only --epochs and "
+                          f"--threads may change); received {', '.join(changed)}: start a new run with --out, or "
+                          f"fine-tune with --init-from {args.resume}")
+    config = TrainConfig.from_run_dir(args.resume, args.epochs)
+    return config if args.threads is None else replace(config, threads=args.threads).validate()
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Train and print the held-out accuracy (and a JSON summary with --json)."""
     from cnnkit.train.loop import fit
 
     if args.resume is not None:
-        config, out, resume = TrainConfig.from_run_dir(args.resume, args.epochs), args.resume, True
+        config, out, resume = resumed_config(args), args.resume, True
     else:
         config = config_from_args(args)
         out = args.out or Path("runs") / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"

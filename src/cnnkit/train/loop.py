@@ -170,21 +170,26 @@ def _fit(
         raise CnnkitError("precision fp16 (AMP with loss scaling) needs a CUDA device; use bf16 on CPU")
     if not resume:
         run.check_free(overwrite)  # fail fast; nothing is created until the data and the model are known good
-    log.note(f"training {config.model} on {config.data}; run directory {run.path}" if run.path else
-             f"training {config.model} on {config.data}")
+    log.note(f"training {config.model} on {config.data}")
     config, data, spec, model = _data_and_model(config, device, log)
     h, w = spec["input_size"]
     optimizer = make_optimizer(config, model)
     run.open(overwrite, resume)
-    restored = run.restore(model) if resume else Restored()
+    if run.path:  # said once the folder exists: a run refused earlier never names one
+        log.note(f"run directory {run.path}")
+    restored = run.restore(model, config.epochs) if resume else Restored()
     run.describe(config, spec, data.dataset.class_names, data.description(config.seed))
-    if not resume:
+    recorded_epochs = TrainConfig.from_run_dir(run.path).epochs if resume and run.path else config.epochs
+    if not resume or recorded_epochs != config.epochs:
         run.write_config(config)
     per_epoch = num_batches(len(data.train[1]), config.batch_size, config.drop_last, world.size)
     if per_epoch == 0:
         raise CnnkitError(f"the training split ({len(data.train[1])} images) is smaller than one batch of "
                           f"{config.batch_size}")
     total_steps = per_epoch * config.epochs
+    if recorded_epochs != config.epochs:
+        log.note(_extension_note(config, recorded_epochs, restored, lr_at(restored.step, total_steps, per_epoch,
+                                                                          config)))
     loss_fn = make_loss(config.loss, config.label_smoothing)
     log.note(f"training objective: {describe_objective(config.loss, config.label_smoothing)}; validation and test "
              "losses are plain cross-entropy")
@@ -274,6 +279,15 @@ def _data_and_model(config: TrainConfig, device: torch.device, log: EpochLog
     if use_channels_last(config, (h, w), device):
         model = model.to(memory_format=torch.channels_last)
     return config, data, spec, model
+
+
+def _extension_note(config: TrainConfig, recorded_epochs: int, restored: Restored, next_lr: float) -> str:
+    """What changes when a resumed run gets a new epoch count: the schedule is planned over the new length."""
+    note = f"epochs {recorded_epochs} -> {config.epochs} (recorded in config.json)"
+    if config.schedule not in ("cosine", "onecycle"):  # the others do not depend on the run's length
+        return note
+    return (f"{note}: the {config.schedule} learning-rate schedule is re-planned over {config.epochs} epochs, so "
+            f"epoch {restored.start_epoch} continues at lr {next_lr:.3g}")
 
 
 def _fit_to_start(config: TrainConfig, spec: dict, log: EpochLog) -> TrainConfig:

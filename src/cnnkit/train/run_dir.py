@@ -169,9 +169,10 @@ class RunDirectory:
                 meta["optimizer_param_groups"] = groups
         save_checkpoint(self.path / name, model, meta, preprocessing, extra)
 
-    def restore(self, model: nn.Module) -> Restored:
+    def restore(self, model: nn.Module, epochs: int) -> Restored:
         """Load the last checkpoint into `model` and the RNG; repair JSON copies an interrupted write left stale;
-        trim metrics.jsonl to the epochs the checkpoint covers (dropping a torn last line)."""
+        trim metrics.jsonl to the epochs the checkpoint covers (dropping a torn last line). A finished run is
+        refused unless `epochs` extends it."""
         if self.path is None or not any((self.path / f"last.{s}").exists() for s in ("safetensors", "json")):
             raise CnnkitError(f"{self.path}: nothing to resume (no last checkpoint)")
         for name in ("last", "best"):
@@ -180,6 +181,9 @@ class RunDirectory:
                 self.say(f"repaired {name}.json from {name}.safetensors (the previous run stopped between the two "
                          "writes)")
         tensors, meta = load_checkpoint(self.path / "last")
+        if meta["epoch"] >= epochs and self._finished():
+            raise CnnkitError(f"{self.path} has finished its {meta['epoch']} epochs; pass --epochs N (more than "
+                              f"{meta['epoch']}) to train it further")
         try:
             model.load_state_dict(_model_weights(tensors))
             torch.set_rng_state(tensors["rng.torch"])
@@ -195,6 +199,11 @@ class RunDirectory:
         self.say(f"resuming from epoch {meta['epoch']} (step {meta['global_step']})")
         return Restored(meta["epoch"] + 1, meta["global_step"], best, history, tensors,
                         meta.get("optimizer_param_groups"), best_state)
+
+    def _finished(self) -> bool:
+        """Whether metrics.jsonl holds the final test record of a completed run."""
+        path = self.path / "metrics.jsonl"
+        return path.exists() and any("final" in r for r in metrics_records(path.read_text(errors="replace"), path)[0])
 
     def _history(self, last_epoch: int) -> list[dict]:
         path = self.path / "metrics.jsonl"
