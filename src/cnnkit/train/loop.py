@@ -64,6 +64,16 @@ def use_channels_last(config: TrainConfig, input_size: tuple[int, int], device: 
     return device.type == "cpu" or min(input_size) >= 32
 
 
+def dropout_seed(seed: int, epoch: int) -> int:
+    """The seed of an epoch's dropout masks (the global generator's, in a single run)."""
+    return seed * 1_000_003 + epoch
+
+
+def augment_seed(seed: int, epoch: int) -> int:
+    """The seed of an epoch's shifts and flips."""
+    return seed * 7_919 + epoch
+
+
 def make_optimizer(config: TrainConfig, model: nn.Module, stacked: int = 0) -> torch.optim.Optimizer:
     """Adam / AdamW / SGD; no weight decay on biases and normalisation parameters (1-D tensors). `stacked` leading
     axes (several seeds' parameters stacked into one tensor) do not count as dimensions of a weight."""
@@ -203,8 +213,8 @@ def _fit(
     epoch, interrupted = restored.start_epoch - 1, False
     for epoch in range(restored.start_epoch, config.epochs + 1):
         epoch_started = time.perf_counter()
-        torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout masks depend on (seed, epoch) only
-        generator = torch.Generator().manual_seed(config.seed * 7_919 + epoch)
+        torch.manual_seed(dropout_seed(config.seed, epoch))  # dropout masks depend on (seed, epoch) only
+        generator = torch.Generator().manual_seed(augment_seed(config.seed, epoch))
         order = epoch_order(len(data.train[1]), config.shuffle, config.seed, epoch).to(device)
         batches = training_batches(data, config, order, device, world.rank, world.size)
         step, sums = train_one_epoch(train_model, batches, optimizer, loss_fn,

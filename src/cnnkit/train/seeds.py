@@ -31,11 +31,12 @@ from cnnkit.train.config import TrainConfig
 from cnnkit.train.data import prepare_data
 from cnnkit.train.evaluation import better_than, final_test, settle_bn_statistics, validation_metrics
 from cnnkit.train.log import EpochLog
-from cnnkit.train.loop import RunResult, make_optimizer
+from cnnkit.train.loop import RunResult, augment_seed, dropout_seed, make_optimizer
 from cnnkit.train.losses import describe_objective, make_loss
 from cnnkit.train.run_dir import RunDirectory
 from cnnkit.train.schedule import lr_at
-from cnnkit.train.threads import available_cores
+from cnnkit.train.seed_dropout import draw_masks, dropout_inputs, mask_dropout
+from cnnkit.train.threads import choose_threads
 
 
 @dataclass
@@ -109,7 +110,9 @@ def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochL
         models.append(build_model(spec).to(device))
     for line in datas[0][0].notes:
         log.note(line)
-    torch.set_num_threads(config.threads or available_cores())
+    threads, why = choose_threads(config.threads, models[0], config.batch_size * len(configs), device)
+    torch.set_num_threads(threads)
+    log.note(f"threads: {threads} ({why}; {len(configs)} seeds' batches at once)")
     for run, seed_config, (data, spec) in zip(runs, configs, datas, strict=True):
         run.open(overwrite)
         run.describe(seed_config, spec, data.dataset.class_names, data.description(seed_config.seed))
@@ -126,6 +129,10 @@ def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochL
     params, buffers = stack_module_state(models)
     optimizer = make_optimizer(config, _Stacked(params), stacked=1)
     template = copy.deepcopy(models[0]).to("meta")
+    last = 0 if config.drop_last else n % config.batch_size
+    dropout_calls = {size: dropout_inputs(template, (size, *datas[0][0].train[0].shape[1:]))
+                     for size in {config.batch_size, last} - {0}}
+    mask_dropout(template)
     step_fn = _step_function(template, loss_fn)
     log.start(1)
     histories: list[list[dict]] = [[] for _ in configs]
@@ -135,8 +142,8 @@ def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochL
     for epoch in range(1, config.epochs + 1):
         epoch_started = time.perf_counter()
         orders = [epoch_order(n, c.shuffle, c.seed, epoch).to(device) for c in configs]
-        generators = [torch.Generator().manual_seed(c.seed * 7_919 + epoch) for c in configs]
-        torch.manual_seed(config.seed * 1_000_003 + epoch)
+        generators = [torch.Generator().manual_seed(augment_seed(c.seed, epoch)) for c in configs]
+        dropout_generators = [torch.Generator().manual_seed(dropout_seed(c.seed, epoch)) for c in configs]
         sums = torch.zeros(len(configs), 2)  # loss sum, correct, per seed
         for index in range(per_epoch):
             picked = [order[index * config.batch_size:(index + 1) * config.batch_size] for order in orders]
@@ -147,7 +154,8 @@ def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochL
             ys = torch.stack([data.train[1][p] for (data, _), p in zip(datas, picked, strict=True)])
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, per_epoch, config)
-            losses, logits = step_fn(params, buffers, xs, ys)
+            masks = draw_masks(dropout_calls[len(picked[0])], dropout_generators)
+            losses, logits = step_fn(params, {**buffers, **masks}, xs, ys)
             optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()
             optimizer.step()
@@ -223,7 +231,7 @@ def _step_function(template: nn.Module, loss_fn):
         output = functional_call(template, (params, buffers), (x,))
         return loss_fn(output, y), main_logits(output)
 
-    batched = vmap(loss_of, randomness="different")  # each seed its own dropout masks
+    batched = vmap(loss_of, randomness="error")  # dropout masks come in as buffers, drawn as each single run does
 
     def step(params: dict, buffers: dict, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         template.train()
