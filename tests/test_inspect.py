@@ -99,6 +99,12 @@ def test_cli_evaluate_predict_summary_models(run_dir, tmp_path, capsys):
     np.save(tmp_path / "x.npy", np.zeros((8, 8), dtype=np.float32))
     assert main(["predict", str(run_dir), str(tmp_path / "x.npy"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["input"].endswith("x.npy")
+    assert main(["predict", str(run_dir), "--top-k", "2", str(tmp_path / "x.npy"), "--json"]) == 0  # files last
+    assert len(json.loads(capsys.readouterr().out)[0]["top"]) == 2
+    with pytest.raises(SystemExit) as exited:
+        main(["predict", str(run_dir), str(tmp_path / "x.npy"), "--bogus"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.startswith("cnnkit predict: error: unrecognized arguments: --bogus")
     np.save(tmp_path / "rgb.npy", np.zeros((3, 8, 8), dtype=np.float32))
     assert main(["predict", str(run_dir), str(tmp_path / "rgb.npy")]) == 2
     assert "the model expects (N, 1, 8, 8) (1 channel(s))" in capsys.readouterr().err

@@ -22,11 +22,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.set_defaults(commands=commands.choices)
     add_train_parser(commands)
     add_inspect_parsers(commands)
     add_explore_parsers(commands)
     add_io_parsers(commands)
     return parser
+
+
+def take_trailing_inputs(args: argparse.Namespace, extras: list[str]) -> None:
+    """Files after an option (`predict RUN --top-k 5 a.png`) join the command's list of inputs; anything else is
+    refused by the command's own parser, which names the command."""
+    inputs = getattr(args, "inputs", None)
+    if isinstance(inputs, list) and not any(text.startswith("-") for text in extras):
+        inputs.extend(extras)
+        return
+    owner = args.commands.get(args.command) if args.command else None
+    (owner or build_parser()).error(f"unrecognized arguments: {' '.join(extras)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     # other busy process on a small machine (set before torch is imported by a command; a user's value wins).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        take_trailing_inputs(args, extras)
     if args.command is None:
         parser.print_help()
         return 0

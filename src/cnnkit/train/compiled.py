@@ -25,6 +25,7 @@ from cnnkit.models.base import main_logits
 from cnnkit.train.config import TrainConfig
 
 SINGLE_THREAD_PARAMS = 100_000
+AUTO_COMPILE_STEPS = 20_000  # below this, compiling (~30 s cold) costs more than it saves
 TINY_MAP = 16 * 16  # convolutions on maps this small run as im2col + matmul inside the compiled graph
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, which make_optimizer keeps
 # Inductor's FX graph cache skips graphs holding a while_loop; its key pickles the loop's body and condition
@@ -267,4 +268,10 @@ def should_compile(config: TrainConfig, total_steps: int, world_size: int, say: 
     if reason:
         say(f"compile: falling back to eager ({reason})")
         return False
-    return config.compile == "on" or total_steps >= 20_000
+    if config.compile == "on" or total_steps >= AUTO_COMPILE_STEPS:
+        say("compile: the training step runs compiled (torch.compile; the first compile takes ~30 s, later runs "
+            "load it from the cache)")
+        return True
+    say(f"compile: eager (auto compiles runs of {AUTO_COMPILE_STEPS:,}+ steps, where the compile time pays for "
+        f"itself; this run has {total_steps:,}; --compile on compiles it anyway)")
+    return False
