@@ -51,8 +51,7 @@ class DigitsNet(Classifier):
 
 # Min-max scaling (the article's), no shifts (2,125 parameters cannot absorb them), batch 32 for 100 epochs of
 # one-cycle AdamW: 97.22% on the digits (seeds 0-2: 98.33 / 96.94 / 96.39; 96.25% +- 1.21 over seeds 0-7) where
-# standardisation gave 95.4% and
-# the old shared recipe 87.6%.
+# standardisation gave 95.4% and the old shared recipe 87.6%.
 DIGITSNET_RECIPE = {"preprocessing": "minmax", "shift": 0, "label_smoothing": 0.0, "batch_size": 32, "epochs": 100}
 
 
