@@ -51,9 +51,10 @@ def adapt(start: tuple[nn.Module, Preprocessing | None, dict], spec: dict, class
         state[key] = value
     model.load_state_dict(state)
     if replaced:
-        before = ", ".join(meta.get("class_names") or [])
-        say(f"init from {path}: new classifier layer {last} for {spec['num_classes']} classes ({', '.join(class_names)}"
-            f"; the checkpoint's: {old['num_classes']}, {before}); every other weight comes from the checkpoint")
+        ours = _classes(class_names, len(class_names))
+        theirs = _classes(meta.get("class_names") or [], old["num_classes"])
+        say(f"init from {path}: a new classifier layer {last} for {ours} (the checkpoint had {theirs}); every other "
+            "weight comes from the checkpoint")
     else:
         say(f"init from {path}: every weight comes from the checkpoint (the same classes)")
     return model
@@ -79,3 +80,10 @@ def freeze_features(model: nn.Module) -> int:
             module.frozen = True
             module.eval()
     return fixed
+
+
+def _classes(names: list[str], count: int, shown: int = 5) -> str:
+    """'3 classes: 0, 1, 2' (the first `shown` names, then '...'); '10 classes' where no names are known."""
+    if not names:
+        return f"{count} classes"
+    return f"{count} classes: " + ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
