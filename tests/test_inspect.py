@@ -90,6 +90,15 @@ def test_evaluate_metrics_are_consistent(run_dir):
     recall = [c["recall"] for c in metrics["per_class"]]
     np.testing.assert_allclose(recall, np.diag(confusion) / confusion.sum(1))
     assert metrics["top5_accuracy"] >= metrics["accuracy"]
+    assert metrics["macro_average"]["recall"] == pytest.approx(np.mean(recall))
+    # Data holding only classes 0-2: the other classes' recall is undefined, not 0, and the averages skip them.
+    some = labels < 3
+    subset = evaluate_trained(trained, images[some], labels[some])
+    confusion = np.array(subset["confusion_matrix"])
+    assert [c["recall"] for c in subset["per_class"][3:]] == [None] * 7
+    expected = np.diag(confusion)[:3] / confusion.sum(1)[:3]
+    assert subset["macro_average"]["recall"] == pytest.approx(expected.mean())
+    assert subset["macro_average"]["classes"] == 3
 
 
 def test_cli_evaluate_predict_summary_models(run_dir, tmp_path, capsys):

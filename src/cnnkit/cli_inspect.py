@@ -97,7 +97,7 @@ def add_inspect_parsers(commands: argparse._SubParsersAction) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Print accuracy, top-k, per-class metrics and the labelled confusion matrix."""
-    from cnnkit.inference import evaluate_checkpoint
+    from cnnkit.inference import evaluate_checkpoint, score_text
 
     metrics = evaluate_checkpoint(args.checkpoint, args.data, args.top_k, progress=False if args.no_progress else None)
     if args.json:
@@ -108,7 +108,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(f"accuracy {percent(metrics['accuracy'])}   {top_key.replace('_', ' ')} {percent(metrics[top_key])}")
     print(f"{'class':>12} {'precision':>9} {'recall':>7} {'F1':>6} {'support':>7}")
     for c in metrics["per_class"]:
-        print(f"{c['class']:>12} {c['precision']:9.3f} {c['recall']:7.3f} {c['f1']:6.3f} {c['support']:7d}")
+        print(f"{c['class']:>12} {score_text(c['precision']):>9} {score_text(c['recall']):>7} "
+              f"{score_text(c['f1']):>6} {c['support']:7d}")
+    macro = metrics["macro_average"]
+    print(f"{'macro avg':>12} {score_text(macro['precision']):>9} {score_text(macro['recall']):>7} "
+          f"{score_text(macro['f1']):>6} {'':>7}  (over the {macro['classes']} classes in the data; '-': undefined)")
     print(confusion_table(metrics["confusion_matrix"], metrics["classes"]))
     return 0
 

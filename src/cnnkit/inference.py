@@ -177,16 +177,32 @@ def evaluate_trained(trained: Trained, images: torch.Tensor, labels: torch.Tenso
     k = min(top_k, logits.shape[1])
     top = (logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
     classes = list(range(len(trained.class_names)))
+    # A class never predicted has no precision, one absent from the data no recall: None (not a misleading 0).
     precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=classes,
-                                                                     zero_division=0)
+                                                                     zero_division=np.nan)
+    present = sorted(set(labels.tolist()))
+    macro = precision_recall_fscore_support(labels, predicted, labels=present, average="macro", zero_division=np.nan)
     return {
         "count": len(labels), "accuracy": float((predicted == labels).float().mean()),
         f"top{k}_accuracy": float(top.float().mean()),
-        "per_class": [{"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        "per_class": [{"class": name, "precision": _defined(p), "recall": _defined(r), "f1": _defined(f),
+                       "support": int(s)}
                       for name, p, r, f, s in zip(trained.class_names, precision, recall, f1, support, strict=True)],
+        "macro_average": {"precision": _defined(macro[0]), "recall": _defined(macro[1]), "f1": _defined(macro[2]),
+                          "classes": len(present)},
         "confusion_matrix": confusion_matrix(labels, predicted, labels=classes).tolist(),
         "predicted": predicted.tolist(),
     }
+
+
+def _defined(value: float) -> float | None:
+    """A score as a float, or None where it is undefined (NaN)."""
+    return None if np.isnan(value) else float(value)
+
+
+def score_text(value: float | None) -> str:
+    """A precision/recall/F1 for a table: three decimals, '-' where undefined."""
+    return "-" if value is None else f"{value:.3f}"
 
 
 def evaluate_checkpoint(checkpoint: str, data: str | None = None, top_k: int = 5,

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnkit.errors import CnnkitError
-from cnnkit.inference import Trained, evaluate_trained, evaluation_data, load_trained, logits_of
+from cnnkit.inference import Trained, evaluate_trained, evaluation_data, load_trained, logits_of, score_text
 from cnnkit.metadata import metrics_records
 from cnnkit.outputs import ensure_parent, refuse_existing
 from cnnkit.pictures import (
@@ -124,7 +124,7 @@ def build_report(run_dir: str | Path, out: Path | None = None, max_examples: int
             title = map_title(name, shown)
             add(f"feature maps of {title} for test image 0 (true {names[int(labels[0])]})",
                 plot_feature_maps(title, values, folder / f"maps{i}.png", images[0], caption, trained.pixel_max))
-    per_class = [[c["class"], f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", c["support"]]
+    per_class = [[c["class"], score_text(c["precision"]), score_text(c["recall"]), score_text(c["f1"]), c["support"]]
                  for c in metrics["per_class"]]
     layers = [[r.name, r.type, "x".join(map(str, r.output_shape)), f"{r.trainable:,}", f"{r.non_trainable:,}",
                f"{r.macs:,}", r.receptive_field or "all", r.formula] for r in summary.rows]

@@ -38,7 +38,9 @@ def processes_on_this_machine() -> int:
 def choose_threads(requested: int, model: nn.Module, batch_size: int, device: torch.device) -> tuple[int, str]:
     """(threads, why) for a training run: `requested` if given, else OMP_NUM_THREADS if set, else from the work."""
     if requested:
-        return requested, "--threads"
+        cores = available_cores()
+        return requested, "--threads" if requested <= cores else \
+            f"--threads; more than the {cores} cores this process may use, so threads will wait on each other"
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():
         return torch.get_num_threads(), "OMP_NUM_THREADS"
     share = max(1, available_cores() // processes_on_this_machine())
