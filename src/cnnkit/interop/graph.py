@@ -82,7 +82,10 @@ def difference(keras: Op, ours: Op) -> str | None:
     if keras.in_shape != ours.in_shape:
         return f"inputs {shape_text(keras.in_shape)} vs {shape_text(ours.in_shape)}"
     if keras.out_shape != ours.out_shape:
-        return f"outputs {shape_text(keras.out_shape)} vs {shape_text(ours.out_shape)}"
+        hint = ""
+        if keras.out_shape and ours.out_shape and keras.out_shape[1:] == ours.out_shape[1:]:  # channels only
+            hint = " (a narrower or wider variant of the network? pass cnnkit's --model-option, e.g. width=N)"
+        return f"outputs {shape_text(keras.out_shape)} vs {shape_text(ours.out_shape)}{hint}"
     if keras.window != ours.window:
         return f"windows {window_text(keras.window)} vs {window_text(ours.window)}"
     return None
