@@ -110,6 +110,10 @@ def test_cli_evaluate_predict_summary_models(run_dir, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)[0]["input"].endswith("x.npy")
     assert main(["predict", str(run_dir), "--top-k", "2", str(tmp_path / "x.npy"), "--json"]) == 0  # files last
     assert len(json.loads(capsys.readouterr().out)[0]["top"]) == 2
+    Image.fromarray(np.zeros((29, 13), dtype=np.uint8)).save(tmp_path / "tall.png")
+    assert main(["predict", str(run_dir), str(tmp_path / "tall.png"), str(tmp_path / "x.npy"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert "13x29 image was stretched to the model's 8x8" in rows[0]["note"] and "note" not in rows[1]
     with pytest.raises(SystemExit) as exited:
         main(["predict", str(run_dir), str(tmp_path / "x.npy"), "--bogus"])
     assert exited.value.code == 2

@@ -81,7 +81,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
         for name in ("best", "last"):
             if (path / f"{name}.safetensors").exists() or (path / f"{name}.json").exists():
                 return path / name
-        raise CnnkitError(f"{path}: no best or last checkpoint in this folder")
+        seeds = sorted(p.name for p in path.glob("seed-*") if p.is_dir())
+        hint = f" (it holds the runs of --seeds: {seeds[0]} ... {seeds[-1]}; name one, e.g. {path / seeds[0]})" \
+            if seeds else ""
+        raise CnnkitError(f"{path}: no best or last checkpoint in this folder{hint}")
     if path.suffix in PICKLE_SUFFIXES and path.exists():
         raise CnnkitError(f"{path}: pickle-based checkpoints are refused (they can run code); cnnkit reads "
                           f"safetensors + JSON only. To convert one you trust: cnnkit import-weights {path} --trust "

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
 
-from cnnkit.checkpoint import model_from_checkpoint
+from cnnkit.checkpoint import model_from_checkpoint, resolve_checkpoint
 from cnnkit.data import ImageDataset, Preprocessing, load_source
 from cnnkit.data.safety import decode_image
 from cnnkit.errors import CnnkitError
@@ -34,10 +35,10 @@ class Trained:
     def check_shape(self, images: torch.Tensor, what: str = "images") -> None:
         """Refuse a batch whose channels or size differ from the model's input."""
         if images.dim() != 4 or images.shape[1] != self.input_shape[0]:
-            raise CnnkitError(f"{what} have shape {tuple(images.shape)}; the model expects (N, {self.input_shape[0]}, "
+            raise CnnkitError(f"{what}: shape {tuple(images.shape)}; the model expects (N, {self.input_shape[0]}, "
                               f"{self.input_shape[1]}, {self.input_shape[2]}) ({self.input_shape[0]} channel(s))")
         if tuple(images.shape[2:]) != self.input_shape[1:]:
-            raise CnnkitError(f"{what} are {images.shape[2]}x{images.shape[3]}; the model expects "
+            raise CnnkitError(f"{what}: {images.shape[2]}x{images.shape[3]} images; the model expects "
                               f"{self.input_shape[1]}x{self.input_shape[2]}")
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
@@ -212,7 +213,8 @@ def evaluate_checkpoint(checkpoint: str, data: str | None = None, top_k: int = 5
     images, labels, described = evaluation_data(trained, data, progress)
     metrics = evaluate_trained(trained, images, labels, top_k)
     metrics.pop("predicted")
-    return {"data": described, "classes": trained.class_names, **metrics}
+    return {"checkpoint": str(resolve_checkpoint(checkpoint)), "epoch": trained.meta.get("epoch"), "data": described,
+            "classes": trained.class_names, **metrics}
 
 
 def predict_sources(checkpoint: str, inputs: list[str], data: str | None = None, top_k: int = 3,
@@ -228,7 +230,8 @@ def predict_sources(checkpoint: str, inputs: list[str], data: str | None = None,
         batches.append(images)
         names += named
         truths += [None] * len(named)
-        notes += [polarity_note(trained, image) for image in images]
+        notes += [_joined(polarity_note(trained, image), aspect_note(name, trained.input_shape[1:]))
+                  for name, image in zip(named, images, strict=True)]
     if data:
         images, source = read_data(trained, data, progress)
         labels = model_labels(trained, source, data)
@@ -246,6 +249,26 @@ def predict_sources(checkpoint: str, inputs: list[str], data: str | None = None,
             row["note"] = note
         rows.append(row)
     return rows
+
+
+def aspect_note(name: str, size: tuple[int, int]) -> str | None:
+    """A warning when an image file's proportions differ from the model's input (it is squashed to fit); None for
+    arrays and files of the right shape."""
+    if name.endswith((".npy", "]")):
+        return None
+    with Image.open(name) as image:  # the header only: the file was decoded already
+        width, height = image.size
+    ratio = (width / height) / (size[1] / size[0])
+    if 0.9 <= ratio <= 1.1:
+        return None
+    return (f"this {width}x{height} image was stretched to the model's {size[1]}x{size[0]}, changing its "
+            "proportions; crop or pad it to the model's shape for a faithful prediction")
+
+
+def _joined(*notes: str | None) -> str | None:
+    """Several notes as one, or None."""
+    present = [n for n in notes if n]
+    return "; ".join(present) if present else None
 
 
 def polarity_note(trained: Trained, image: torch.Tensor) -> str | None:

@@ -65,7 +65,8 @@ def settle_bn_statistics(model: nn.Module, data: PreparedData, config: TrainConf
     if config.bn_stats == "running" and settled:
         return "running"
     if not settled and config.bn_stats == "running":
-        log.note_once("bn", f"batch norm: after {step} steps the running statistics are still mostly their starting "
+        steps = f"{step} step{'s' if step != 1 else ''}"
+        log.note_once("bn", f"batch norm: after {steps} the running statistics are still mostly their starting "
                             "values; using population statistics recomputed over the training split instead (the "
                             "article's method) until they settle")
     order = torch.arange(len(data.train[1]), device=device)
