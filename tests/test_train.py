@@ -271,3 +271,13 @@ def test_nhwc_default_on_the_cpu_trains_like_nchw():
     assert nchw.model.get_parameter(second_conv).is_contiguous()
     for (name, a), b in zip(auto.model.state_dict().items(), nchw.model.state_dict().values(), strict=True):
         torch.testing.assert_close(a.float(), b.float(), rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_progress_bar_keeps_each_epoch_line():
+    import io
+
+    log = io.StringIO()
+    fit(TrainConfig(epochs=2), progress=True, stream=log)
+    lines = log.getvalue().splitlines()
+    assert any(line.startswith("epoch    1/2  train objective") for line in lines)
+    assert any(line.startswith("epoch    2/2  train objective") for line in lines)

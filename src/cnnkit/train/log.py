@@ -17,7 +17,7 @@ def _pct(value: float | None) -> str:
 
 
 class EpochLog:
-    """One line per evaluated epoch (plain), or a progress bar whose postfix shows the latest metrics (TTY)."""
+    """One line per evaluated epoch, and on a terminal a progress bar of the epochs below those lines."""
 
     def __init__(self, config: TrainConfig, enabled: bool, progress: bool | None, stream: TextIO | None = None) -> None:
         self.config, self.enabled, self.stream = config, enabled, stream or sys.stdout
@@ -49,21 +49,21 @@ class EpochLog:
             for key, value in record.items():
                 if key not in ("epoch", "step") and isinstance(value, (int, float)):
                     self.writer.add_scalar(key, value, record["epoch"])
-        evaluated = "val_accuracy" in record or "article_train_accuracy" in record
         if self.bar is not None:
             self.bar.update(1)
-            if evaluated:
-                self.bar.set_postfix(objective=f"{record['train_loss']:.4f}", val=_pct(record.get("val_accuracy")))
-            return
-        if evaluated:
-            parts = [f"epoch {record['epoch']:>4}/{self.config.epochs}",
-                     f"train objective {record['train_loss']:.4f} acc {_pct(record['train_accuracy'])}"]
-            if record.get("val_accuracy") is not None:
-                parts.append(f"val cross-entropy {record['val_loss']:.4f} acc {_pct(record['val_accuracy'])}")
-            if "article_train_accuracy" in record:
-                parts.append(f"article-style accuracy {_pct(record['article_train_accuracy'])}")
-            parts.append(f"lr {record['lr']:.2e}  {record['seconds']:.2f}s")
-            print("  ".join(parts), file=self.stream, flush=True)
+        if "val_accuracy" in record or "article_train_accuracy" in record:
+            self.note(self._line(record))  # above the bar on a terminal: the history stays on screen
+
+    def _line(self, record: dict) -> str:
+        """One evaluated epoch as a line of the log."""
+        parts = [f"epoch {record['epoch']:>4}/{self.config.epochs}",
+                 f"train objective {record['train_loss']:.4f} acc {_pct(record['train_accuracy'])}"]
+        if record.get("val_accuracy") is not None:
+            parts.append(f"val cross-entropy {record['val_loss']:.4f} acc {_pct(record['val_accuracy'])}")
+        if "article_train_accuracy" in record:
+            parts.append(f"article-style accuracy {_pct(record['article_train_accuracy'])}")
+        parts.append(f"lr {record['lr']:.2e}  {record['seconds']:.2f}s")
+        return "  ".join(parts)
 
     def note(self, text: str) -> None:
         """A one-off message."""
