@@ -35,8 +35,10 @@ def processes_on_this_machine() -> int:
     return int(text) if text.isdigit() and int(text) > 0 else 1
 
 
-def choose_threads(requested: int, model: nn.Module, batch_size: int, device: torch.device) -> tuple[int, str]:
-    """(threads, why) for a training run: `requested` if given, else OMP_NUM_THREADS if set, else from the work."""
+def choose_threads(requested: int, model: nn.Module, batch_size: int, device: torch.device,
+                   small_step_macs: int = SMALL_STEP_MACS) -> tuple[int, str]:
+    """(threads, why) for a training run: `requested` if given, else OMP_NUM_THREADS if set, else from the work
+    (one thread for steps under `small_step_macs` forward multiply-adds)."""
     if requested:
         cores = available_cores()
         return requested, "--threads" if requested <= cores else \
@@ -48,7 +50,7 @@ def choose_threads(requested: int, model: nn.Module, batch_size: int, device: to
         return share, "this process's share of the cores (the model runs on the GPU)"
     # One real image through the CPU model: a meta-device forward would cost seconds of one-off op registration.
     macs = count_macs(model, model.input_shape, device="cpu") * batch_size
-    if macs < SMALL_STEP_MACS:
+    if macs < small_step_macs:
         return 1, (f"a step of {macs / 1e9:.2g} G multiply-adds is too small to share between threads without "
                    "slowing down beside other work")
     return share, f"{share} of {available_cores()} cores for steps of {macs / 1e9:.2g} G multiply-adds"
