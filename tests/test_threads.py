@@ -26,7 +26,9 @@ def test_small_steps_take_one_thread_big_ones_the_cores(monkeypatch):
 
 def test_the_user_decides_first(monkeypatch):
     digits = get_model("digits_cnn")
-    assert choose_threads(3, digits, 128, CPU) == (3, "--threads")
+    assert choose_threads(available_cores(), digits, 128, CPU) == (available_cores(), "--threads")
+    too_many = choose_threads(available_cores() + 1, digits, 128, CPU)
+    assert too_many[0] == available_cores() + 1 and f"more than the {available_cores()} cores" in too_many[1]
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert choose_threads(0, digits, 128, CPU)[1] == "OMP_NUM_THREADS"
 
