@@ -91,7 +91,8 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=None, help="run directory; default runs/MODEL-TIMESTAMP")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
-                        help="continue the run in RUN_DIR from its last checkpoint (--epochs may extend it)")
+                        help="continue the run in RUN_DIR from its last checkpoint with its recorded settings "
+                             "(--epochs may extend it; other settings must match)")
     parser.add_argument("--seeds", type=int, default=None, metavar="N",
                         help="train seeds SEED..SEED+N-1 of the recipe together in one batched computation; each "
                              "lands in OUT/seed-K as a normal run, and the mean and spread are reported")
