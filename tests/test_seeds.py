@@ -35,15 +35,15 @@ def test_each_seed_follows_its_single_run_loss_curve(tmp_path):
 
 
 def test_seeds_draw_the_dropout_masks_of_their_single_runs():
-    # digits_cnn has dropout and batch norm: with independent masks the first epoch's loss differed by ~1e-2;
-    # with each single run's masks only float rounding is left (vmap's batch norm rounds differently, and Adam
-    # amplifies it over later epochs).
+    # digits_cnn has dropout and batch norm: with other masks the first epoch's loss differs by ~6e-3; with each
+    # single run's masks only float rounding is left, 4e-5 here (vmap's batch norm rounds differently from the
+    # native kernel, and Adam amplifies it over later epochs), so 1e-3 separates the two on any CPU.
     config = TrainConfig(epochs=1, compile="off", threads=1)
     batched = fit_seeds(config, 2, progress=False, stream=io.StringIO())
     for k, run in enumerate(batched.runs):
         alone = fit(TrainConfig(epochs=1, compile="off", threads=1, seed=k), progress=False, stream=io.StringIO())
         ours, theirs = run.history[0]["train_loss"], alone.history[0]["train_loss"]
-        assert abs(ours - theirs) / theirs < 1e-4, (ours, theirs)
+        assert abs(ours - theirs) / theirs < 1e-3, (ours, theirs)
 
 
 def test_cli_seeds_prints_the_spread(tmp_path, capsys):
