@@ -129,6 +129,9 @@ def test_resume_refuses_other_settings_and_a_finished_run(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1
     assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == before
+    seed = tmp_path / "seed"  # a run of another recipe resumes without restating it
+    assert main(["train", "--recipe", "seed", "--epochs", "1", "--out", str(seed), "--no-progress"]) == 0
+    assert main(["train", "--resume", str(seed), "--epochs", "2", "--no-progress"]) == 0
 
 
 def test_json_output_holds_only_json_when_compile_falls_back(tmp_path, capsys):

@@ -126,7 +126,7 @@ def resumed_config(args: argparse.Namespace) -> TrainConfig:
     """The run's recorded config, with a new epoch count or thread count; any other setting given must match it."""
     recorded = TrainConfig.from_run_dir(args.resume)
     changed = [f"--{name.replace('_', '-')} {value}" for name, value in vars(args).items()
-               if name in {f.name for f in fields(TrainConfig)} - RESUMABLE and value is not None
+               if name in {f.name for f in fields(TrainConfig)} - RESUMABLE - {"recipe"} and value is not None
                and value != getattr(recorded, name)]
     changed += [f"--model-option {text}" for text in args.model_option]
     changed += [f"--out {args.out}"] if args.out is not None else []
