@@ -11,6 +11,7 @@ from cnnkit.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnkit.cli import main
 from cnnkit.models import get_model, model_info
 from cnnkit.train import TrainConfig, fit, train_one_epoch
+from cnnkit.train.evaluation import best_checkpoint_record
 from cnnkit.train.losses import article_loss, make_loss
 
 
@@ -119,19 +120,39 @@ def test_cli_existing_run_and_json(tmp_path, capsys):
 
 def test_resume_refuses_other_settings_and_a_finished_run(tmp_path, capsys):
     out = tmp_path / "r"
-    assert main(["train", "--out", str(out), "--epochs", "1", "--no-progress"]) == 0
+    assert main(["train", "--out", str(out), "--epochs", "1", "--model-option", "width=8", "--no-progress"]) == 0
     before = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()}
     capsys.readouterr()
     for argv, message in ((["--lr", "0.5"], "received --lr 0.5"), (["--model", "digitsnet"], "--model digitsnet"),
-                          (["--model-option", "width=8"], "--model-option width=8"),
+                          (["--model-option", "width=16"], "--model-option width=16"),
                           ([], "has finished its 1 epochs; pass --epochs N (more than 1)")):
         assert main(["train", "--resume", str(out), *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1
     assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == before
+    # Settings equal to the recorded ones are no change: the same option, --out naming the run itself.
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--model-option", "width=8", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert main(["train", "--resume", str(out), "--epochs", "1"]) == 2
+    assert "has trained 2 epochs; --epochs 1 would end it before that" in capsys.readouterr().err
     seed = tmp_path / "seed"  # a run of another recipe resumes without restating it
     assert main(["train", "--recipe", "seed", "--epochs", "1", "--out", str(seed), "--no-progress"]) == 0
     assert main(["train", "--resume", str(seed), "--epochs", "2", "--no-progress"]) == 0
+
+
+def test_a_resumed_run_keeps_its_step_when_more_epochs_make_it_long(tmp_path):
+    fit(TrainConfig(epochs=1, model_options={"width": 8}), out=tmp_path / "r", progress=False)
+    longer = TrainConfig.from_run_dir(tmp_path / "r", 2_000)  # 22,000 steps: 'auto' would compile a new run
+    result = fit(longer, out=tmp_path / "r", resume=True, progress=False, stop_after_epochs=1)
+    assert not result.compiled and result.epochs_run == 2
+
+
+def test_the_best_checkpoint_records_its_own_epoch():
+    history = [{"epoch": 1, "step": 10, "val_accuracy": 0.9}, {"epoch": 2, "step": 20, "val_accuracy": 0.8}]
+    final = {"epoch": 2, "test_accuracy": 0.88}
+    record, epoch, step = best_checkpoint_record(history, {"epoch": 1}, final, 2, 20)
+    assert (epoch, step, record["val_accuracy"], record["test_accuracy"]) == (1, 10, 0.9, 0.88)
+    assert best_checkpoint_record(history, None, final, 2, 20)[1:] == (2, 20)  # nothing validated: the last
 
 
 def test_json_output_holds_only_json_when_compile_falls_back(tmp_path, capsys):

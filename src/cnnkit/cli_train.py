@@ -60,6 +60,7 @@ HELP = {
 
 
 TEXT_FIELDS = ("model", "data", "init_from")
+PATH_FIELDS = ("data", "init_from")
 RESUMABLE = {"epochs", "threads"}  # what --resume may change: the run's length, and how fast it runs here
 
 
@@ -119,7 +120,24 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     config = seed_recipe(**given) if seed else TrainConfig.for_model(given.pop("model", None), **given)
     if args.model_option:
         config.model_options = {**config.model_options, **dict(map(parse_option, args.model_option))}
+    for name in PATH_FIELDS:  # absolute, so the run resumes and evaluates from any working directory
+        value = getattr(config, name)
+        if value and value != "digits" and Path(value).exists():
+            setattr(config, name, str(Path(value).resolve()))
     return config.validate()
+
+
+def same_setting(name: str, given: object, recorded: object) -> bool:
+    """Whether a flag given to --resume says what the run recorded (paths compared as the files they name)."""
+    if name in PATH_FIELDS and isinstance(given, str) and isinstance(recorded, str) and Path(given).exists():
+        return Path(given).resolve() == Path(recorded).resolve()
+    return given == recorded
+
+
+def option_recorded(option: tuple[str, object], recorded: dict) -> bool:
+    """Whether a --model-option KEY=VALUE is what the run recorded for KEY."""
+    key, value = option
+    return key in recorded and recorded[key] == value
 
 
 def resumed_config(args: argparse.Namespace) -> TrainConfig:
@@ -127,9 +145,10 @@ def resumed_config(args: argparse.Namespace) -> TrainConfig:
     recorded = TrainConfig.from_run_dir(args.resume)
     changed = [f"--{name.replace('_', '-')} {value}" for name, value in vars(args).items()
                if name in {f.name for f in fields(TrainConfig)} - RESUMABLE - {"recipe"} and value is not None
-               and value != getattr(recorded, name)]
-    changed += [f"--model-option {text}" for text in args.model_option]
-    changed += [f"--out {args.out}"] if args.out is not None else []
+               and not same_setting(name, value, getattr(recorded, name))]
+    changed += [f"--model-option {text}" for text in args.model_option
+                if not option_recorded(parse_option(text), recorded.model_options)]
+    changed += [f"--out {args.out}"] if args.out is not None and args.out.resolve() != args.resume.resolve() else []
     changed += ["--overwrite"] if args.overwrite else []
     changed += ["--recipe seed"] if args.recipe == "seed" and recorded.recipe != "seed" else []
     if changed:

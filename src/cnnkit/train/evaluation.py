@@ -97,3 +97,12 @@ def final_test(model: nn.Module, best_state: dict | None, data: PreparedData, co
     if config.eval_mode == "batch" and test["count"]:
         final["article_test_accuracy"] = evaluate(model, *data.test, batch_stats=True, config=config)["accuracy"]
     return final
+
+
+def best_checkpoint_record(history: list[dict], best: dict | None, final: dict, epoch: int, step: int
+                           ) -> tuple[dict, int, int]:
+    """(metrics, epoch, step) for the final `best` checkpoint: the best validation epoch's own (its weights are
+    the ones saved), with the test results added; the last epoch's where nothing was validated."""
+    record = next((r for r in history if best and r.get("epoch") == best["epoch"]), history[-1] if history else {})
+    tested = {key: value for key, value in final.items() if key != "epoch"}
+    return {**record, **tested}, record.get("epoch", epoch), record.get("step", step)

@@ -7,7 +7,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -24,7 +24,14 @@ from cnnkit.train.compiled import CompiledStep, should_compile
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.data import PreparedData, prepare_data, training_batches
 from cnnkit.train.distributed import World, all_sum, setup_world, teardown
-from cnnkit.train.evaluation import autocast, better_than, final_test, settle_bn_statistics, validation_metrics
+from cnnkit.train.evaluation import (
+    autocast,
+    best_checkpoint_record,
+    better_than,
+    final_test,
+    settle_bn_statistics,
+    validation_metrics,
+)
 from cnnkit.train.log import EpochLog
 from cnnkit.train.losses import describe_objective, make_loss
 from cnnkit.train.run_dir import Restored, RunDirectory, optimizer_tensors, restore_optimizer
@@ -190,8 +197,6 @@ def _fit(
     restored = run.restore(model, config.epochs) if resume else Restored()
     run.describe(config, spec, data.dataset.class_names, data.description(config.seed))
     recorded_epochs = TrainConfig.from_run_dir(run.path).epochs if resume and run.path else config.epochs
-    if not resume or recorded_epochs != config.epochs:
-        run.write_config(config)
     per_epoch = num_batches(len(data.train[1]), config.batch_size, config.drop_last, world.size)
     if per_epoch == 0:
         raise CnnkitError(f"the training split ({len(data.train[1])} images) is smaller than one batch of "
@@ -204,8 +209,10 @@ def _fit(
     log.note(f"training objective: {describe_objective(config.loss, config.label_smoothing)}; validation and test "
              "losses are plain cross-entropy")
     compiled = CompiledStep(model, config, loss_fn, (h, w)) \
-        if should_compile(config, total_steps, world.size, log.note) else None
+        if should_compile(_step_kind(config, restored), total_steps, world.size, log.note) else None
     _restore_optimizer_state(restored, optimizer, compiled, run.path)
+    if not resume or recorded_epochs != config.epochs:  # after every refusal: a refused resume changes nothing
+        run.write_config(config)
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
     train_model = _distributed(model, config, world)
     log.start(restored.start_epoch, run.path / "tensorboard" if config.tensorboard and run.path else None)
@@ -252,7 +259,7 @@ def _fit(
     log.close()
     final = None if interrupted else final_test(model, best_state, data, config, device, epoch)
     if final is not None:
-        run.save("best", model, {**(history[-1] if history else {}), **final}, epoch, step, best, data.preprocessing)
+        run.save("best", model, *best_checkpoint_record(history, best, final, epoch, step), best, data.preprocessing)
         run.append_metrics({"final": final})
         log.final(final, best)
     return RunResult(run.path, final and final["test_accuracy"], final and final["test_loss"],
@@ -289,6 +296,14 @@ def _data_and_model(config: TrainConfig, device: torch.device, log: EpochLog
     if use_channels_last(config, (h, w), device):
         model = model.to(memory_format=torch.channels_last)
     return config, data, spec, model
+
+
+def _step_kind(config: TrainConfig, restored: Restored) -> TrainConfig:
+    """A resumed run keeps the step it was trained with: 'auto' must not switch to compiled because --epochs made
+    the run long enough (the optimiser state is saved in the step's own layout)."""
+    if restored.tensors is None or config.compile != "auto":
+        return config
+    return replace(config, compile="on" if "optim.flat.exp_avg" in restored.tensors else "off")
 
 
 def _extension_note(config: TrainConfig, recorded_epochs: int, restored: Restored, next_lr: float) -> str:

@@ -181,6 +181,9 @@ class RunDirectory:
                 self.say(f"repaired {name}.json from {name}.safetensors (the previous run stopped between the two "
                          "writes)")
         tensors, meta = load_checkpoint(self.path / "last")
+        if meta["epoch"] > epochs:
+            raise CnnkitError(f"{self.path} has trained {meta['epoch']} epochs; --epochs {epochs} would end it before "
+                              f"that: pass more than {meta['epoch']} to train it further")
         if meta["epoch"] >= epochs and self._finished():
             raise CnnkitError(f"{self.path} has finished its {meta['epoch']} epochs; pass --epochs N (more than "
                               f"{meta['epoch']}) to train it further")

@@ -29,7 +29,13 @@ from cnnkit.models import main_logits
 from cnnkit.outputs import atomic_write
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.data import prepare_data
-from cnnkit.train.evaluation import better_than, final_test, settle_bn_statistics, validation_metrics
+from cnnkit.train.evaluation import (
+    best_checkpoint_record,
+    better_than,
+    final_test,
+    settle_bn_statistics,
+    validation_metrics,
+)
 from cnnkit.train.log import EpochLog
 from cnnkit.train.loop import RunResult, augment_seed, dropout_seed, make_optimizer
 from cnnkit.train.losses import describe_objective, make_loss
@@ -188,7 +194,8 @@ def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochL
     results = []
     for k, (model, (data, _), run) in enumerate(zip(models, datas, runs, strict=True)):
         final = final_test(model, best_states[k], data, configs[k], device, config.epochs)
-        run.save("best", model, {**histories[k][-1], **final}, config.epochs, step, bests[k], data.preprocessing)
+        run.save("best", model, *best_checkpoint_record(histories[k], bests[k], final, config.epochs, step), bests[k],
+                 data.preprocessing)
         run.append_metrics({"final": final})
         results.append(RunResult(run.path, final["test_accuracy"], final["test_loss"],
                                  bests[k] and bests[k]["val_accuracy"], config.epochs,
