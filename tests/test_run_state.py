@@ -148,3 +148,14 @@ def test_edited_width_is_refused_before_allocating(tmp_path):
     save_file(tensors, run / "best.safetensors", metadata={"cnnkit": json.dumps(meta)})
     with pytest.raises(CnnkitError, match=r"describes digits_cnn with [\d,]+ values .* holds [\d,]+ bytes"):
         model_from_checkpoint(run / "best")
+
+
+def test_a_resume_says_when_metrics_records_are_missing(tmp_path):
+    import io
+
+    run = tmp_path / "run"
+    fit(TrainConfig(epochs=2, model_options={"width": 8}), out=run, progress=False, stream=io.StringIO())
+    (run / "metrics.jsonl").unlink()
+    log = io.StringIO()
+    fit(TrainConfig.from_run_dir(run, 3), out=run, resume=True, progress=False, stream=log)
+    assert "metrics.jsonl lacks the records of 2 evaluated epoch(s) (epochs 1-2)" in log.getvalue()

@@ -73,9 +73,10 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
                     "quoted below are digits_cnn's); any flag given overrides the recipe. Runs unchanged under "
                     "torchrun for several processes.",
     )
-    parser.add_argument("--recipe", choices=("default", "seed"), default="default",
-                        help="seed: the article's exact program (digitsnet, N(0,1) init, batch 8 in file order, Adam "
-                             "1e-3, its loss, 1000 epochs), plus the held-out accuracy it never measured")
+    parser.add_argument("--recipe", choices=("default", "seed"), default=None,
+                        help="default: the model's own recipe from the registry; seed: the article's exact program "
+                             "(digitsnet, N(0,1) init, batch 8 in file order, Adam 1e-3, its loss, 1000 epochs), plus "
+                             "the held-out accuracy it never measured")
     parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
                         help="model option, e.g. width=32 or seed_faithful=true (repeatable)")
     for spec in fields(TrainConfig):
@@ -150,7 +151,7 @@ def resumed_config(args: argparse.Namespace) -> TrainConfig:
                 if not option_recorded(parse_option(text), recorded.model_options)]
     changed += [f"--out {args.out}"] if args.out is not None and args.out.resolve() != args.resume.resolve() else []
     changed += ["--overwrite"] if args.overwrite else []
-    changed += ["--recipe seed"] if args.recipe == "seed" and recorded.recipe != "seed" else []
+    changed += [f"--recipe {args.recipe}"] if args.recipe not in (None, recorded.recipe) else []
     if changed:
         raise CnnkitError(f"--resume continues {args.resume} with the settings in its config.json (only --epochs and "
                           f"--threads may change); received {', '.join(changed)}: start a new run with --out, or "

@@ -169,7 +169,7 @@ class RunDirectory:
                 meta["optimizer_param_groups"] = groups
         save_checkpoint(self.path / name, model, meta, preprocessing, extra)
 
-    def restore(self, model: nn.Module, epochs: int) -> Restored:
+    def restore(self, model: nn.Module, epochs: int, eval_every: int = 1) -> Restored:
         """Load the last checkpoint into `model` and the RNG; repair JSON copies an interrupted write left stale;
         trim metrics.jsonl to the epochs the checkpoint covers (dropping a torn last line). A finished run is
         refused unless `epochs` extends it."""
@@ -194,6 +194,11 @@ class RunDirectory:
             raise CnnkitError(f"{self.path / 'last'}: cannot resume from it ({str(error).splitlines()[0][:200]})") \
                 from None
         history = self._history(meta["epoch"])
+        recorded = {r["epoch"] for r in history}
+        missing = [e for e in range(1, meta["epoch"] + 1) if e % eval_every == 0 and e not in recorded]
+        if missing:
+            self.say(f"metrics.jsonl lacks the records of {len(missing)} evaluated epoch(s) ({_span(missing)}); "
+                     "the run goes on, and its history will miss them")
         best, best_state = meta.get("best"), None
         if best is not None and any((self.path / f"best.{s}").exists() for s in ("safetensors", "json")):
             best_tensors, best_meta = load_checkpoint(self.path / "best")
@@ -223,3 +228,12 @@ class RunDirectory:
 
 def _model_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key[len("model."):]: value for key, value in tensors.items() if key.startswith("model.")}
+
+
+def _span(epochs: list[int]) -> str:
+    """'epoch 3' or 'epochs 1-4' or 'epochs 1, 3, ...' for a note."""
+    if len(epochs) == 1:
+        return f"epoch {epochs[0]}"
+    if epochs == list(range(epochs[0], epochs[-1] + 1)):
+        return f"epochs {epochs[0]}-{epochs[-1]}"
+    return "epochs " + ", ".join(map(str, epochs[:5])) + (", ..." if len(epochs) > 5 else "")
