@@ -305,3 +305,20 @@ def test_progress_bar_keeps_each_epoch_line():
     lines = log.getvalue().splitlines()
     assert any(line.startswith("epoch    1/2  train objective") for line in lines)
     assert any(line.startswith("epoch    2/2  train objective") for line in lines)
+
+
+def test_a_folder_run_resumes_from_anywhere_and_by_any_spelling_of_its_path(tmp_path, monkeypatch):
+    from PIL import Image
+
+    images, labels = get_digits_images()
+    for i in range(150):
+        folder = tmp_path / "fold" / str(int(labels[i]))
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((images[i, 0].numpy() * 255 / 16).astype("uint8")).save(folder / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    common = ["--model", "digitsnet", "--batch-size", "8", "--no-progress"]
+    assert main(["train", "--data", "fold", "--epochs", "1", "--out", "run", *common]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"] == str(tmp_path / "fold")
+    assert main(["train", "--resume", "run", "--data", "./fold/", "--epochs", "2", "--no-progress"]) == 0
+    monkeypatch.chdir(tmp_path.parent)
+    assert main(["train", "--resume", str(tmp_path / "run"), "--epochs", "3", "--no-progress"]) == 0
