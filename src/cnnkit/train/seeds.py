@@ -89,6 +89,7 @@ def fit_seeds(config: TrainConfig, count: int, out: Path | None = None, overwrit
     log = EpochLog(replace(config, model=f"{config.model} x{count} seeds"), True, progress, stream)
     configs = [replace(config, seed=config.seed + k) for k in range(count)]
     runs = [RunDirectory(out / f"seed-{c.seed}" if out else None, True, log.note) for c in configs]
+    RunDirectory(out, True, log.note).check_free(overwrite)  # the seeds' folder is not itself a run's
     threads = torch.get_num_threads()
     try:
         for run in runs:
