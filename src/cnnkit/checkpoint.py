@@ -74,6 +74,11 @@ def save_checkpoint(
     atomic_write(path.with_suffix(".json"), text.encode())
 
 
+def seed_runs(folder: Path) -> list[Path]:
+    """The seed-K run directories `cnnkit train --seeds` wrote in `folder`, by name."""
+    return sorted(p for p in folder.glob("seed-*") if p.is_dir())
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A run directory (its `best`, else `last`), a .json/.safetensors file or a stem -> the stem path."""
     path = Path(path)
@@ -81,8 +86,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
         for name in ("best", "last"):
             if (path / f"{name}.safetensors").exists() or (path / f"{name}.json").exists():
                 return path / name
-        seeds = sorted(p.name for p in path.glob("seed-*") if p.is_dir())
-        hint = f" (it holds the runs of --seeds: {seeds[0]} ... {seeds[-1]}; name one, e.g. {path / seeds[0]})" \
+        seeds = seed_runs(path)
+        hint = f" (it holds the runs of --seeds: {seeds[0].name} ... {seeds[-1].name}; name one, e.g. {seeds[0]})" \
             if seeds else ""
         raise CnnkitError(f"{path}: no best or last checkpoint in this folder{hint}")
     if path.suffix in PICKLE_SUFFIXES and path.exists():

@@ -156,8 +156,8 @@ def resumed_config(args: argparse.Namespace) -> TrainConfig:
         raise CnnkitError(f"--resume continues {args.resume} with the settings in its config.json (only --epochs and "
                           f"--threads may change); received {', '.join(changed)}: start a new run with --out, or "
                           f"fine-tune with --init-from {args.resume}")
-    config = TrainConfig.from_run_dir(args.resume, args.epochs)
-    return config if args.threads is None else replace(config, threads=args.threads).validate()
+    return replace(recorded, **{name: getattr(args, name) for name in RESUMABLE if getattr(args, name) is not None}
+                   ).validate()
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -151,8 +151,10 @@ class TrainConfig:
 
         path = Path(run_dir) / "config.json"
         if not path.is_file():
-            seeds = sorted(p.name for p in Path(run_dir).glob("seed-*") if p.is_dir())
-            hint = f"; it holds the runs of --seeds: resume one, e.g. {Path(run_dir) / seeds[0]}" if seeds else ""
+            from cnnkit.checkpoint import seed_runs  # only on this error: it imports torch
+
+            seeds = seed_runs(Path(run_dir))
+            hint = f"; it holds the runs of --seeds: resume one, e.g. {seeds[0]}" if seeds else ""
             raise CnnkitError(f"{run_dir}: nothing to resume (no config.json){hint}")
         config = cls.from_dict(parse_json(path.read_bytes(), path), str(path))
         if epochs is not None:

@@ -303,7 +303,7 @@ def _step_kind(config: TrainConfig, restored: Restored) -> TrainConfig:
     the run long enough (the optimiser state is saved in the step's own layout)."""
     if restored.tensors is None or config.compile != "auto":
         return config
-    return replace(config, compile="on" if "optim.flat.exp_avg" in restored.tensors else "off")
+    return replace(config, compile="on" if restored.compiled else "off")
 
 
 def _extension_note(config: TrainConfig, recorded_epochs: int, restored: Restored, next_lr: float) -> str:
@@ -355,10 +355,9 @@ def _restore_optimizer_state(restored: Restored, optimizer: torch.optim.Optimize
     saved = restored.tensors
     if saved is None:
         return
-    flat = "optim.flat.exp_avg" in saved
-    if compiled is not None and flat:
+    if compiled is not None and restored.compiled:
         compiled.load_state_tensors(saved)
-    elif compiled is None and not flat:
+    elif compiled is None and not restored.compiled:
         restore_optimizer(optimizer, saved, restored.param_groups)
     else:
         raise CnnkitError(f"{out}: the run was saved with compile={'on' if compiled is None else 'off'}; "

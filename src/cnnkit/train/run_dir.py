@@ -43,6 +43,11 @@ class Restored:
     param_groups: list[dict] | None = None  # the eager optimiser's param groups
     best_state: dict[str, torch.Tensor] | None = None  # weights of the best validation epoch so far
 
+    @property
+    def compiled(self) -> bool:
+        """Whether the saved optimiser state is the compiled step's (one flat tensor) rather than torch.optim's."""
+        return self.tensors is not None and "optim.flat.exp_avg" in self.tensors
+
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """Flatten an optimiser's state into named tensors plus JSON-ready param groups."""
@@ -184,7 +189,8 @@ class RunDirectory:
         if meta["epoch"] > epochs:
             raise CnnkitError(f"{self.path} has trained {meta['epoch']} epochs; --epochs {epochs} would end it before "
                               f"that: pass more than {meta['epoch']} to train it further")
-        if meta["epoch"] >= epochs and self._finished():
+        records = self._records()
+        if meta["epoch"] >= epochs and any("final" in r for r in records):
             raise CnnkitError(f"{self.path} has finished its {meta['epoch']} epochs; pass --epochs N (more than "
                               f"{meta['epoch']}) to train it further")
         try:
@@ -193,7 +199,7 @@ class RunDirectory:
         except (RuntimeError, KeyError, TypeError) as error:
             raise CnnkitError(f"{self.path / 'last'}: cannot resume from it ({str(error).splitlines()[0][:200]})") \
                 from None
-        history = self._history(meta["epoch"])
+        history = self._history(records, meta["epoch"])
         recorded = {r["epoch"] for r in history}
         missing = [e for e in range(1, meta["epoch"] + 1) if e % eval_every == 0 and e not in recorded]
         if missing:
@@ -208,21 +214,21 @@ class RunDirectory:
         return Restored(meta["epoch"] + 1, meta["global_step"], best, history, tensors,
                         meta.get("optimizer_param_groups"), best_state)
 
-    def _finished(self) -> bool:
-        """Whether metrics.jsonl holds the final test record of a completed run."""
-        path = self.path / "metrics.jsonl"
-        return path.exists() and any("final" in r for r in metrics_records(path.read_text(errors="replace"), path)[0])
-
-    def _history(self, last_epoch: int) -> list[dict]:
+    def _records(self) -> list[dict]:
+        """metrics.jsonl's records (none when it is missing), saying when a torn last line was dropped."""
         path = self.path / "metrics.jsonl"
         if not path.exists():
             return []
         records, torn = metrics_records(path.read_text(errors="replace"), path)
         if torn:
             self.say(f"{path.name}: dropped a torn last line (the previous run stopped while writing it)")
+        return records
+
+    def _history(self, records: list[dict], last_epoch: int) -> list[dict]:
+        """The epoch records the checkpoint covers; metrics.jsonl is trimmed to them."""
         history = [r for r in records if r.get("epoch") is not None and r["epoch"] <= last_epoch]
-        if self.writes:
-            atomic_write(path, "".join(json.dumps(r) + "\n" for r in history).encode())
+        if self.writes and (self.path / "metrics.jsonl").exists():
+            atomic_write(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
         return history
 
 
