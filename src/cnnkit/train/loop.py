@@ -34,6 +34,7 @@ from cnnkit.train.evaluation import (
 )
 from cnnkit.train.log import EpochLog
 from cnnkit.train.losses import describe_objective, make_loss
+from cnnkit.train.optimizers import Optimizer
 from cnnkit.train.run_dir import Restored, RunDirectory, optimizer_tensors, restore_optimizer
 from cnnkit.train.schedule import lr_at
 from cnnkit.train.threads import choose_threads
@@ -81,21 +82,19 @@ def augment_seed(seed: int, epoch: int) -> int:
     return seed * 7_919 + epoch
 
 
-def make_optimizer(config: TrainConfig, model: nn.Module, stacked: int = 0) -> torch.optim.Optimizer:
+def make_optimizer(config: TrainConfig, model: nn.Module, stacked: int = 0) -> Optimizer:
     """Adam / AdamW / SGD; no weight decay on biases and normalisation parameters (1-D tensors). `stacked` leading
     axes (several seeds' parameters stacked into one tensor) do not count as dimensions of a weight."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() - stacked > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() - stacked <= 1]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, foreach=True)
-    if config.optimizer == "adam":  # Adam's weight decay is L2 in the gradient, as in TF 1
-        return torch.optim.Adam(groups, lr=config.lr, foreach=True)
-    return torch.optim.AdamW(groups, lr=config.lr, foreach=True)
+        return Optimizer("sgd", groups, config.lr, config.momentum, config.nesterov)
+    return Optimizer(config.optimizer, groups, config.lr)  # Adam's weight decay is L2 in the gradient, as in TF 1
 
 
 def train_one_epoch(
-    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], optimizer: torch.optim.Optimizer,
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], optimizer: Optimizer,
     loss_fn: Callable, lr_of_step: Callable[[int], float], step: int, config: TrainConfig, device: torch.device,
     generator: torch.Generator, scaler: torch.amp.GradScaler | None = None, compiled: CompiledStep | None = None,
     in_memory: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
@@ -133,7 +132,7 @@ def train_one_epoch(
 
 
 def _eager_step(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer, loss_fn: Callable,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: Optimizer, loss_fn: Callable,
     lr: float, config: TrainConfig, device: torch.device, scaler: torch.amp.GradScaler | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward, backward and optimiser step; the scaler only scales when fp16 enabled it (nanoGPT's way)."""
@@ -349,7 +348,7 @@ def _distributed(model: nn.Module, config: TrainConfig, world: World) -> nn.Modu
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.index else None)
 
 
-def _restore_optimizer_state(restored: Restored, optimizer: torch.optim.Optimizer, compiled: CompiledStep | None,
+def _restore_optimizer_state(restored: Restored, optimizer: Optimizer, compiled: CompiledStep | None,
                              out: Path | None) -> None:
     """Put a resumed run's optimiser state back, into the compiled step or the eager optimiser."""
     saved = restored.tensors
@@ -364,7 +363,7 @@ def _restore_optimizer_state(restored: Restored, optimizer: torch.optim.Optimize
                           "resume it with the same --compile setting")
 
 
-def optimizer_state(optimizer: torch.optim.Optimizer, compiled: CompiledStep | None) -> tuple[dict, list | None]:
+def optimizer_state(optimizer: Optimizer, compiled: CompiledStep | None) -> tuple[dict, list | None]:
     """What a 'last' checkpoint needs to resume the optimiser."""
     if compiled is not None:
         return compiled.state_tensors(), None

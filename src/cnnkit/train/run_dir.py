@@ -25,6 +25,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.metadata import metrics_records
 from cnnkit.outputs import atomic_write, leftover_temp_files
 from cnnkit.train.config import TrainConfig
+from cnnkit.train.optimizers import Optimizer
 
 RUN_FILES = ("config.json", "metrics.jsonl", "last.json", "last.safetensors", "best.json", "best.safetensors")
 LOCK_FILE = ".cnnkit.lock"
@@ -45,11 +46,11 @@ class Restored:
 
     @property
     def compiled(self) -> bool:
-        """Whether the saved optimiser state is the compiled step's (one flat tensor) rather than torch.optim's."""
+        """Whether the saved optimiser state is the compiled step's (one flat tensor) or the eager optimiser's."""
         return self.tensors is not None and "optim.flat.exp_avg" in self.tensors
 
 
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+def optimizer_tensors(optimizer: Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """Flatten an optimiser's state into named tensors plus JSON-ready param groups."""
     state = optimizer.state_dict()
     tensors = {}
@@ -60,7 +61,7 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
     return tensors, state["param_groups"]
 
 
-def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
+def restore_optimizer(optimizer: Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
     """Inverse of optimizer_tensors."""
     state: dict[int, dict] = {}
     for key, value in tensors.items():

@@ -39,6 +39,7 @@ from cnnkit.train.evaluation import (
 from cnnkit.train.log import EpochLog
 from cnnkit.train.loop import RunResult, augment_seed, dropout_seed, make_optimizer
 from cnnkit.train.losses import describe_objective, make_loss
+from cnnkit.train.optimizers import Optimizer
 from cnnkit.train.run_dir import RunDirectory
 from cnnkit.train.schedule import lr_at
 from cnnkit.train.seed_dropout import draw_masks, dropout_inputs, mask_dropout
@@ -224,7 +225,7 @@ class _Stacked(nn.Module):
         return iter(self.tensors)
 
 
-def _seed_optimizer_state(optimizer: torch.optim.Optimizer, k: int) -> tuple[dict[str, torch.Tensor], list[dict]]:
+def _seed_optimizer_state(optimizer: Optimizer, k: int) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """Seed k's slice of the stacked optimiser state, in the single-run checkpoint format (so `--resume` works)."""
     state = optimizer.state_dict()
     tensors = {}
