@@ -1,10 +1,12 @@
-"""Several seeds of one recipe in one process, as one batched computation.
+"""Several seeds of one recipe in one process.
 
 N models are built exactly as N single runs would build them (seed k: its own split, preprocessing,
-initialisation, order and augmentation), their parameters and buffers are stacked (torch.func's
-`stack_module_state`), and each training step runs all of them at once through `vmap`. The optimiser works on
-the stacked tensors: Adam, AdamW and SGD are element-wise, so each seed's update is exactly its own. Every seed
-still gets a normal run directory (OUT/seed-K), loadable by every command, and the report shows the spread.
+initialisation, order and augmentation). Seeds whose steps keep a thread busy train side by side, each with its
+single run's exact arithmetic (`seed_parallel.ParallelSeeds`); tiny ones train as one batched computation: their
+parameters and buffers are stacked (torch.func's `stack_module_state`) and each step runs all of them at once
+through `vmap`, the optimiser working on the stacked tensors (Adam, AdamW and SGD are element-wise, so each seed's
+update is its own). Every seed gets a normal run directory (OUT/seed-K), loadable by every command, and the report
+shows the spread.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import copy
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
@@ -27,8 +30,9 @@ from cnnkit.data.batches import epoch_order, num_batches
 from cnnkit.errors import CnnkitError
 from cnnkit.models import main_logits
 from cnnkit.outputs import atomic_write
+from cnnkit.summary import count_macs
 from cnnkit.train.config import TrainConfig
-from cnnkit.train.data import prepare_data
+from cnnkit.train.data import PreparedData, prepare_data
 from cnnkit.train.evaluation import (
     best_checkpoint_record,
     better_than,
@@ -39,11 +43,16 @@ from cnnkit.train.evaluation import (
 from cnnkit.train.log import EpochLog
 from cnnkit.train.loop import RunResult, augment_seed, dropout_seed, make_optimizer
 from cnnkit.train.losses import describe_objective, make_loss
-from cnnkit.train.optimizers import Optimizer
 from cnnkit.train.run_dir import RunDirectory
 from cnnkit.train.schedule import lr_at
 from cnnkit.train.seed_dropout import draw_masks, dropout_inputs, mask_dropout
-from cnnkit.train.threads import choose_threads
+from cnnkit.train.seed_parallel import ParallelSeeds
+from cnnkit.train.threads import available_cores, choose_threads
+
+# Forward multiply-adds of one seed's step from which seeds train side by side: below it a step is per-operator
+# overhead that one vmap over all seeds shares (digitsnet's 0.46 M: vmap 2x faster), above it the kernels do the
+# work and one thread per seed does more (digits_cnn's 108 M: 127 vs 159 ms for 8 seeds on 2 cores).
+PARALLEL_STEP_MACS = 10_000_000
 
 
 @dataclass
@@ -106,8 +115,6 @@ def fit_seeds(config: TrainConfig, count: int, out: Path | None = None, overwrit
 def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochLog, device: torch.device,
                overwrite: bool, started: float) -> SeedsResult:
     config = configs[0]
-    log.note(f"training {config.model} with seeds {configs[0].seed}..{configs[-1].seed} as one batched "
-             f"computation on {config.data}")
     datas, models = [], []
     for seed_config in configs:  # each seed exactly as its single run: seeded, then data, then the model
         torch.manual_seed(seed_config.seed)
@@ -118,12 +125,6 @@ def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochL
         models.append(build_model(spec).to(device))
     for line in datas[0][0].notes:
         log.note(line)
-    # The batched step is many small per-seed kernels: two threads measured 1.6x faster than one for 8 seeds of
-    # digits_cnn on a quiet 2-core machine (76 vs 122 s), where one seed's step gains nothing from a second thread.
-    threads, why = choose_threads(config.threads, models[0], config.batch_size * len(configs), device,
-                                  small_step_macs=0)
-    torch.set_num_threads(threads)
-    log.note(f"threads: {threads} ({why}; {len(configs)} seeds at once)")
     for run, seed_config, (data, spec) in zip(runs, configs, datas, strict=True):
         run.open(overwrite)
         run.describe(seed_config, spec, data.dataset.class_names, data.description(seed_config.seed))
@@ -135,66 +136,44 @@ def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochL
     per_epoch = num_batches(n, config.batch_size, config.drop_last)
     total_steps = per_epoch * config.epochs
     loss_fn = make_loss(config.loss, config.label_smoothing)
+    trainer = _trainer(models, configs, [d for d, _ in datas], loss_fn,
+                       lambda s: lr_at(s, total_steps, per_epoch, config), device, log)
     log.note(f"training objective: {describe_objective(config.loss, config.label_smoothing)}; validation and test "
              "losses are plain cross-entropy")
-    params, buffers = stack_module_state(models)
-    optimizer = make_optimizer(config, _Stacked(params), stacked=1)
-    template = copy.deepcopy(models[0]).to("meta")
-    last = 0 if config.drop_last else n % config.batch_size
-    dropout_calls = {size: dropout_inputs(template, (size, *datas[0][0].train[0].shape[1:]))
-                     for size in {config.batch_size, last} - {0}}
-    mask_dropout(template)
-    step_fn = _step_function(template, loss_fn)
     log.start(1)
     histories: list[list[dict]] = [[] for _ in configs]
     bests: list[dict | None] = [None] * len(configs)
     best_states: list[dict | None] = [None] * len(configs)
     step = 0
-    for epoch in range(1, config.epochs + 1):
-        epoch_started = time.perf_counter()
-        orders = [epoch_order(n, c.shuffle, c.seed, epoch).to(device) for c in configs]
-        generators = [torch.Generator().manual_seed(augment_seed(c.seed, epoch)) for c in configs]
-        dropout_generators = [torch.Generator().manual_seed(dropout_seed(c.seed, epoch)) for c in configs]
-        sums = torch.zeros(len(configs), 2)  # loss sum, correct, per seed
-        for index in range(per_epoch):
-            picked = [order[index * config.batch_size:(index + 1) * config.batch_size] for order in orders]
-            if config.drop_last and len(picked[0]) < config.batch_size:
-                break
-            xs = torch.stack([_augment(data.train[0][p], config, g) for (data, _), p, g in
-                              zip(datas, picked, generators, strict=True)])
-            ys = torch.stack([data.train[1][p] for (data, _), p in zip(datas, picked, strict=True)])
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total_steps, per_epoch, config)
-            masks = draw_masks(dropout_calls[len(picked[0])], dropout_generators)
-            losses, logits = step_fn(params, {**buffers, **masks}, xs, ys)
-            optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            optimizer.step()
-            sums[:, 0] += losses.detach() * ys.shape[1]
-            sums[:, 1] += (logits.detach().argmax(-1) == ys).sum(1)
-            step += 1
-        evaluate_now = epoch % config.eval_every == 0 or epoch == config.epochs
-        _unstack(params, buffers, models)
-        for k, (model, (data, _), run) in enumerate(zip(models, datas, runs, strict=True)):
-            record = {"epoch": epoch, "step": step, "lr": lr_at(step - 1, total_steps, per_epoch, config),
-                      "train_loss": float(sums[k, 0]) / n, "train_accuracy": float(sums[k, 1]) / n}
-            if evaluate_now:
-                record["bn_statistics"] = settle_bn_statistics(model, data, configs[k], step, device, log)
-                record.update(validation_metrics(model, data, configs[k]))
-                if record.get("val_accuracy") is not None and better_than(record, bests[k]):
-                    bests[k] = {"epoch": epoch, "val_accuracy": record["val_accuracy"], "val_loss": record["val_loss"]}
-                    best_states[k] = copy.deepcopy(model.state_dict())
-                    run.save("best", model, record, epoch, step, bests[k], data.preprocessing)
-                run.append_metrics(record)
-                run.save("last", model, record, epoch, step, bests[k], data.preprocessing,
-                         _seed_optimizer_state(optimizer, k))
-            record["seconds"] = round(time.perf_counter() - epoch_started, 4)
-            histories[k].append(record)
-        _restack(models, params, buffers)
-        log.epoch(_mean_record(histories, epoch, config))
+    try:
+        for epoch in range(1, config.epochs + 1):
+            epoch_started = time.perf_counter()
+            sums = trainer.train_epoch(epoch, step)  # loss sum, correct, per seed
+            step += per_epoch
+            evaluate_now = epoch % config.eval_every == 0 or epoch == config.epochs
+            for k, (model, (data, _), run) in enumerate(zip(trainer.models, datas, runs, strict=True)):
+                record = {"epoch": epoch, "step": step, "lr": lr_at(step - 1, total_steps, per_epoch, config),
+                          "train_loss": float(sums[k, 0]) / n, "train_accuracy": float(sums[k, 1]) / n}
+                if evaluate_now:
+                    record["bn_statistics"] = settle_bn_statistics(model, data, configs[k], step, device, log)
+                    record.update(validation_metrics(model, data, configs[k]))
+                    if record.get("val_accuracy") is not None and better_than(record, bests[k]):
+                        bests[k] = {"epoch": epoch, "val_accuracy": record["val_accuracy"],
+                                    "val_loss": record["val_loss"]}
+                        best_states[k] = copy.deepcopy(model.state_dict())
+                        run.save("best", model, record, epoch, step, bests[k], data.preprocessing)
+                    run.append_metrics(record)
+                    run.save("last", model, record, epoch, step, bests[k], data.preprocessing,
+                             trainer.optimizer_state(k))
+                record["seconds"] = round(time.perf_counter() - epoch_started, 4)
+                histories[k].append(record)
+            trainer.evaluated()
+            log.epoch(_mean_record(histories, epoch, config))
+    finally:
+        trainer.close()
     log.close()
     results = []
-    for k, (model, (data, _), run) in enumerate(zip(models, datas, runs, strict=True)):
+    for k, (model, (data, _), run) in enumerate(zip(trainer.models, datas, runs, strict=True)):
         final = final_test(model, best_states[k], data, configs[k], device, config.epochs)
         run.save("best", model, *best_checkpoint_record(histories[k], bests[k], final, config.epochs, step), bests[k],
                  data.preprocessing)
@@ -213,6 +192,92 @@ def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochL
     return outcome
 
 
+def _trainer(models: list[nn.Module], configs: list[TrainConfig], datas: list[PreparedData], loss_fn: Callable,
+             lr_of_step: Callable[[int], float], device: torch.device, log: EpochLog) -> ParallelSeeds | BatchedSeeds:
+    """Side by side (each seed its single run's exact arithmetic) unless a step is too small to keep a thread
+    busy: there one vmap over all seeds wins (digitsnet, 8 seeds: 13.5 vs 23 ms a step on 2 cores), at the price
+    of batch norm rounding differently from the single runs."""
+    config = configs[0]
+    single_threads, _ = choose_threads(config.threads, models[0], config.batch_size, device)
+    macs = count_macs(models[0], models[0].input_shape, device="cpu") * config.batch_size
+    if device.type != "cpu" or macs >= PARALLEL_STEP_MACS:
+        workers = max(1, min(len(models), available_cores() // single_threads))
+        torch.set_num_threads(single_threads)
+        log.note(f"training {config.model} with seeds {configs[0].seed}..{configs[-1].seed} side by side on "
+                 f"{config.data}: {workers} at a time, each step on {single_threads} thread(s) as its single run")
+        return ParallelSeeds(models, configs, datas, loss_fn, lr_of_step, workers, device)
+    # The batched step is many small per-seed kernels: two threads measured 1.6x faster than one for 8 seeds of
+    # digits_cnn on a quiet 2-core machine (76 vs 122 s), where one seed's step gains nothing from a second thread.
+    threads, why = choose_threads(config.threads, models[0], config.batch_size * len(configs), device,
+                                  small_step_macs=0)
+    torch.set_num_threads(threads)
+    log.note(f"training {config.model} with seeds {configs[0].seed}..{configs[-1].seed} as one batched "
+             f"computation on {config.data}; threads: {threads} ({why}; {len(configs)} seeds at once)")
+    return BatchedSeeds(models, configs, datas, loss_fn, lr_of_step, device)
+
+
+class BatchedSeeds:
+    """train_epoch(epoch, step) for every seed through one vmap over stacked parameters; `evaluated()` after the
+    per-seed models (current after each epoch) have been evaluated."""
+
+    def __init__(self, models: list[nn.Module], configs: list[TrainConfig], datas: list[PreparedData],
+                 loss_fn: Callable, lr_of_step: Callable[[int], float], device: torch.device) -> None:
+        self.models, self.configs, self.datas, self.lr_of_step, self.device = models, configs, datas, lr_of_step, \
+            device
+        self.params, self.buffers = stack_module_state(models)
+        self.optimizer = make_optimizer(configs[0], _Stacked(self.params), stacked=1)
+        template = copy.deepcopy(models[0]).to("meta")
+        config, n = configs[0], len(datas[0].train[1])
+        last = 0 if config.drop_last else n % config.batch_size
+        self.dropout_calls = {size: dropout_inputs(template, (size, *datas[0].train[0].shape[1:]))
+                              for size in {config.batch_size, last} - {0}}
+        mask_dropout(template)
+        self.step_fn = _step_function(template, loss_fn)
+
+    def train_epoch(self, epoch: int, step: int) -> torch.Tensor:
+        """One epoch of every seed; (seeds, 2) sums of training loss and correct predictions."""
+        configs, datas, config = self.configs, self.datas, self.configs[0]
+        n = len(datas[0].train[1])
+        orders = [epoch_order(n, c.shuffle, c.seed, epoch).to(self.device) for c in configs]
+        generators = [torch.Generator().manual_seed(augment_seed(c.seed, epoch)) for c in configs]
+        dropout_generators = [torch.Generator().manual_seed(dropout_seed(c.seed, epoch)) for c in configs]
+        sums = torch.zeros(len(configs), 2)
+        for index in range(num_batches(n, config.batch_size, config.drop_last)):
+            picked = [order[index * config.batch_size:(index + 1) * config.batch_size] for order in orders]
+            xs = torch.stack([_augment(data.train[0][p], config, g) for data, p, g in
+                              zip(datas, picked, generators, strict=True)])
+            ys = torch.stack([data.train[1][p] for data, p in zip(datas, picked, strict=True)])
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr_of_step(step + index)
+            masks = draw_masks(self.dropout_calls[len(picked[0])], dropout_generators)
+            losses, logits = self.step_fn(self.params, {**self.buffers, **masks}, xs, ys)
+            self.optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            self.optimizer.step()
+            sums[:, 0] += losses.detach() * ys.shape[1]
+            sums[:, 1] += (logits.detach().argmax(-1) == ys).sum(1)
+        _unstack(self.params, self.buffers, self.models)
+        return sums
+
+    def evaluated(self) -> None:
+        """Copy back the buffers evaluation may have changed (recomputed batch-norm statistics)."""
+        _restack(self.models, self.params, self.buffers)
+
+    def optimizer_state(self, k: int) -> tuple[dict[str, torch.Tensor], list[dict]]:
+        """Seed k's slice of the stacked optimiser state, in the single-run checkpoint format (so `--resume`
+        works)."""
+        state = self.optimizer.state_dict()
+        tensors = {}
+        for index, slots in state["state"].items():
+            for name, value in slots.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"optim.{index}.{name}"] = (value[k] if value.dim() else value).detach().cpu().contiguous()
+        return tensors, state["param_groups"]
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
 class _Stacked(nn.Module):
     """The stacked parameters as a module, so the single-run optimiser setup (decay groups) applies to them."""
 
@@ -223,17 +288,6 @@ class _Stacked(nn.Module):
     def parameters(self, recurse: bool = True):  # noqa: ARG002 - the interface of nn.Module
         """Every stacked tensor; the stacking axis counts as one more dimension, so decay groups shift by one."""
         return iter(self.tensors)
-
-
-def _seed_optimizer_state(optimizer: Optimizer, k: int) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    """Seed k's slice of the stacked optimiser state, in the single-run checkpoint format (so `--resume` works)."""
-    state = optimizer.state_dict()
-    tensors = {}
-    for index, slots in state["state"].items():
-        for name, value in slots.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optim.{index}.{name}"] = (value[k] if value.dim() else value).detach().cpu().contiguous()
-    return tensors, state["param_groups"]
 
 
 def _step_function(template: nn.Module, loss_fn):
