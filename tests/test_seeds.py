@@ -76,3 +76,23 @@ def test_cli_seeds_prints_the_spread(tmp_path, capsys):
     assert "test accuracy over 3 seeds:" in captured.err and "(mean +- standard deviation)" in captured.err
     with pytest.raises(CnnkitError, match="does not combine with --stream"):
         fit_seeds(TrainConfig(stream=True), 2, progress=False)
+
+
+def test_resuming_one_seed_updates_the_folders_summary(tmp_path, capsys):
+    folder = tmp_path / "s"
+    assert main(["train", "--model", "digitsnet", "--seeds", "2", "--epochs", "1", "--out", str(folder),
+                 "--no-progress"]) == 0
+    assert main(["train", "--resume", str(folder / "seed-1"), "--epochs", "3", "--json", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    resumed = json.loads(captured.out.strip().splitlines()[-1])
+    summary = json.loads((folder / "seeds.json").read_text())
+    assert summary["seeds"][1]["epochs_run"] == 3 and summary["seeds"][0]["epochs_run"] == 1
+    assert summary["seeds"][1]["test_accuracy"] == resumed["test_accuracy"]
+    accuracies = [s["test_accuracy"] for s in summary["seeds"]]
+    assert summary["test_accuracy_mean"] == pytest.approx(statistics.mean(accuracies))
+    assert summary["test_accuracy_std"] == pytest.approx(statistics.stdev(accuracies))
+    assert "seeds.json: updated with this run" in captured.err
+    (folder / "seeds.json").write_text('{"seeds": 7}')  # not ours to fix: left alone, and said
+    assert main(["train", "--resume", str(folder / "seed-0"), "--epochs", "2", "--no-progress"]) == 0
+    assert "seeds.json: not updated" in capsys.readouterr().out
+    assert (folder / "seeds.json").read_text() == '{"seeds": 7}'

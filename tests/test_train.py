@@ -121,14 +121,16 @@ def test_cli_existing_run_and_json(tmp_path, capsys):
 def test_resume_refuses_other_settings_and_a_finished_run(tmp_path, capsys):
     out = tmp_path / "r"
     assert main(["train", "--out", str(out), "--epochs", "1", "--model-option", "width=8", "--no-progress"]) == 0
+    (out / ".cnnkit.lock").write_text("999999\n")  # another (finished) process's pid: a refusal leaves it alone
     before = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()}
     capsys.readouterr()
     for argv, message in ((["--lr", "0.5"], "received --lr 0.5"), (["--model", "digitsnet"], "--model digitsnet"),
                           (["--model-option", "width=16"], "--model-option width=16"),
                           ([], "has finished its 1 epochs; pass --epochs N (more than 1)")):
         assert main(["train", "--resume", str(out), *argv]) == 2
-        err = capsys.readouterr().err.strip()
-        assert message in err and len(err.splitlines()) == 1
+        captured = capsys.readouterr()
+        err = captured.err.strip()
+        assert message in err and len(err.splitlines()) == 1 and captured.out == ""  # no log lines before it
     assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == before
     # Settings equal to the recorded ones are no change: the same option, --out naming the run itself.
     assert main(["train", "--resume", str(out), "--epochs", "2", "--model-option", "width=8", "--out", str(out),

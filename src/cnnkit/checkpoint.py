@@ -138,6 +138,25 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, checkpoint_meta(meta, tensors_path).model_dump(mode="json")
 
 
+def read_metadata(path: str | Path) -> dict:
+    """A checkpoint's validated metadata without its tensors: the copy in the tensors file's header, else STEM.json."""
+    stem = resolve_checkpoint(path)
+    tensors_path = stem.with_suffix(".safetensors")
+    try:
+        with safe_open(str(tensors_path), framework="pt") as file:
+            embedded = (file.metadata() or {}).get(META_KEY)
+    except FileNotFoundError:
+        embedded = None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CnnkitError(f"{tensors_path}: corrupt safetensors file ({str(error).splitlines()[0][:200]})") from None
+    if embedded is not None:
+        return checkpoint_meta(parse_json(embedded, tensors_path), tensors_path).model_dump(mode="json")
+    copy = _json_copy(stem)
+    if copy is None:
+        raise CnnkitError(f"{tensors_path}: holds no cnnkit metadata and has no {stem.name}.json beside it")
+    return checkpoint_meta(copy, stem.with_suffix(".json")).model_dump(mode="json")
+
+
 def repair_json_copy(path: str | Path) -> bool:
     """Rewrite STEM.json from the metadata inside STEM.safetensors when they differ; True if it was rewritten."""
     stem = resolve_checkpoint(path)

@@ -181,6 +181,10 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         result = fit(config, out=out, overwrite=args.overwrite, resume=resume, progress=progress, stream=stream)
         summary = result.summary() if result.is_main else None
+        if resume and result.is_main:
+            from cnnkit.train.seeds import refresh_seeds_summary
+
+            refresh_seeds_summary(result, lambda line: print(line, file=stream))
     if args.json and summary is not None:
         print(json.dumps(summary))
     return 0

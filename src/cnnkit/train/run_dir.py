@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cnnkit.checkpoint import load_checkpoint, repair_json_copy, save_checkpoint
+from cnnkit.checkpoint import load_checkpoint, read_metadata, repair_json_copy, save_checkpoint
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.errors import CnnkitError
 from cnnkit.metadata import metrics_records
@@ -175,25 +175,34 @@ class RunDirectory:
                 meta["optimizer_param_groups"] = groups
         save_checkpoint(self.path / name, model, meta, preprocessing, extra)
 
+    def check_resumable(self, epochs: int) -> None:
+        """Refuse, before anything is loaded or written, a run with no last checkpoint, or a finished one that
+        `epochs` does not extend, or one `epochs` would end before the epochs it has trained."""
+        if self.path is None or not any((self.path / f"last.{s}").exists() for s in ("safetensors", "json")):
+            raise CnnkitError(f"{self.path}: nothing to resume (no last checkpoint)")
+        done = read_metadata(self.path / "last")["epoch"]
+        if done > epochs:
+            raise CnnkitError(f"{self.path} has trained {done} epochs; --epochs {epochs} would end it before that: "
+                              f"pass more than {done} to train it further")
+        metrics = self.path / "metrics.jsonl"
+        finished = metrics.exists() and any(
+            "final" in r for r in metrics_records(metrics.read_text(errors="replace"), metrics)[0])
+        if done >= epochs and finished:
+            raise CnnkitError(f"{self.path} has finished its {done} epochs; pass --epochs N (more than {done}) to "
+                              "train it further")
+
     def restore(self, model: nn.Module, epochs: int, eval_every: int = 1) -> Restored:
         """Load the last checkpoint into `model` and the RNG; repair JSON copies an interrupted write left stale;
         trim metrics.jsonl to the epochs the checkpoint covers (dropping a torn last line). A finished run is
         refused unless `epochs` extends it."""
-        if self.path is None or not any((self.path / f"last.{s}").exists() for s in ("safetensors", "json")):
-            raise CnnkitError(f"{self.path}: nothing to resume (no last checkpoint)")
+        self.check_resumable(epochs)
         for name in ("last", "best"):
             exists = (self.path / f"{name}.safetensors").exists()
             if self.writes and exists and repair_json_copy(self.path / name):
                 self.say(f"repaired {name}.json from {name}.safetensors (the previous run stopped between the two "
                          "writes)")
         tensors, meta = load_checkpoint(self.path / "last")
-        if meta["epoch"] > epochs:
-            raise CnnkitError(f"{self.path} has trained {meta['epoch']} epochs; --epochs {epochs} would end it before "
-                              f"that: pass more than {meta['epoch']} to train it further")
         records = self._records()
-        if meta["epoch"] >= epochs and any("final" in r for r in records):
-            raise CnnkitError(f"{self.path} has finished its {meta['epoch']} epochs; pass --epochs N (more than "
-                              f"{meta['epoch']}) to train it further")
         try:
             model.load_state_dict(_model_weights(tensors))
             torch.set_rng_state(tensors["rng.torch"])

@@ -27,7 +27,9 @@ from torch.func import functional_call, stack_module_state, vmap
 from cnnkit.checkpoint import build_model, model_spec
 from cnnkit.data.augment import random_flip, random_shift
 from cnnkit.data.batches import epoch_order, num_batches
+from cnnkit.data.safety import read_bytes
 from cnnkit.errors import CnnkitError
+from cnnkit.metadata import parse_json
 from cnnkit.models import main_logits
 from cnnkit.outputs import atomic_write
 from cnnkit.summary import count_macs
@@ -190,6 +192,30 @@ def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochL
     log.note(f"test accuracy over {len(configs)} seeds: {100 * summary['test_accuracy_mean']:.2f}% +- "
              f"{100 * summary['test_accuracy_std']:.2f}% (mean +- standard deviation)")
     return outcome
+
+
+def refresh_seeds_summary(run: RunResult, say: Callable[[str], None]) -> None:
+    """After one seed of a --seeds folder is resumed on its own: its entry in the folder's seeds.json, and the mean
+    and spread, follow its new result (a seeds.json cnnkit cannot read is left as it is, and said)."""
+    if run.run_dir is None or run.test_accuracy is None or not (run.run_dir.parent / "seeds.json").exists():
+        return
+    path = run.run_dir.parent / "seeds.json"
+    try:
+        summary = parse_json(read_bytes(path, cap="json_bytes"), path)
+        entries = summary["seeds"]
+        index = next(i for i, e in enumerate(entries) if Path(e["run_dir"]).resolve() == run.run_dir.resolve())
+        entries[index] = {**run.summary(), "run_dir": entries[index]["run_dir"]}  # as --seeds spelt it
+        accuracies = [float(e["test_accuracy"]) for e in entries]
+    except (CnnkitError, KeyError, TypeError, ValueError, OSError):
+        say(f"{path}: not updated (not a seeds summary cnnkit can read)")
+        return
+    except StopIteration:  # a folder whose seeds.json does not list this run
+        return
+    summary.update(test_accuracy_mean=statistics.mean(accuracies),
+                   test_accuracy_std=statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0)
+    atomic_write(path, json.dumps(summary, indent=1).encode())
+    say(f"{path}: updated with this run; test accuracy over {len(accuracies)} seeds now "
+        f"{100 * summary['test_accuracy_mean']:.2f}% +- {100 * summary['test_accuracy_std']:.2f}%")
 
 
 def _trainer(models: list[nn.Module], configs: list[TrainConfig], datas: list[PreparedData], loss_fn: Callable,
