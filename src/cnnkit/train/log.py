@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 from typing import TextIO
 
@@ -25,6 +26,7 @@ class EpochLog:
         self.writer = None
         self.bar = None
         self.said: set[str] = set()
+        self._lock = threading.Lock()  # seeds trained side by side report from several threads
 
     def start(self, start_epoch: int, tensorboard_dir: Path | None = None) -> None:
         """Open the progress bar (on a terminal) and the TensorBoard writer (if asked) as the epochs begin."""
@@ -75,9 +77,11 @@ class EpochLog:
 
     def note_once(self, key: str, text: str) -> None:
         """A message said at most once per run."""
-        if key not in self.said:
+        with self._lock:
+            if key in self.said:
+                return
             self.said.add(key)
-            self.note(text)
+        self.note(text)
 
     def close(self) -> None:
         """Remove the bar."""

@@ -10,7 +10,7 @@ seed's dropout layers draw from the seed's own generator instead, seeded as its 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -85,6 +85,10 @@ class ParallelSeeds:
                                   self.optimizers[k], self.loss_fn, self.lr_of_step, step, config, self.device,
                                   generator)
         return sums
+
+    def map(self, function: Callable, items: Iterable) -> list:
+        """function(item) for each item on the workers (evaluation and checkpoints of the seeds side by side)."""
+        return list(self.pool.map(function, items))
 
     def evaluated(self) -> None:
         """Nothing to copy back: evaluation ran on the models that train."""

@@ -15,7 +15,7 @@ import copy
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
@@ -147,42 +147,49 @@ def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochL
     bests: list[dict | None] = [None] * len(configs)
     best_states: list[dict | None] = [None] * len(configs)
     step = 0
+
+    def record_epoch(k: int, epoch: int, sums: torch.Tensor, started_at: float) -> dict:
+        """Seed k's epoch record; validated, checkpointed and logged as its single run does on evaluated epochs."""
+        model, data, run = trainer.models[k], datas[k][0], runs[k]
+        record = {"epoch": epoch, "step": step, "lr": lr_at(step - 1, total_steps, per_epoch, config),
+                  "train_loss": float(sums[k, 0]) / n, "train_accuracy": float(sums[k, 1]) / n}
+        if epoch % config.eval_every == 0 or epoch == config.epochs:
+            record["bn_statistics"] = settle_bn_statistics(model, data, configs[k], step, device, log)
+            record.update(validation_metrics(model, data, configs[k]))
+            if record.get("val_accuracy") is not None and better_than(record, bests[k]):
+                bests[k] = {"epoch": epoch, "val_accuracy": record["val_accuracy"], "val_loss": record["val_loss"]}
+                best_states[k] = copy.deepcopy(model.state_dict())
+                run.save("best", model, record, epoch, step, bests[k], data.preprocessing)
+            run.append_metrics(record)
+            run.save("last", model, record, epoch, step, bests[k], data.preprocessing, trainer.optimizer_state(k))
+        record["seconds"] = round(time.perf_counter() - started_at, 4)
+        return record
+
+    def finish(k: int) -> RunResult:
+        """Seed k's test on its best weights, and its final checkpoint."""
+        model, data, run = trainer.models[k], datas[k][0], runs[k]
+        final = final_test(model, best_states[k], data, configs[k], device, config.epochs)
+        run.save("best", model, *best_checkpoint_record(histories[k], bests[k], final, config.epochs, step), bests[k],
+                 data.preprocessing)
+        run.append_metrics({"final": final})
+        return RunResult(run.path, final["test_accuracy"], final["test_loss"], bests[k] and bests[k]["val_accuracy"],
+                         config.epochs, time.perf_counter() - started, histories[k] + [{"final": final}], model)
+
+    seeds = range(len(configs))
     try:
         for epoch in range(1, config.epochs + 1):
             epoch_started = time.perf_counter()
             sums = trainer.train_epoch(epoch, step)  # loss sum, correct, per seed
             step += per_epoch
-            evaluate_now = epoch % config.eval_every == 0 or epoch == config.epochs
-            for k, (model, (data, _), run) in enumerate(zip(trainer.models, datas, runs, strict=True)):
-                record = {"epoch": epoch, "step": step, "lr": lr_at(step - 1, total_steps, per_epoch, config),
-                          "train_loss": float(sums[k, 0]) / n, "train_accuracy": float(sums[k, 1]) / n}
-                if evaluate_now:
-                    record["bn_statistics"] = settle_bn_statistics(model, data, configs[k], step, device, log)
-                    record.update(validation_metrics(model, data, configs[k]))
-                    if record.get("val_accuracy") is not None and better_than(record, bests[k]):
-                        bests[k] = {"epoch": epoch, "val_accuracy": record["val_accuracy"],
-                                    "val_loss": record["val_loss"]}
-                        best_states[k] = copy.deepcopy(model.state_dict())
-                        run.save("best", model, record, epoch, step, bests[k], data.preprocessing)
-                    run.append_metrics(record)
-                    run.save("last", model, record, epoch, step, bests[k], data.preprocessing,
-                             trainer.optimizer_state(k))
-                record["seconds"] = round(time.perf_counter() - epoch_started, 4)
-                histories[k].append(record)
+            for history, record in zip(histories, trainer.map(
+                    lambda k, e=epoch, s=sums, t=epoch_started: record_epoch(k, e, s, t), seeds), strict=True):
+                history.append(record)
             trainer.evaluated()
             log.epoch(_mean_record(histories, epoch, config))
+        log.close()
+        results = trainer.map(finish, seeds)
     finally:
         trainer.close()
-    log.close()
-    results = []
-    for k, (model, (data, _), run) in enumerate(zip(trainer.models, datas, runs, strict=True)):
-        final = final_test(model, best_states[k], data, configs[k], device, config.epochs)
-        run.save("best", model, *best_checkpoint_record(histories[k], bests[k], final, config.epochs, step), bests[k],
-                 data.preprocessing)
-        run.append_metrics({"final": final})
-        results.append(RunResult(run.path, final["test_accuracy"], final["test_loss"],
-                                 bests[k] and bests[k]["val_accuracy"], config.epochs,
-                                 time.perf_counter() - started, histories[k] + [{"final": final}], model))
     outcome = SeedsResult(results, time.perf_counter() - started)
     summary = outcome.summary()
     if runs[0].writes:  # beside the seeds' run directories: the spread in one file
@@ -299,6 +306,10 @@ class BatchedSeeds:
                 if isinstance(value, torch.Tensor):
                     tensors[f"optim.{index}.{name}"] = (value[k] if value.dim() else value).detach().cpu().contiguous()
         return tensors, state["param_groups"]
+
+    def map(self, function: Callable, items: Iterable) -> list:
+        """function(item) for each item, in turn (the batched step already uses every core)."""
+        return [function(item) for item in items]
 
     def close(self) -> None:
         """Nothing to release."""
