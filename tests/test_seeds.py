@@ -76,6 +76,17 @@ def test_cli_seeds_prints_the_spread(tmp_path, capsys):
     assert "test accuracy over 3 seeds:" in captured.err and "(mean +- standard deviation)" in captured.err
     with pytest.raises(CnnkitError, match="does not combine with --stream"):
         fit_seeds(TrainConfig(stream=True), 2, progress=False)
+    # What --seeds cannot do as each single run would is refused, not silently skipped.
+    for refused, flag in ((TrainConfig(compile="on"), "--compile on"), (TrainConfig(patience=2), "--patience")):
+        with pytest.raises(CnnkitError, match=f"does not combine with {flag}"):
+            fit_seeds(refused, 2, progress=False)
+
+
+def test_seeds_stop_when_a_loss_diverges(tmp_path):
+    """As a single run: a non-finite training loss stops the run and names the seeds (it would poison the mean)."""
+    with pytest.raises(CnnkitError, match=r"non-finite at epoch \d for seed 0 \(nan\), seed 1 \(nan\)"):
+        fit_seeds(TrainConfig(lr=1e6, epochs=3), 2, out=tmp_path / "s", progress=False, stream=io.StringIO())
+    assert not (tmp_path / "s" / "seeds.json").exists()
 
 
 def test_resuming_one_seed_updates_the_folders_summary(tmp_path, capsys):

@@ -10,7 +10,8 @@ seed's dropout layers draw from the seed's own generator instead, seeded as its 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -55,6 +56,18 @@ def own_dropout(model: nn.Module, generator: torch.Generator) -> Callable[[], No
     return restore
 
 
+class StoppedError(Exception):
+    """A worker's epoch cut short because the run is stopping."""
+
+
+def _until(stopping: threading.Event, batches: Iterable) -> Iterator:
+    """The batches, until `stopping` is set."""
+    for batch in batches:
+        if stopping.is_set():
+            raise StoppedError
+        yield batch
+
+
 class ParallelSeeds:
     """train_epoch(epoch, step) for every seed at once; the models are always current (nothing to unstack)."""
 
@@ -69,6 +82,7 @@ class ParallelSeeds:
         self.generators = [torch.Generator() for _ in models]
         self.restores = [own_dropout(m, g) for m, g in zip(self.models, self.generators, strict=True)]
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="cnnkit-seed")
+        self.stopping = threading.Event()  # set by close(): the workers stop at their next batch (Ctrl-C, an error)
 
     def train_epoch(self, epoch: int, step: int) -> torch.Tensor:
         """One epoch of every seed; (seeds, 2) sums of training loss and correct predictions."""
@@ -81,7 +95,8 @@ class ParallelSeeds:
         self.generators[k].manual_seed(dropout_seed(config.seed, epoch))
         generator = torch.Generator().manual_seed(augment_seed(config.seed, epoch))
         order = epoch_order(len(data.train[1]), config.shuffle, config.seed, epoch).to(self.device)
-        _, sums = train_one_epoch(self.models[k], training_batches(data, config, order, self.device),
+        batches = _until(self.stopping, training_batches(data, config, order, self.device))
+        _, sums = train_one_epoch(self.models[k], batches,
                                   self.optimizers[k], self.loss_fn, self.lr_of_step, step, config, self.device,
                                   generator)
         return sums
@@ -98,7 +113,8 @@ class ParallelSeeds:
         return optimizer_tensors(self.optimizers[k])
 
     def close(self) -> None:
-        """Stop the workers and give the models their own dropout layers back."""
-        self.pool.shutdown()
+        """Stop the workers (within a batch) and give the models their own dropout layers back."""
+        self.stopping.set()
+        self.pool.shutdown(wait=True, cancel_futures=True)
         for restore in self.restores:
             restore()

@@ -83,11 +83,12 @@ def check_supported(config: TrainConfig, count: int) -> None:
         raise CnnkitError(f"--seeds must be between 2 and 64; received {count}")
     refusals = [(config.stream, "--stream"), (config.precision != "fp32", f"--precision {config.precision}"),
                 (config.eval_mode != "population", "--recipe seed (batch-statistics evaluation)"),
-                (config.init_from is not None, "--init-from"), (config.sync_bn, "--sync-bn")]
+                (config.init_from is not None, "--init-from"), (config.sync_bn, "--sync-bn"),
+                (config.compile == "on", "--compile on"), (config.patience > 0, "--patience (early stopping)")]
     for refused, flag in refusals:
         if refused:
-            raise CnnkitError(f"--seeds trains in memory in fp32 with population statistics; it does not combine "
-                              f"with {flag}")
+            raise CnnkitError(f"--seeds trains every seed in memory, eager, in fp32, for all its epochs, with "
+                              f"population statistics; it does not combine with {flag}")
 
 
 def fit_seeds(config: TrainConfig, count: int, out: Path | None = None, overwrite: bool = False,
@@ -180,6 +181,7 @@ def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochL
         for epoch in range(1, config.epochs + 1):
             epoch_started = time.perf_counter()
             sums = trainer.train_epoch(epoch, step)  # loss sum, correct, per seed
+            _refuse_diverged(sums, configs, runs, epoch)
             step += per_epoch
             for history, record in zip(histories, trainer.map(
                     lambda k, e=epoch, s=sums, t=epoch_started: record_epoch(k, e, s, t), seeds), strict=True):
@@ -225,19 +227,34 @@ def refresh_seeds_summary(run: RunResult, say: Callable[[str], None]) -> None:
         f"{100 * summary['test_accuracy_mean']:.2f}% +- {100 * summary['test_accuracy_std']:.2f}%")
 
 
+def _refuse_diverged(sums: torch.Tensor, configs: list[TrainConfig], runs: list[RunDirectory], epoch: int) -> None:
+    """Stop, as a single run does, when any seed's training loss is no longer finite (naming the seeds)."""
+    bad = [k for k in range(len(configs)) if not torch.isfinite(sums[k, 0])]
+    if not bad:
+        return
+    which = ", ".join(f"seed {configs[k].seed} ({float(sums[k, 0])})" for k in bad)
+    kept = f"; the last good checkpoints are OUT/seed-K/last (epoch {epoch - 1})" if runs[0].writes and epoch > 1 \
+        else ""
+    raise CnnkitError(f"the training loss became non-finite at epoch {epoch} for {which}; training stopped{kept}. "
+                      "Try a lower --lr or --grad-clip")
+
+
 def _trainer(models: list[nn.Module], configs: list[TrainConfig], datas: list[PreparedData], loss_fn: Callable,
              lr_of_step: Callable[[int], float], device: torch.device, log: EpochLog) -> ParallelSeeds | BatchedSeeds:
-    """Side by side (each seed its single run's exact arithmetic) unless a step is too small to keep a thread
-    busy: there one vmap over all seeds wins (digitsnet, 8 seeds: 13.5 vs 23 ms a step on 2 cores), at the price
-    of batch norm rounding differently from the single runs."""
+    """On the CPU, side by side (each seed its single run's exact arithmetic) unless a step is too small to keep a
+    thread busy: there one vmap over all seeds wins (digitsnet, 8 seeds: 13.5 vs 23 ms a step on 2 cores), at the
+    price of batch norm rounding differently from the single runs. On a GPU, one vmap: big batched kernels are
+    what a GPU is for, and its single runs draw dropout masks with a fused kernel no other path reproduces."""
     config = configs[0]
-    single_threads, _ = choose_threads(config.threads, models[0], config.batch_size, device)
     macs = count_macs(models[0], models[0].input_shape, device="cpu") * config.batch_size
-    if device.type != "cpu" or macs >= PARALLEL_STEP_MACS:
+    if device.type == "cpu" and macs >= PARALLEL_STEP_MACS:
+        single_threads, why = choose_threads(config.threads, models[0], config.batch_size, device)
         workers = max(1, min(len(models), available_cores() // single_threads))
         torch.set_num_threads(single_threads)
+        at_once = f"{workers} seeds at a time" if workers > 1 else "one seed at a time"
         log.note(f"training {config.model} with seeds {configs[0].seed}..{configs[-1].seed} side by side on "
-                 f"{config.data}: {workers} at a time, each step on {single_threads} thread(s) as its single run")
+                 f"{config.data}, each exactly as its single run: {at_once}, each step on {single_threads} "
+                 f"thread{'s' if single_threads > 1 else ''} ({why})")
         return ParallelSeeds(models, configs, datas, loss_fn, lr_of_step, workers, device)
     # The batched step is many small per-seed kernels: two threads measured 1.6x faster than one for 8 seeds of
     # digits_cnn on a quiet 2-core machine (76 vs 122 s), where one seed's step gains nothing from a second thread.
