@@ -16,7 +16,8 @@ import json
 import statistics
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -118,24 +119,12 @@ def fit_seeds(config: TrainConfig, count: int, out: Path | None = None, overwrit
 def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochLog, device: torch.device,
                overwrite: bool, started: float) -> SeedsResult:
     config = configs[0]
-    datas, models = [], []
-    for seed_config in configs:  # each seed exactly as its single run: seeded, then data, then the model
-        torch.manual_seed(seed_config.seed)
-        data = prepare_data(seed_config, device, progress=log.enabled and log.tty)
-        channels, h, w = data.dataset.image_shape
-        spec = model_spec(config.model, config.model_options, len(data.dataset.class_names), channels, (h, w))
-        datas.append((data, spec))
-        models.append(build_model(spec).to(device))
-    for line in datas[0][0].notes:
-        log.note(line)
+    datas, models = _data_and_models(configs, device, log)
     for run, seed_config, (data, spec) in zip(runs, configs, datas, strict=True):
         run.open(overwrite)
         run.describe(seed_config, spec, data.dataset.class_names, data.description(seed_config.seed))
         run.write_config(seed_config)
-    sizes = {len(data.train[1]) for data, _ in datas}
-    if len(sizes) != 1:
-        raise CnnkitError(f"the seeds' training splits differ in size ({sorted(sizes)}); --seeds needs equal splits")
-    n = sizes.pop()
+    n = len(datas[0][0].train[1])
     per_epoch = num_batches(n, config.batch_size, config.drop_last)
     total_steps = per_epoch * config.epochs
     loss_fn = make_loss(config.loss, config.label_smoothing)
@@ -144,52 +133,24 @@ def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochL
     log.note(f"training objective: {describe_objective(config.loss, config.label_smoothing)}; validation and test "
              "losses are plain cross-entropy")
     log.start(1)
-    histories: list[list[dict]] = [[] for _ in configs]
-    bests: list[dict | None] = [None] * len(configs)
-    best_states: list[dict | None] = [None] * len(configs)
+    seeds = [_Seed(c, d, r) for c, (d, _), r in zip(configs, datas, runs, strict=True)]
+    every = range(len(seeds))
     step = 0
-
-    def record_epoch(k: int, epoch: int, sums: torch.Tensor, started_at: float) -> dict:
-        """Seed k's epoch record; validated, checkpointed and logged as its single run does on evaluated epochs."""
-        model, data, run = trainer.models[k], datas[k][0], runs[k]
-        record = {"epoch": epoch, "step": step, "lr": lr_at(step - 1, total_steps, per_epoch, config),
-                  "train_loss": float(sums[k, 0]) / n, "train_accuracy": float(sums[k, 1]) / n}
-        if epoch % config.eval_every == 0 or epoch == config.epochs:
-            record["bn_statistics"] = settle_bn_statistics(model, data, configs[k], step, device, log)
-            record.update(validation_metrics(model, data, configs[k]))
-            if record.get("val_accuracy") is not None and better_than(record, bests[k]):
-                bests[k] = {"epoch": epoch, "val_accuracy": record["val_accuracy"], "val_loss": record["val_loss"]}
-                best_states[k] = copy.deepcopy(model.state_dict())
-                run.save("best", model, record, epoch, step, bests[k], data.preprocessing)
-            run.append_metrics(record)
-            run.save("last", model, record, epoch, step, bests[k], data.preprocessing, trainer.optimizer_state(k))
-        record["seconds"] = round(time.perf_counter() - started_at, 4)
-        return record
-
-    def finish(k: int) -> RunResult:
-        """Seed k's test on its best weights, and its final checkpoint."""
-        model, data, run = trainer.models[k], datas[k][0], runs[k]
-        final = final_test(model, best_states[k], data, configs[k], device, config.epochs)
-        run.save("best", model, *best_checkpoint_record(histories[k], bests[k], final, config.epochs, step), bests[k],
-                 data.preprocessing)
-        run.append_metrics({"final": final})
-        return RunResult(run.path, final["test_accuracy"], final["test_loss"], bests[k] and bests[k]["val_accuracy"],
-                         config.epochs, time.perf_counter() - started, histories[k] + [{"final": final}], model)
-
-    seeds = range(len(configs))
     try:
         for epoch in range(1, config.epochs + 1):
             epoch_started = time.perf_counter()
             sums = trainer.train_epoch(epoch, step)  # loss sum, correct, per seed
             _refuse_diverged(sums, configs, runs, epoch)
             step += per_epoch
-            for history, record in zip(histories, trainer.map(
-                    lambda k, e=epoch, s=sums, t=epoch_started: record_epoch(k, e, s, t), seeds), strict=True):
-                history.append(record)
+            means = [(float(loss) / n, float(correct) / n) for loss, correct in sums]
+            when = (epoch, step, lr_at(step - 1, total_steps, per_epoch, config), epoch_started)
+            trainer.map(lambda k, m=means, w=when: seeds[k].record_epoch(
+                trainer.models[k], m[k], partial(trainer.optimizer_state, k), *w, device, log), every)
             trainer.evaluated()
-            log.epoch(_mean_record(histories, epoch, config))
+            log.epoch(_mean_record([seed.history for seed in seeds], epoch, config))
         log.close()
-        results = trainer.map(finish, seeds)
+        results = trainer.map(lambda k: seeds[k].finish(trainer.models[k], config.epochs, step, device, started),
+                              every)
     finally:
         trainer.close()
     outcome = SeedsResult(results, time.perf_counter() - started)
@@ -201,6 +162,47 @@ def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochL
     log.note(f"test accuracy over {len(configs)} seeds: {100 * summary['test_accuracy_mean']:.2f}% +- "
              f"{100 * summary['test_accuracy_std']:.2f}% (mean +- standard deviation)")
     return outcome
+
+
+@dataclass
+class _Seed:
+    """One seed's config, data, run directory and progress: what its single run's `fit` keeps."""
+
+    config: TrainConfig
+    data: PreparedData
+    run: RunDirectory
+    history: list[dict] = field(default_factory=list)
+    best: dict | None = None
+    best_state: dict | None = None
+
+    def record_epoch(self, model: nn.Module, means: tuple[float, float],
+                     optimizer_state: Callable[[], tuple[dict, list | None]], epoch: int, step: int, lr: float,
+                     started_at: float, device: torch.device, log: EpochLog) -> None:
+        """The epoch's record (`means`: training loss and accuracy); on evaluated epochs validated, checkpointed
+        and kept as the best when it is, as the single run does."""
+        config, data, run = self.config, self.data, self.run
+        record = {"epoch": epoch, "step": step, "lr": lr, "train_loss": means[0], "train_accuracy": means[1]}
+        if epoch % config.eval_every == 0 or epoch == config.epochs:
+            record["bn_statistics"] = settle_bn_statistics(model, data, config, step, device, log)
+            record.update(validation_metrics(model, data, config))
+            if record.get("val_accuracy") is not None and better_than(record, self.best):
+                self.best = {"epoch": epoch, "val_accuracy": record["val_accuracy"], "val_loss": record["val_loss"]}
+                self.best_state = copy.deepcopy(model.state_dict())
+                run.save("best", model, record, epoch, step, self.best, data.preprocessing)
+            run.append_metrics(record)
+            run.save("last", model, record, epoch, step, self.best, data.preprocessing, optimizer_state())
+        record["seconds"] = round(time.perf_counter() - started_at, 4)
+        self.history.append(record)
+
+    def finish(self, model: nn.Module, epoch: int, step: int, device: torch.device, started: float) -> RunResult:
+        """The test on the best weights, and the final checkpoint."""
+        final = final_test(model, self.best_state, self.data, self.config, device, epoch)
+        self.run.save("best", model, *best_checkpoint_record(self.history, self.best, final, epoch, step), self.best,
+                      self.data.preprocessing)
+        self.run.append_metrics({"final": final})
+        return RunResult(self.run.path, final["test_accuracy"], final["test_loss"],
+                         self.best and self.best["val_accuracy"], epoch, time.perf_counter() - started,
+                         self.history + [{"final": final}], model)
 
 
 def refresh_seeds_summary(run: RunResult, say: Callable[[str], None]) -> None:
@@ -225,6 +227,26 @@ def refresh_seeds_summary(run: RunResult, say: Callable[[str], None]) -> None:
     atomic_write(path, json.dumps(summary, indent=1).encode())
     say(f"{path}: updated with this run; test accuracy over {len(accuracies)} seeds now "
         f"{100 * summary['test_accuracy_mean']:.2f}% +- {100 * summary['test_accuracy_std']:.2f}%")
+
+
+def _data_and_models(configs: list[TrainConfig], device: torch.device, log: EpochLog
+                     ) -> tuple[list[tuple[PreparedData, dict]], list[nn.Module]]:
+    """Each seed's (data, model spec) and fresh model, exactly as its single run makes them: seeded, then the data,
+    then the model. The training splits must be equal in size (the seeds step together)."""
+    datas, models = [], []
+    for config in configs:
+        torch.manual_seed(config.seed)
+        data = prepare_data(config, device, progress=log.enabled and log.tty)
+        channels, h, w = data.dataset.image_shape
+        spec = model_spec(config.model, config.model_options, len(data.dataset.class_names), channels, (h, w))
+        datas.append((data, spec))
+        models.append(build_model(spec).to(device))
+    for line in datas[0][0].notes:
+        log.note(line)
+    sizes = {len(data.train[1]) for data, _ in datas}
+    if len(sizes) != 1:
+        raise CnnkitError(f"the seeds' training splits differ in size ({sorted(sizes)}); --seeds needs equal splits")
+    return datas, models
 
 
 def _refuse_diverged(sums: torch.Tensor, configs: list[TrainConfig], runs: list[RunDirectory], epoch: int) -> None:
