@@ -82,11 +82,17 @@ def test_resumes_from_torch_optim_state(case):
         assert torch.equal(a, b)
 
 
-def test_refuses_state_of_other_groups():
+def test_refuses_state_of_other_groups_or_shapes():
     net = _model(2)
     opt = Optimizer("adamw", _groups(net), lr=1e-3)
     with pytest.raises(ValueError, match="other parameter groups"):
         opt.load_state_dict({"state": {}, "param_groups": [{"params": [0]}]})
+    # A (3, 3) moment would broadcast into the (4, 1, 3, 3) conv weight's state without a word.
+    groups = opt.state_dict()["param_groups"]
+    bad = {"step": torch.tensor(1.0), "exp_avg": torch.zeros(3, 3), "exp_avg_sq": torch.zeros(4, 1, 3, 3)}
+    with pytest.raises(ValueError, match=r"0.exp_avg has shape \(3, 3\); its parameter needs \(4, 1, 3, 3\)"):
+        opt.load_state_dict({"state": {0: bad}, "param_groups": groups})
+    assert opt.state == {}  # nothing half-loaded
 
 
 def test_default_training_never_imports_dynamo(tmp_path):

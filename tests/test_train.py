@@ -4,7 +4,8 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from cnnkit import CnnkitError
 from cnnkit.checkpoint import load_checkpoint, model_from_checkpoint
@@ -140,6 +141,21 @@ def test_resume_refuses_other_settings_and_a_finished_run(tmp_path, capsys):
     seed = tmp_path / "seed"  # a run of another recipe resumes without restating it
     assert main(["train", "--recipe", "seed", "--epochs", "1", "--out", str(seed), "--no-progress"]) == 0
     assert main(["train", "--resume", str(seed), "--epochs", "2", "--no-progress"]) == 0
+
+
+def test_resume_refuses_optimiser_state_of_another_shape(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["train", "--out", str(out), "--epochs", "1", "--model-option", "width=4", "--no-progress"]) == 0
+    with safe_open(str(out / "last.safetensors"), "pt") as file:
+        header, tensors = file.metadata(), {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118
+    tensors["optim.0.exp_avg"] = torch.zeros(3, 3)  # the first conv weight's moment is (4, 1, 3, 3)
+    save_file(tensors, str(out / "last.safetensors"), metadata=header)
+    config = (out / "config.json").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot resume its optimiser state (optimiser state 0.exp_avg has shape (3, 3)" in err
+    assert len(err.splitlines()) == 1 and (out / "config.json").read_bytes() == config
 
 
 def test_a_resumed_run_keeps_its_step_when_more_epochs_make_it_long(tmp_path):

@@ -236,6 +236,11 @@ class CompiledStep:
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Inverse of state_tensors."""
+        for name, own in (("exp_avg", self.exp_avg), ("exp_avg_sq", self.exp_avg_sq), ("step", self.step_count)):
+            saved = tensors[f"optim.flat.{name}"]
+            if saved.shape != own.shape:  # copy_ would broadcast a wrong shape without a word
+                raise ValueError(f"optimiser state flat.{name} has shape {tuple(saved.shape)}; this model needs "
+                                 f"{tuple(own.shape)}")
         self.exp_avg.copy_(tensors["optim.flat.exp_avg"])
         self.exp_avg_sq.copy_(tensors["optim.flat.exp_avg_sq"])
         self.step_count.copy_(tensors["optim.flat.step"])

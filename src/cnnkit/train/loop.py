@@ -356,13 +356,17 @@ def _restore_optimizer_state(restored: Restored, optimizer: Optimizer, compiled:
     saved = restored.tensors
     if saved is None:
         return
-    if compiled is not None and restored.compiled:
-        compiled.load_state_tensors(saved)
-    elif compiled is None and not restored.compiled:
-        restore_optimizer(optimizer, saved, restored.param_groups)
-    else:
+    if (compiled is not None) != restored.compiled:
         raise CnnkitError(f"{out}: the run was saved with compile={'on' if compiled is None else 'off'}; "
                           "resume it with the same --compile setting")
+    try:
+        if compiled is not None:
+            compiled.load_state_tensors(saved)
+        else:
+            restore_optimizer(optimizer, saved, restored.param_groups)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RuntimeError) as error:
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise CnnkitError(f"{out / 'last' if out else 'last'}: cannot resume its optimiser state ({reason})") from None
 
 
 def optimizer_state(optimizer: Optimizer, compiled: CompiledStep | None) -> tuple[dict, list | None]:

@@ -99,8 +99,15 @@ class Optimizer:
         for group, saved in zip(self.param_groups, saved_groups, strict=True):
             group.update({k: tuple(v) if k == "betas" else v for k, v in saved.items() if k != "params"})
         numbered = [p for group in self.param_groups for p in group["params"]]
-        self.state = {}
+        state = {}
         for index, slots in state_dict["state"].items():
-            param = numbered[int(index)]  # the step count stays a CPU float, as torch.optim keeps it
-            self.state[param] = {name: value.clone() if name == "step" else
-                                 torch.empty_like(param).copy_(value) for name, value in slots.items()}
+            param = numbered[int(index)]
+            for name, value in slots.items():
+                expected = () if name == "step" else param.shape
+                if value.shape != expected:  # copy_ would broadcast a wrong shape without a word
+                    raise ValueError(f"optimiser state {index}.{name} has shape {tuple(value.shape)}; its parameter "
+                                     f"needs {tuple(expected)}")
+            # the step count stays a CPU float, as torch.optim keeps it
+            state[param] = {name: value.clone() if name == "step" else torch.empty_like(param).copy_(value)
+                            for name, value in slots.items()}
+        self.state = state
