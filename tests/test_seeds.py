@@ -77,7 +77,8 @@ def test_cli_seeds_prints_the_spread(tmp_path, capsys):
     with pytest.raises(CnnkitError, match="does not combine with --stream"):
         fit_seeds(TrainConfig(stream=True), 2, progress=False)
     # What --seeds cannot do as each single run would is refused, not silently skipped.
-    for refused, flag in ((TrainConfig(compile="on"), "--compile on"), (TrainConfig(patience=2), "--patience")):
+    for refused, flag in ((TrainConfig(compile="on"), "--compile on"), (TrainConfig(patience=2), "--patience"),
+                          (TrainConfig(tensorboard=True), "--tensorboard")):
         with pytest.raises(CnnkitError, match=f"does not combine with {flag}"):
             fit_seeds(refused, 2, progress=False)
 
@@ -107,3 +108,40 @@ def test_resuming_one_seed_updates_the_folders_summary(tmp_path, capsys):
     assert main(["train", "--resume", str(folder / "seed-0"), "--epochs", "2", "--no-progress"]) == 0
     assert "seeds.json: not updated" in capsys.readouterr().out
     assert (folder / "seeds.json").read_text() == '{"seeds": 7}'
+
+
+def test_batched_seeds_clip_gradients_as_their_single_runs():
+    config = TrainConfig.for_model("digitsnet", epochs=1, grad_clip=1e-4)  # tiny: the vmap path
+    clipped = fit_seeds(config, 2, progress=False, stream=io.StringIO())
+    unclipped = fit_seeds(replace(config, grad_clip=0.0), 2, progress=False, stream=io.StringIO())
+    for k in range(2):
+        alone = fit(replace(config, seed=k), progress=False, stream=io.StringIO()).history[0]["train_loss"]
+        assert abs(clipped.runs[k].history[0]["train_loss"] - alone) / alone < 1e-5  # measured 2e-7
+        assert abs(unclipped.runs[k].history[0]["train_loss"] - alone) / alone > 1e-2  # the clip matters here
+
+
+def test_seeds_keep_away_from_a_single_runs_folder(tmp_path):
+    assert main(["train", "--epochs", "1", "--model-option", "width=4", "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 0
+    before = sorted(p.name for p in (tmp_path / "r").iterdir())
+    with pytest.raises(CnnkitError, match="holds a single run .*choose another --out"):
+        fit_seeds(TrainConfig(epochs=1), 2, out=tmp_path / "r", overwrite=True, progress=False)
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == before
+
+
+def test_seeds_summary_follows_a_resume_from_elsewhere_and_refuses_bad_numbers(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "s"
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--model", "digitsnet", "--seeds", "2", "--epochs", "1", "--out", "s",
+                 "--no-progress"]) == 0  # recorded as the relative s/seed-K
+    monkeypatch.chdir(folder / "seed-1")
+    assert main(["train", "--resume", ".", "--epochs", "2", "--no-progress"]) == 0
+    assert json.loads((folder / "seeds.json").read_text())["seeds"][1]["epochs_run"] == 2
+    summary = json.loads((folder / "seeds.json").read_text())
+    summary["seeds"][0]["test_accuracy"] = float("nan")  # json writes NaN; a mean of it would be nonsense
+    (folder / "seeds.json").write_text(json.dumps(summary))
+    planted = (folder / "seeds.json").read_text()
+    capsys.readouterr()
+    assert main(["train", "--resume", ".", "--epochs", "3", "--no-progress"]) == 0
+    assert "seeds.json: not updated" in capsys.readouterr().out
+    assert (folder / "seeds.json").read_text() == planted

@@ -96,9 +96,10 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
                         help="continue the run in RUN_DIR from its last checkpoint with its recorded settings "
                              "(--epochs may extend it; other settings must match)")
     parser.add_argument("--seeds", type=int, default=None, metavar="N",
-                        help="train seeds SEED..SEED+N-1 of the recipe together in one process (side by side, each "
-                             "exactly as its single run; tiny nets as one batched computation); each lands in "
-                             "OUT/seed-K as a normal run, and the mean and spread are reported")
+                        help="train seeds SEED..SEED+N-1 of the recipe together in one process; each lands in "
+                             "OUT/seed-K as a normal run, the mean and spread in OUT/seeds.json. On the CPU, nets of "
+                             "10 M+ multiply-adds a step train side by side, bit-identical to --seed K alone; smaller "
+                             "ones (and every net on a GPU) as one vmap, within float rounding of it")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout (logs go to stderr)")
     parser.add_argument("--no-progress", action="store_true", help="plain lines instead of a progress bar")
     parser.set_defaults(run=run_train)

@@ -207,8 +207,8 @@ class RunDirectory:
             model.load_state_dict(_model_weights(tensors))
             torch.set_rng_state(tensors["rng.torch"])
         except (RuntimeError, KeyError, TypeError) as error:
-            raise CnnkitError(f"{self.path / 'last'}: cannot resume from it ({str(error).splitlines()[0][:200]})") \
-                from None
+            reason = " ".join(str(error).split())[:300]  # torch's first line alone names no parameter
+            raise CnnkitError(f"{self.path / 'last'}: cannot resume from it ({reason})") from None
         history = self._history(records, meta["epoch"])
         recorded = {r["epoch"] for r in history}
         missing = [e for e in range(1, meta["epoch"] + 1) if e % eval_every == 0 and e not in recorded]

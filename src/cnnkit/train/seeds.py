@@ -46,7 +46,7 @@ from cnnkit.train.evaluation import (
 from cnnkit.train.log import EpochLog
 from cnnkit.train.loop import RunResult, augment_seed, dropout_seed, make_optimizer
 from cnnkit.train.losses import describe_objective, make_loss
-from cnnkit.train.run_dir import RunDirectory
+from cnnkit.train.run_dir import RUN_FILES, RunDirectory
 from cnnkit.train.schedule import lr_at
 from cnnkit.train.seed_dropout import draw_masks, dropout_inputs, mask_dropout
 from cnnkit.train.seed_parallel import ParallelSeeds
@@ -85,7 +85,8 @@ def check_supported(config: TrainConfig, count: int) -> None:
     refusals = [(config.stream, "--stream"), (config.precision != "fp32", f"--precision {config.precision}"),
                 (config.eval_mode != "population", "--recipe seed (batch-statistics evaluation)"),
                 (config.init_from is not None, "--init-from"), (config.sync_bn, "--sync-bn"),
-                (config.compile == "on", "--compile on"), (config.patience > 0, "--patience (early stopping)")]
+                (config.compile == "on", "--compile on"), (config.patience > 0, "--patience (early stopping)"),
+                (config.tensorboard, "--tensorboard")]
     for refused, flag in refusals:
         if refused:
             raise CnnkitError(f"--seeds trains every seed in memory, eager, in fp32, for all its epochs, with "
@@ -103,7 +104,7 @@ def fit_seeds(config: TrainConfig, count: int, out: Path | None = None, overwrit
     log = EpochLog(replace(config, model=f"{config.model} x{count} seeds"), True, progress, stream)
     configs = [replace(config, seed=config.seed + k) for k in range(count)]
     runs = [RunDirectory(out / f"seed-{c.seed}" if out else None, True, log.note) for c in configs]
-    RunDirectory(out, True, log.note).check_free(overwrite)  # the seeds' folder is not itself a run's
+    _check_seeds_folder(out)
     threads = torch.get_num_threads()
     try:
         for run in runs:
@@ -114,6 +115,19 @@ def fit_seeds(config: TrainConfig, count: int, out: Path | None = None, overwrit
         for run in runs:
             run.close()
         torch.set_num_threads(threads)
+
+
+def _check_seeds_folder(out: Path | None) -> None:
+    """The seeds' folder holds OUT/seed-K runs and seeds.json, never a single run's files (even with --overwrite:
+    replacing a run by a folder of other runs is not what --overwrite promises)."""
+    if out is None:
+        return
+    if out.exists() and not out.is_dir():
+        raise CnnkitError(f"{out}: exists and is not a folder; --out needs a folder for the seeds' runs")
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if held:
+        raise CnnkitError(f"{out} holds a single run ({', '.join(held)}); --seeds writes OUT/seed-K runs and "
+                          "OUT/seeds.json: choose another --out")
 
 
 def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochLog, device: torch.device,
@@ -132,6 +146,9 @@ def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochL
                        lambda s: lr_at(s, total_steps, per_epoch, config), device, log)
     log.note(f"training objective: {describe_objective(config.loss, config.label_smoothing)}; validation and test "
              "losses are plain cross-entropy")
+    if runs[0].writes:
+        log.note(f"runs in {runs[0].path.parent}/seed-K, the spread in {runs[0].path.parent / 'seeds.json'}")
+    log.note(f"each epoch line is the mean over the {len(configs)} seeds")
     log.start(1)
     seeds = [_Seed(c, d, r) for c, (d, _), r in zip(configs, datas, runs, strict=True)]
     every = range(len(seeds))
@@ -208,15 +225,19 @@ class _Seed:
 def refresh_seeds_summary(run: RunResult, say: Callable[[str], None]) -> None:
     """After one seed of a --seeds folder is resumed on its own: its entry in the folder's seeds.json, and the mean
     and spread, follow its new result (a seeds.json cnnkit cannot read is left as it is, and said)."""
-    if run.run_dir is None or run.test_accuracy is None or not (run.run_dir.parent / "seeds.json").exists():
+    folder = run.run_dir.resolve() if run.run_dir is not None else None  # `--resume .` names the folder too
+    if folder is None or run.test_accuracy is None or not (folder.parent / "seeds.json").exists():
         return
-    path = run.run_dir.parent / "seeds.json"
+    path = folder.parent / "seeds.json"
     try:
         summary = parse_json(read_bytes(path, cap="json_bytes"), path)
         entries = summary["seeds"]
-        index = next(i for i, e in enumerate(entries) if Path(e["run_dir"]).resolve() == run.run_dir.resolve())
+        # By folder name: seeds.json lies beside its seed-K folders, wherever the user stands or moved them.
+        index = next(i for i, e in enumerate(entries) if Path(e["run_dir"]).name == folder.name)
         entries[index] = {**run.summary(), "run_dir": entries[index]["run_dir"]}  # as --seeds spelt it
-        accuracies = [float(e["test_accuracy"]) for e in entries]
+        accuracies = [e["test_accuracy"] for e in entries]
+        if not all(type(a) in (int, float) and 0.0 <= a <= 1.0 for a in accuracies):
+            raise ValueError("test accuracies must be numbers between 0 and 1")
     except (CnnkitError, KeyError, TypeError, ValueError, OSError):
         say(f"{path}: not updated (not a seeds summary cnnkit can read)")
         return
@@ -255,8 +276,8 @@ def _refuse_diverged(sums: torch.Tensor, configs: list[TrainConfig], runs: list[
     if not bad:
         return
     which = ", ".join(f"seed {configs[k].seed} ({float(sums[k, 0])})" for k in bad)
-    kept = f"; the last good checkpoints are OUT/seed-K/last (epoch {epoch - 1})" if runs[0].writes and epoch > 1 \
-        else ""
+    kept = f"; the last good checkpoints are {runs[0].path.parent}/seed-K/last (epoch {epoch - 1})" \
+        if runs[0].writes and epoch > 1 else ""
     raise CnnkitError(f"the training loss became non-finite at epoch {epoch} for {which}; training stopped{kept}. "
                       "Try a lower --lr or --grad-clip")
 
@@ -325,6 +346,8 @@ class BatchedSeeds:
             losses, logits = self.step_fn(self.params, {**self.buffers, **masks}, xs, ys)
             self.optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()
+            if config.grad_clip:
+                _clip_per_seed(self.params.values(), config.grad_clip)
             self.optimizer.step()
             sums[:, 0] += losses.detach() * ys.shape[1]
             sums[:, 1] += (logits.detach().argmax(-1) == ys).sum(1)
@@ -364,6 +387,16 @@ class _Stacked(nn.Module):
     def parameters(self, recurse: bool = True):  # noqa: ARG002 - the interface of nn.Module
         """Every stacked tensor; the stacking axis counts as one more dimension, so decay groups shift by one."""
         return iter(self.tensors)
+
+
+def _clip_per_seed(stacked: Iterable[torch.Tensor], max_norm: float) -> None:
+    """clip_grad_norm_ for each seed's slice of the stacked gradients: seed k's gradients scaled by
+    min(1, max_norm / (its total norm + 1e-6)), as its single run clips them."""
+    grads = [p.grad for p in stacked if p.grad is not None]
+    norms = torch.stack([g.flatten(1).pow(2).sum(1) for g in grads]).sum(0).sqrt()
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for grad in grads:
+        grad.mul_(scale.view(-1, *[1] * (grad.dim() - 1)))
 
 
 def _step_function(template: nn.Module, loss_fn):
