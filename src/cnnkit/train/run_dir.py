@@ -180,6 +180,9 @@ class RunDirectory:
         `epochs` does not extend, or one `epochs` would end before the epochs it has trained."""
         if self.path is None or not any((self.path / f"last.{s}").exists() for s in ("safetensors", "json")):
             raise CnnkitError(f"{self.path}: nothing to resume (no last checkpoint)")
+        if not (self.path / "last.safetensors").exists():  # a JSON copy alone holds no weights to resume
+            raise CnnkitError(f"{self.path}: last.json has no last.safetensors beside it (the weights and optimiser "
+                              "state); nothing to resume")
         done = read_metadata(self.path / "last")["epoch"]
         if done > epochs:
             raise CnnkitError(f"{self.path} has trained {done} epochs; --epochs {epochs} would end it before that: "
