@@ -112,7 +112,21 @@ def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
             embedded = (file.metadata() or {}).get(META_KEY)
             return {key: file.get_tensor(key) for key in file.keys()}, embedded  # noqa: SIM118 - not a dict
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise CnnkitError(f"{path}: corrupt safetensors file ({str(error).splitlines()[0][:200]})") from None
+        raise _corrupt(path, error) from None
+
+
+def _read_header(path: Path) -> dict | None:
+    """The metadata embedded in a safetensors file's header (parsed; None if it has none), no tensor read."""
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            embedded = (file.metadata() or {}).get(META_KEY)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise _corrupt(path, error) from None
+    return None if embedded is None else parse_json(embedded, path)
+
+
+def _corrupt(path: Path, error: Exception) -> CnnkitError:
+    return CnnkitError(f"{path}: corrupt safetensors file ({str(error).splitlines()[0][:200]})")
 
 
 def _json_copy(stem: Path) -> dict | None:
@@ -120,54 +134,49 @@ def _json_copy(stem: Path) -> dict | None:
     return parse_json(read_bytes(path, cap="json_bytes"), path) if path.exists() else None
 
 
+def _validated(stem: Path, embedded: dict | None, copy: dict | None) -> dict:
+    """The metadata, validated: the tensors file's own, or STEM.json's for files written before metadata lived in
+    the tensors file (the JSON is their only copy)."""
+    tensors_path = stem.with_suffix(".safetensors")
+    if embedded is not None:
+        return checkpoint_meta(embedded, tensors_path).model_dump(mode="json")
+    if copy is None:
+        raise CnnkitError(f"{tensors_path}: holds no cnnkit metadata and has no {stem.name}.json beside it")
+    return checkpoint_meta(copy, stem.with_suffix(".json")).model_dump(mode="json")
+
+
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(tensors, validated metadata) of a checkpoint; corrupt, foreign or mismatched files raise CnnkitError."""
     stem = resolve_checkpoint(path)
     tensors_path = stem.with_suffix(".safetensors")
     tensors, embedded = _read_tensors(tensors_path)
+    meta = None if embedded is None else parse_json(embedded, tensors_path)
     copy = _json_copy(stem)
-    if embedded is None:  # written before metadata lived in the tensors file: the JSON is the only copy
-        if copy is None:
-            raise CnnkitError(f"{tensors_path}: holds no cnnkit metadata and has no {stem.name}.json beside it")
-        return tensors, checkpoint_meta(copy, stem.with_suffix(".json")).model_dump(mode="json")
-    meta = parse_json(embedded, tensors_path)
-    if copy is not None and copy != meta:
+    if meta is not None and copy is not None and copy != meta:
         raise CnnkitError(f"{stem.with_suffix('.json')} does not match the metadata inside {tensors_path.name} (a "
                           f"write interrupted between the two files, or an edit); `cnnkit train --resume` repairs a "
                           f"run's copy, or delete {stem.name}.json to use the tensors file alone")
-    return tensors, checkpoint_meta(meta, tensors_path).model_dump(mode="json")
+    return tensors, _validated(stem, meta, copy)
 
 
 def read_metadata(path: str | Path) -> dict:
     """A checkpoint's validated metadata without its tensors: the copy in the tensors file's header, else STEM.json."""
     stem = resolve_checkpoint(path)
     tensors_path = stem.with_suffix(".safetensors")
-    try:
-        with safe_open(str(tensors_path), framework="pt") as file:
-            embedded = (file.metadata() or {}).get(META_KEY)
-    except FileNotFoundError:
-        embedded = None
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise CnnkitError(f"{tensors_path}: corrupt safetensors file ({str(error).splitlines()[0][:200]})") from None
-    if embedded is not None:
-        return checkpoint_meta(parse_json(embedded, tensors_path), tensors_path).model_dump(mode="json")
-    copy = _json_copy(stem)
-    if copy is None:
-        raise CnnkitError(f"{tensors_path}: holds no cnnkit metadata and has no {stem.name}.json beside it")
-    return checkpoint_meta(copy, stem.with_suffix(".json")).model_dump(mode="json")
+    meta = _read_header(tensors_path) if tensors_path.exists() else None
+    return _validated(stem, meta, None if meta is not None else _json_copy(stem))
 
 
 def repair_json_copy(path: str | Path) -> bool:
     """Rewrite STEM.json from the metadata inside STEM.safetensors when they differ; True if it was rewritten."""
     stem = resolve_checkpoint(path)
-    _, embedded = _read_tensors(stem.with_suffix(".safetensors"))
-    if embedded is None:
+    meta = _read_header(stem.with_suffix(".safetensors"))  # the header alone: no tensor is read to compare
+    if meta is None:
         return False
     try:
         current = _json_copy(stem)
     except CnnkitError:  # a torn or garbled copy: rewritten below
         current = None
-    meta = parse_json(embedded, stem.with_suffix(".safetensors"))
     if current == meta:
         return False
     atomic_write(stem.with_suffix(".json"), json.dumps(meta, indent=1).encode())

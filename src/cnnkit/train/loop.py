@@ -195,7 +195,7 @@ def _fit(
     run.open(overwrite, resume)
     if run.path:  # said once the folder exists: a run refused earlier never names one
         log.note(f"run directory {run.path}")
-    restored = run.restore(model, config.epochs, config.eval_every) if resume else Restored()
+    restored = run.restore(model, config.eval_every) if resume else Restored()
     run.describe(config, spec, data.dataset.class_names, data.description(config.seed))
     recorded_epochs = TrainConfig.from_run_dir(run.path).epochs if resume and run.path else config.epochs
     per_epoch = num_batches(len(data.train[1]), config.batch_size, config.drop_last, world.size)

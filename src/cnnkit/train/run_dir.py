@@ -50,14 +50,16 @@ class Restored:
         return self.tensors is not None and "optim.flat.exp_avg" in self.tensors
 
 
-def optimizer_tensors(optimizer: Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    """Flatten an optimiser's state into named tensors plus JSON-ready param groups."""
+def optimizer_tensors(optimizer: Optimizer, seed: int | None = None) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """Flatten an optimiser's state into named tensors plus JSON-ready param groups; with `seed`, that seed's slice
+    of state stacked over several seeds (the single-run layout, so its run resumes alone)."""
     state = optimizer.state_dict()
     tensors = {}
     for index, slots in state["state"].items():
         for name, value in slots.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"optim.{index}.{name}"] = value.detach().cpu().contiguous()
+                own = value[seed] if seed is not None and value.dim() else value
+                tensors[f"optim.{index}.{name}"] = own.detach().cpu().contiguous()
     return tensors, state["param_groups"]
 
 
@@ -87,12 +89,16 @@ class RunDirectory:
         not a folder."""
         if not self.writes:
             return
-        if self.path.exists() and not self.path.is_dir():
-            raise CnnkitError(f"{self.path}: exists and is not a folder; --out needs a folder for the run")
-        existing = [name for name in RUN_FILES if (self.path / name).exists()]
+        existing = self.run_files()
         if existing and not overwrite:
             raise CnnkitError(f"{self.path} already holds a run ({', '.join(existing)}); pass --resume {self.path} "
                               "to continue it or --overwrite to replace it")
+
+    def run_files(self) -> list[str]:
+        """The run files already in the folder; a path that exists but is no folder is refused."""
+        if self.path.exists() and not self.path.is_dir():
+            raise CnnkitError(f"{self.path}: exists and is not a folder; --out needs a folder for the run")
+        return [name for name in RUN_FILES if (self.path / name).exists()]
 
     def open(self, overwrite: bool = False, resume: bool = False) -> None:
         """Create and lock the folder, remove temp files of interrupted writes, and (overwrite) the old run."""
@@ -194,11 +200,10 @@ class RunDirectory:
             raise CnnkitError(f"{self.path} has finished its {done} epochs; pass --epochs N (more than {done}) to "
                               "train it further")
 
-    def restore(self, model: nn.Module, epochs: int, eval_every: int = 1) -> Restored:
+    def restore(self, model: nn.Module, eval_every: int = 1) -> Restored:
         """Load the last checkpoint into `model` and the RNG; repair JSON copies an interrupted write left stale;
-        trim metrics.jsonl to the epochs the checkpoint covers (dropping a torn last line). A finished run is
-        refused unless `epochs` extends it."""
-        self.check_resumable(epochs)
+        trim metrics.jsonl to the epochs the checkpoint covers (dropping a torn last line). Call check_resumable
+        first: it refuses, before the lock and the data, what cannot be resumed."""
         for name in ("last", "best"):
             exists = (self.path / f"{name}.safetensors").exists()
             if self.writes and exists and repair_json_copy(self.path / name):

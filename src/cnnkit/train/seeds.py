@@ -46,7 +46,7 @@ from cnnkit.train.evaluation import (
 from cnnkit.train.log import EpochLog
 from cnnkit.train.loop import RunResult, augment_seed, dropout_seed, make_optimizer
 from cnnkit.train.losses import describe_objective, make_loss
-from cnnkit.train.run_dir import RUN_FILES, RunDirectory
+from cnnkit.train.run_dir import RunDirectory, optimizer_tensors
 from cnnkit.train.schedule import lr_at
 from cnnkit.train.seed_dropout import draw_masks, dropout_inputs, mask_dropout
 from cnnkit.train.seed_parallel import ParallelSeeds
@@ -72,10 +72,14 @@ class SeedsResult:
 
     def summary(self) -> dict:
         """JSON-ready: per-seed summaries, mean and standard deviation of the test accuracy."""
-        accuracies = self.accuracies
-        return {"seeds": [run.summary() for run in self.runs], "test_accuracy_mean": statistics.mean(accuracies),
-                "test_accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+        return {"seeds": [run.summary() for run in self.runs], **spread(self.accuracies),
                 "seconds": round(self.seconds, 3)}
+
+
+def spread(accuracies: list[float]) -> dict[str, float]:
+    """Mean and sample standard deviation of the seeds' test accuracies (0 for a single value)."""
+    return {"test_accuracy_mean": statistics.mean(accuracies),
+            "test_accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0}
 
 
 def check_supported(config: TrainConfig, count: int) -> None:
@@ -124,7 +128,7 @@ def _check_seeds_folder(out: Path | None) -> None:
         return
     if out.exists() and not out.is_dir():
         raise CnnkitError(f"{out}: exists and is not a folder; --out needs a folder for the seeds' runs")
-    held = [name for name in RUN_FILES if (out / name).exists()]
+    held = RunDirectory(out).run_files()
     if held:
         raise CnnkitError(f"{out} holds a single run ({', '.join(held)}); --seeds writes OUT/seed-K runs and "
                           "OUT/seeds.json: choose another --out")
@@ -243,8 +247,7 @@ def refresh_seeds_summary(run: RunResult, say: Callable[[str], None]) -> None:
         return
     except StopIteration:  # a folder whose seeds.json does not list this run
         return
-    summary.update(test_accuracy_mean=statistics.mean(accuracies),
-                   test_accuracy_std=statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0)
+    summary.update(spread(accuracies))
     atomic_write(path, json.dumps(summary, indent=1).encode())
     say(f"{path}: updated with this run; test accuracy over {len(accuracies)} seeds now "
         f"{100 * summary['test_accuracy_mean']:.2f}% +- {100 * summary['test_accuracy_std']:.2f}%")
@@ -361,13 +364,7 @@ class BatchedSeeds:
     def optimizer_state(self, k: int) -> tuple[dict[str, torch.Tensor], list[dict]]:
         """Seed k's slice of the stacked optimiser state, in the single-run checkpoint format (so `--resume`
         works)."""
-        state = self.optimizer.state_dict()
-        tensors = {}
-        for index, slots in state["state"].items():
-            for name, value in slots.items():
-                if isinstance(value, torch.Tensor):
-                    tensors[f"optim.{index}.{name}"] = (value[k] if value.dim() else value).detach().cpu().contiguous()
-        return tensors, state["param_groups"]
+        return optimizer_tensors(self.optimizer, seed=k)
 
     def map(self, function: Callable, items: Iterable) -> list:
         """function(item) for each item, in turn (the batched step already uses every core)."""
