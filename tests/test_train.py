@@ -158,6 +158,24 @@ def test_resume_refuses_optimiser_state_of_another_shape(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and (out / "config.json").read_bytes() == config
 
 
+def test_resume_refuses_a_last_checkpoint_of_another_model_before_anything(tmp_path, capsys):
+    run, other = tmp_path / "r", tmp_path / "other"
+    assert main(["train", "--out", str(run), "--epochs", "1", "--model-option", "width=4", "--no-progress"]) == 0
+    assert main(["train", "--out", str(other), "--epochs", "1", "--model-option", "width=6", "--no-progress"]) == 0
+    for name in ("last.safetensors", "last.json"):  # another run's checkpoint copied in
+        (run / name).write_bytes((other / name).read_bytes())
+    (run / ".cnnkit.lock").write_text("999999\n")
+    before = {f.name: f.read_bytes() for f in run.iterdir() if f.is_file()}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert "holds a digits_cnn checkpoint with options {'width': 6, 'dropout': 0.2}" in err
+    assert "config.json trains digits_cnn with options {'width': 4, 'dropout': 0.2}" in err
+    assert len(err.splitlines()) == 1 and captured.out == ""  # refused before any log line or the lock
+    assert {f.name: f.read_bytes() for f in run.iterdir() if f.is_file()} == before
+
+
 def test_a_resumed_run_keeps_its_step_when_more_epochs_make_it_long(tmp_path):
     fit(TrainConfig(epochs=1, model_options={"width": 8}), out=tmp_path / "r", progress=False)
     longer = TrainConfig.from_run_dir(tmp_path / "r", 2_000)  # 22,000 steps: 'auto' would compile a new run

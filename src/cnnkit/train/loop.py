@@ -185,7 +185,7 @@ def _fit(
     if config.precision == "fp16" and device.type != "cuda":
         raise CnnkitError("precision fp16 (AMP with loss scaling) needs a CUDA device; use bf16 on CPU")
     if resume:
-        run.check_resumable(config.epochs)  # fail fast: a refused resume prints nothing else and touches nothing
+        run.check_resumable(config)  # fail fast: a refused resume prints nothing else and touches nothing
     else:
         run.check_free(overwrite)  # fail fast; nothing is created until the data and the model are known good
     log.note(f"training {config.model} on {config.data}")

@@ -23,6 +23,7 @@ from cnnkit.checkpoint import load_checkpoint, read_metadata, repair_json_copy, 
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.errors import CnnkitError
 from cnnkit.metadata import metrics_records
+from cnnkit.models.registry import resolved_options
 from cnnkit.outputs import atomic_write, leftover_temp_files
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.optimizers import Optimizer
@@ -181,15 +182,19 @@ class RunDirectory:
                 meta["optimizer_param_groups"] = groups
         save_checkpoint(self.path / name, model, meta, preprocessing, extra)
 
-    def check_resumable(self, epochs: int) -> None:
-        """Refuse, before anything is loaded or written, a run with no last checkpoint, or a finished one that
-        `epochs` does not extend, or one `epochs` would end before the epochs it has trained."""
+    def check_resumable(self, config: TrainConfig) -> None:
+        """Refuse, before anything is loaded or written, a run with no last checkpoint, one whose last checkpoint
+        is of another model than its config (a file copied in), a finished one that the config's epochs do not
+        extend, or one they would end before the epochs it has trained."""
+        epochs = config.epochs
         if self.path is None or not any((self.path / f"last.{s}").exists() for s in ("safetensors", "json")):
             raise CnnkitError(f"{self.path}: nothing to resume (no last checkpoint)")
         if not (self.path / "last.safetensors").exists():  # a JSON copy alone holds no weights to resume
             raise CnnkitError(f"{self.path}: last.json has no last.safetensors beside it (the weights and optimiser "
                               "state); nothing to resume")
-        done = read_metadata(self.path / "last")["epoch"]
+        meta = read_metadata(self.path / "last")
+        _check_same_model(meta["model"], config, self.path / "last.safetensors")
+        done = meta["epoch"]
         if done > epochs:
             raise CnnkitError(f"{self.path} has trained {done} epochs; --epochs {epochs} would end it before that: "
                               f"pass more than {done} to train it further")
@@ -248,6 +253,15 @@ class RunDirectory:
         if self.writes and (self.path / "metrics.jsonl").exists():
             atomic_write(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
         return history
+
+
+def _check_same_model(saved: dict, config: TrainConfig, path: Path) -> None:
+    """The checkpoint's model and options must be the ones config.json trains (compared as JSON stores them)."""
+    options = json.loads(json.dumps(resolved_options(config.model, config.model_options)))
+    if saved["name"] != config.model or saved["options"] != options:
+        raise CnnkitError(f"{path} holds a {saved['name']} checkpoint with options {saved['options']}, but the "
+                          f"run's config.json trains {config.model} with options {options}; nothing to resume "
+                          "from it")
 
 
 def _model_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
