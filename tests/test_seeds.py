@@ -3,6 +3,8 @@
 import io
 import json
 import statistics
+import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -11,7 +13,8 @@ import torch
 from cnnkit import CnnkitError
 from cnnkit.cli import main
 from cnnkit.inference import evaluate_checkpoint
-from cnnkit.train import TrainConfig, fit
+from cnnkit.train import TrainConfig, fit, seeds
+from cnnkit.train.loop import RunResult
 from cnnkit.train.seeds import fit_seeds
 
 # lenet5_modern on digits, batch 64: 21 steps an epoch, so 5 epochs are the first 105 steps (shifted batches too).
@@ -87,7 +90,58 @@ def test_seeds_stop_when_a_loss_diverges(tmp_path):
     """As a single run: a non-finite training loss stops the run and names the seeds (it would poison the mean)."""
     with pytest.raises(CnnkitError, match=r"non-finite at epoch \d for seed 0 \(nan\), seed 1 \(nan\)"):
         fit_seeds(TrainConfig(lr=1e6, epochs=3), 2, out=tmp_path / "s", progress=False, stream=io.StringIO())
-    assert not (tmp_path / "s" / "seeds.json").exists()
+    summary = json.loads((tmp_path / "s" / "seeds.json").read_text())  # written at the start: no seed has finished
+    assert summary["finished"] == 0 and summary["test_accuracy_mean"] is None
+    assert [s["test_accuracy"] for s in summary["seeds"]] == [None, None]
+
+
+def test_seeds_stopped_before_their_test_are_summed_up_by_their_resumes(tmp_path, monkeypatch, capsys):
+    """A Ctrl-C during the final tests used to leave no seeds.json, and the resumes had nothing to update."""
+    folder = tmp_path / "s"
+
+    def interrupted(*_args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr("cnnkit.train.seeds._Seed.finish", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            fit_seeds(TrainConfig.for_model("digitsnet", epochs=1), 2, out=folder, progress=False,
+                      stream=io.StringIO())
+    assert json.loads((folder / "seeds.json").read_text())["finished"] == 0
+    accuracies = []
+    for k in (0, 1):
+        capsys.readouterr()
+        assert main(["train", "--resume", str(folder / f"seed-{k}"), "--json", "--no-progress"]) == 0
+        captured = capsys.readouterr()
+        accuracies.append(json.loads(captured.out.strip().splitlines()[-1])["test_accuracy"])
+        over = "the 1 of 2 seeds that have finished" if k == 0 else "2 seeds"
+        assert f"test accuracy over {over} now {100 * statistics.mean(accuracies):.2f}%" in captured.err
+    summary = json.loads((folder / "seeds.json").read_text())
+    assert summary["finished"] == 2 and [s["test_accuracy"] for s in summary["seeds"]] == accuracies
+    assert summary["test_accuracy_mean"] == pytest.approx(statistics.mean(accuracies))
+
+
+def test_sibling_resumes_at_once_keep_both_updates(tmp_path, monkeypatch):
+    """Two seeds resumed at the same moment each read seeds.json, then write it: the folder lock makes the second
+    read wait for the first write (without it, one update was lost)."""
+    folder = tmp_path / "s"
+    assert main(["train", "--model", "digitsnet", "--seeds", "2", "--epochs", "1", "--out", str(folder),
+                 "--no-progress"]) == 0
+    slow_write = seeds.atomic_write
+
+    def slowly(path, data):
+        time.sleep(0.3)  # both threads have read the file by now, unless the lock holds one back
+        slow_write(path, data)
+
+    monkeypatch.setattr(seeds, "atomic_write", slowly)
+    finished = [RunResult(folder / f"seed-{k}", 0.5 + k / 10, 1.0, 0.5, 2, 1.0) for k in (0, 1)]
+    both = [threading.Thread(target=seeds.refresh_seeds_summary, args=(run, print)) for run in finished]
+    for thread in both:
+        thread.start()
+    for thread in both:
+        thread.join()
+    entries = json.loads((folder / "seeds.json").read_text())["seeds"]
+    assert [e["test_accuracy"] for e in entries] == [0.5, 0.6] and [e["epochs_run"] for e in entries] == [2, 2]
 
 
 def test_resuming_one_seed_updates_the_folders_summary(tmp_path, capsys):

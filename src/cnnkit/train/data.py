@@ -73,15 +73,18 @@ def split_notes(dataset: ImageDataset) -> list[str]:
 
 
 def prepare_data(config: TrainConfig, device: torch.device, progress: bool | None = None,
-                 given: tuple[Preprocessing | None, float] | None = None) -> PreparedData:
+                 given: tuple[Preprocessing | None, float] | None = None,
+                 loaded: ImageDataset | None = None) -> PreparedData:
     """Load, split (stratified, seeded), fit preprocessing on the training split only, move to `device`.
 
     `given` = (preprocessing, its white value) replaces the fitting: a fine-tuned network keeps the input scaling
-    its weights were trained with (None: inputs used as they were, scaled to that white).
+    its weights were trained with (None: inputs used as they were, scaled to that white). `loaded`: the source
+    already decoded (several seeds split one decode of it).
     """
     if config.stream:
         return _prepare_stream(config, device, given)
-    dataset, split = load_split(config, progress)
+    dataset = loaded if loaded is not None else load_source(config.data, image_size(config), progress)
+    split = split_dataset(dataset, config)
     preprocessing = _preprocessing(config, dataset.images[split.train], dataset.pixel_max, given)
 
     def part(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,10 +12,13 @@ shows the spread.
 from __future__ import annotations
 
 import copy
+import fcntl
 import json
+import os
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -26,6 +29,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from cnnkit.checkpoint import build_model, model_spec
+from cnnkit.data import load_source
 from cnnkit.data.augment import random_flip, random_shift
 from cnnkit.data.batches import epoch_order, num_batches
 from cnnkit.data.safety import read_bytes
@@ -35,7 +39,7 @@ from cnnkit.models import main_logits
 from cnnkit.outputs import atomic_write
 from cnnkit.summary import count_macs
 from cnnkit.train.config import TrainConfig
-from cnnkit.train.data import PreparedData, prepare_data
+from cnnkit.train.data import PreparedData, image_size, prepare_data
 from cnnkit.train.evaluation import (
     best_checkpoint_record,
     better_than,
@@ -72,14 +76,27 @@ class SeedsResult:
 
     def summary(self) -> dict:
         """JSON-ready: per-seed summaries, mean and standard deviation of the test accuracy."""
-        return {"seeds": [run.summary() for run in self.runs], **spread(self.accuracies),
-                "seconds": round(self.seconds, 3)}
+        return {**seeds_summary([run.summary() for run in self.runs]), "seconds": round(self.seconds, 3)}
 
 
-def spread(accuracies: list[float]) -> dict[str, float]:
-    """Mean and sample standard deviation of the seeds' test accuracies (0 for a single value)."""
+def seeds_summary(entries: list[dict]) -> dict:
+    """seeds.json's content: every seed's entry (test_accuracy None until its run has finished) and the spread
+    over the finished ones."""
+    finished = [e["test_accuracy"] for e in entries if e["test_accuracy"] is not None]
+    return {"seeds": entries, "finished": len(finished), **spread(finished)}
+
+
+def spread(accuracies: list[float]) -> dict[str, float | None]:
+    """Mean and sample standard deviation of the seeds' test accuracies (0 for a single value, None for none)."""
+    if not accuracies:
+        return {"test_accuracy_mean": None, "test_accuracy_std": None}
     return {"test_accuracy_mean": statistics.mean(accuracies),
             "test_accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0}
+
+
+def _unfinished(run: RunDirectory) -> dict:
+    """A seed's seeds.json entry before its test: a Ctrl-C or a crash later leaves it for `--resume` to fill."""
+    return RunResult(run.path, None, None, None, 0, 0.0).summary()
 
 
 def check_supported(config: TrainConfig, count: int) -> None:
@@ -142,6 +159,9 @@ def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochL
         run.open(overwrite)
         run.describe(seed_config, spec, data.dataset.class_names, data.description(seed_config.seed))
         run.write_config(seed_config)
+    if runs[0].writes:  # from the start: whatever stops this process, each seed's resume finds its entry
+        atomic_write(runs[0].path.parent / "seeds.json",
+                     json.dumps(seeds_summary([_unfinished(run) for run in runs]), indent=1).encode())
     n = len(datas[0][0].train[1])
     per_epoch = num_batches(n, config.batch_size, config.drop_last)
     total_steps = per_epoch * config.epochs
@@ -228,39 +248,59 @@ class _Seed:
 
 def refresh_seeds_summary(run: RunResult, say: Callable[[str], None]) -> None:
     """After one seed of a --seeds folder is resumed on its own: its entry in the folder's seeds.json, and the mean
-    and spread, follow its new result (a seeds.json cnnkit cannot read is left as it is, and said)."""
+    and spread, follow its new result (a seeds.json cnnkit cannot read is left as it is, and said). Sibling seeds
+    resumed at once take turns: the folder is locked from reading the file to writing it."""
     folder = run.run_dir.resolve() if run.run_dir is not None else None  # `--resume .` names the folder too
     if folder is None or run.test_accuracy is None or not (folder.parent / "seeds.json").exists():
         return
     path = folder.parent / "seeds.json"
-    try:
-        summary = parse_json(read_bytes(path, cap="json_bytes"), path)
-        entries = summary["seeds"]
-        # By folder name: seeds.json lies beside its seed-K folders, wherever the user stands or moved them.
-        index = next(i for i, e in enumerate(entries) if Path(e["run_dir"]).name == folder.name)
-        entries[index] = {**run.summary(), "run_dir": entries[index]["run_dir"]}  # as --seeds spelt it
-        accuracies = [e["test_accuracy"] for e in entries]
-        if not all(type(a) in (int, float) and 0.0 <= a <= 1.0 for a in accuracies):
-            raise ValueError("test accuracies must be numbers between 0 and 1")
-    except (CnnkitError, KeyError, TypeError, ValueError, OSError):
-        say(f"{path}: not updated (not a seeds summary cnnkit can read)")
-        return
-    except StopIteration:  # a folder whose seeds.json does not list this run
-        return
-    summary.update(spread(accuracies))
-    atomic_write(path, json.dumps(summary, indent=1).encode())
-    say(f"{path}: updated with this run; test accuracy over {len(accuracies)} seeds now "
+    with _locked(folder.parent):
+        try:
+            summary = parse_json(read_bytes(path, cap="json_bytes"), path)
+            entries = summary["seeds"]
+            # By folder name: seeds.json lies beside its seed-K folders, wherever the user stands or moved them.
+            index = next(i for i, e in enumerate(entries) if Path(e["run_dir"]).name == folder.name)
+            entries[index] = {**run.summary(), "run_dir": entries[index]["run_dir"]}  # as --seeds spelt it
+            if not all(_accuracy_or_none(e["test_accuracy"]) for e in entries):
+                raise ValueError("test accuracies must be numbers between 0 and 1, or null before the test")
+        except (CnnkitError, KeyError, TypeError, ValueError, OSError):
+            say(f"{path}: not updated (not a seeds summary cnnkit can read)")
+            return
+        except StopIteration:  # a folder whose seeds.json does not list this run
+            return
+        summary.update(seeds_summary(entries))
+        atomic_write(path, json.dumps(summary, indent=1).encode())
+    over = f"{summary['finished']} seeds" if summary["finished"] == len(entries) else \
+        f"the {summary['finished']} of {len(entries)} seeds that have finished"
+    say(f"{path}: updated with this run; test accuracy over {over} now "
         f"{100 * summary['test_accuracy_mean']:.2f}% +- {100 * summary['test_accuracy_std']:.2f}%")
+
+
+def _accuracy_or_none(value: object) -> bool:
+    return value is None or (type(value) in (int, float) and 0.0 <= value <= 1.0)
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on a folder (flock on its descriptor: no file is left behind)."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)
 
 
 def _data_and_models(configs: list[TrainConfig], device: torch.device, log: EpochLog
                      ) -> tuple[list[tuple[PreparedData, dict]], list[nn.Module]]:
     """Each seed's (data, model spec) and fresh model, exactly as its single run makes them: seeded, then the data,
-    then the model. The training splits must be equal in size (the seeds step together)."""
+    then the model; the source is decoded once for all of them. The training splits must be equal in size (the
+    seeds step together)."""
     datas, models = [], []
+    source = load_source(configs[0].data, image_size(configs[0]), progress=log.enabled and log.tty)
     for config in configs:
         torch.manual_seed(config.seed)
-        data = prepare_data(config, device, progress=log.enabled and log.tty)
+        data = prepare_data(config, device, loaded=source)
         channels, h, w = data.dataset.image_shape
         spec = model_spec(config.model, config.model_options, len(data.dataset.class_names), channels, (h, w))
         datas.append((data, spec))
