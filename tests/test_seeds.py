@@ -199,3 +199,13 @@ def test_seeds_summary_follows_a_resume_from_elsewhere_and_refuses_bad_numbers(t
     assert main(["train", "--resume", ".", "--epochs", "3", "--no-progress"]) == 0
     assert "seeds.json: not updated" in capsys.readouterr().out
     assert (folder / "seeds.json").read_text() == planted
+
+
+def test_seeds_decode_the_source_once(tmp_path, monkeypatch):
+    """N seeds split one decode of the images (N decodes cost N times the time and the memory of a big folder)."""
+    decoded = []
+    load_source = seeds.load_source
+    monkeypatch.setattr(seeds, "load_source", lambda *args, **kw: decoded.append(args) or load_source(*args, **kw))
+    monkeypatch.setattr("cnnkit.train.data.load_source", lambda *_args, **_kw: pytest.fail("decoded per seed"))
+    result = fit_seeds(TrainConfig.for_model("digitsnet", epochs=1), 3, progress=False, stream=io.StringIO())
+    assert len(decoded) == 1 and len(result.runs) == 3  # each seed's own split: the bit-for-bit test above
