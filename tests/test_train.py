@@ -1,6 +1,10 @@
 """The trainer end to end: accuracy, checkpoints, resume, errors, the seed recipe, and one step per family."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -358,3 +362,19 @@ def test_a_folder_run_resumes_from_anywhere_and_by_any_spelling_of_its_path(tmp_
     assert main(["train", "--resume", "run", "--data", "./fold/", "--epochs", "2", "--no-progress"]) == 0
     monkeypatch.chdir(tmp_path.parent)
     assert main(["train", "--resume", str(tmp_path / "run"), "--epochs", "3", "--no-progress"]) == 0
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path):
+    """A SIGINT after the first checkpoint: exit 130, and the way to continue from it (nothing lost)."""
+    run = tmp_path / "r"
+    process = subprocess.Popen([sys.executable, "-m", "cnnkit", "train", "--out", str(run), "--no-progress",
+                                "--model-option", "width=4", "--epochs", "20"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "last.safetensors").exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    err = process.communicate(timeout=60)[1]
+    assert process.returncode == 130, err
+    assert f"continue with: cnnkit train --resume {run}" in err and "cnnkit train: interrupted" in err
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -178,9 +181,11 @@ def run_train(args: argparse.Namespace) -> int:
 
         if resume:
             raise CnnkitError("--seeds starts new runs; resume a seed's run directory (OUT/seed-K) on its own")
-        summary = fit_seeds(config, args.seeds, out, args.overwrite, progress, stream).summary()
+        with _resume_hint(out, args.seeds):
+            summary = fit_seeds(config, args.seeds, out, args.overwrite, progress, stream).summary()
     else:
-        result = fit(config, out=out, overwrite=args.overwrite, resume=resume, progress=progress, stream=stream)
+        with _resume_hint(out):
+            result = fit(config, out=out, overwrite=args.overwrite, resume=resume, progress=progress, stream=stream)
         summary = result.summary() if result.is_main else None
         if resume and result.is_main:
             from cnnkit.train.seeds import refresh_seeds_summary
@@ -189,3 +194,20 @@ def run_train(args: argparse.Namespace) -> int:
     if args.json and summary is not None:
         print(json.dumps(summary))
     return 0
+
+
+@contextmanager
+def _resume_hint(out: Path, seeds: int | None = None) -> Iterator[None]:
+    """On Ctrl-C, say how to continue from what the run has saved (nothing when it saved no checkpoint yet)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") != "0":  # torchrun: the main process says it once
+            raise
+        if seeds is None and (out / "last.safetensors").exists():
+            print(f"cnnkit train: the last checkpoint is in {out}; continue with: cnnkit train --resume {out}",
+                  file=sys.stderr)
+        elif seeds is not None and any(out.glob("seed-*/last.safetensors")):
+            print(f"cnnkit train: each seed's last checkpoint is in {out}/seed-K; continue one with: cnnkit train "
+                  f"--resume {out}/seed-K ({out / 'seeds.json'} fills in as they finish)", file=sys.stderr)
+        raise
