@@ -162,22 +162,40 @@ def test_resume_refuses_optimiser_state_of_another_shape(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and (out / "config.json").read_bytes() == config
 
 
-def test_resume_refuses_a_last_checkpoint_of_another_model_before_anything(tmp_path, capsys):
-    run, other = tmp_path / "r", tmp_path / "other"
+def test_resume_refuses_a_last_checkpoint_of_another_run_before_anything(tmp_path, capsys):
+    run = tmp_path / "r"
     assert main(["train", "--out", str(run), "--epochs", "1", "--model-option", "width=4", "--no-progress"]) == 0
-    assert main(["train", "--out", str(other), "--epochs", "1", "--model-option", "width=6", "--no-progress"]) == 0
-    for name in ("last.safetensors", "last.json"):  # another run's checkpoint copied in
-        (run / name).write_bytes((other / name).read_bytes())
+    others = {"width": ["--model-option", "width=6"], "size": ["--model-option", "width=4", "--image-size", "16"]}
+    for name, flags in others.items():
+        assert main(["train", "--out", str(tmp_path / name), "--epochs", "1", "--no-progress", *flags]) == 0
+    with safe_open(str(run / "last.safetensors"), "pt") as file:  # the same weights, without a run's settings
+        header, tensors = file.metadata(), {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118
+    meta = json.loads(header["cnnkit"])
+    del meta["config"]
+    save_file(tensors, str(tmp_path / "imported.safetensors"), metadata={"cnnkit": json.dumps(meta)})
     (run / ".cnnkit.lock").write_text("999999\n")
-    before = {f.name: f.read_bytes() for f in run.iterdir() if f.is_file()}
-    capsys.readouterr()
-    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 2
-    captured = capsys.readouterr()
-    err = captured.err.strip()
-    assert "holds a digits_cnn checkpoint with options {'width': 6, 'dropout': 0.2}" in err
-    assert "config.json trains digits_cnn with options {'width': 4, 'dropout': 0.2}" in err
-    assert len(err.splitlines()) == 1 and captured.out == ""  # refused before any log line or the lock
-    assert {f.name: f.read_bytes() for f in run.iterdir() if f.is_file()} == before
+    own = {name: (run / name).read_bytes() for name in ("last.safetensors", "last.json")}
+    expected = {"width": "another run's checkpoint, trained with model_options={'width': 6} (config.json: "
+                         "{'width': 4})",
+                "size": "another run's checkpoint, trained with image_size=16 (config.json: None)",
+                "imported": "holds weights without a training run's settings"}
+    for name, message in expected.items():
+        if name == "imported":
+            (run / "last.json").unlink()
+            (run / "last.safetensors").write_bytes((tmp_path / "imported.safetensors").read_bytes())
+        else:
+            for file_name in own:  # another run's checkpoint copied in
+                (run / file_name).write_bytes((tmp_path / name / file_name).read_bytes())
+        before = {f.name: f.read_bytes() for f in run.iterdir() if f.is_file()}
+        capsys.readouterr()
+        assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 2
+        captured = capsys.readouterr()
+        err = captured.err.strip()
+        assert message in err and len(err.splitlines()) == 1 and captured.out == "", err  # before any log line
+        assert {f.name: f.read_bytes() for f in run.iterdir() if f.is_file()} == before
+    for file_name, content in own.items():  # its own checkpoint back: it resumes
+        (run / file_name).write_bytes(content)
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0
 
 
 def test_a_resumed_run_keeps_its_step_when_more_epochs_make_it_long(tmp_path):
@@ -367,9 +385,9 @@ def test_a_folder_run_resumes_from_anywhere_and_by_any_spelling_of_its_path(tmp_
 def test_ctrl_c_says_how_to_resume(tmp_path):
     """A SIGINT after the first checkpoint: exit 130, and the way to continue from it (nothing lost)."""
     run = tmp_path / "r"
-    process = subprocess.Popen([sys.executable, "-m", "cnnkit", "train", "--out", str(run), "--no-progress",
-                                "--model-option", "width=4", "--epochs", "20"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
+    command = [sys.executable, "-m", "cnnkit", "train", "--out", str(run), "--no-progress", "--model-option",
+               "width=4", "--epochs", "20"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (run / "last.safetensors").exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)

@@ -13,7 +13,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from cnnkit.errors import CnnkitError
-from cnnkit.train.config import CHOICES, TrainConfig, seed_recipe
+from cnnkit.train.config import CHOICES, RESUMABLE, TrainConfig, seed_recipe
 
 HELP = {
     "model": "registered model name (see `cnnkit models`); default digits_cnn. Every other setting defaults to "
@@ -64,7 +64,6 @@ HELP = {
 
 TEXT_FIELDS = ("model", "data", "init_from")
 PATH_FIELDS = ("data", "init_from")
-RESUMABLE = {"epochs", "threads"}  # what --resume may change: the run's length, and how fast it runs here
 
 
 def add_train_parser(commands: argparse._SubParsersAction) -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 from cnnkit.data.preprocess_kinds import PREPROCESSING_KINDS
 from cnnkit.errors import CnnkitError
 
+RESUMABLE = {"epochs", "threads"}  # what --resume may change: the run's length, and how fast it runs here
+
 CHOICES = {
     "optimizer": ("adam", "adamw", "sgd"),
     "schedule": ("constant", "step", "cosine", "onecycle"),

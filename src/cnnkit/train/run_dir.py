@@ -13,7 +13,7 @@ import fcntl
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -23,9 +23,8 @@ from cnnkit.checkpoint import load_checkpoint, read_metadata, repair_json_copy, 
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.errors import CnnkitError
 from cnnkit.metadata import metrics_records
-from cnnkit.models.registry import resolved_options
 from cnnkit.outputs import atomic_write, leftover_temp_files
-from cnnkit.train.config import TrainConfig
+from cnnkit.train.config import RESUMABLE, TrainConfig
 from cnnkit.train.optimizers import Optimizer
 
 RUN_FILES = ("config.json", "metrics.jsonl", "last.json", "last.safetensors", "best.json", "best.safetensors")
@@ -193,7 +192,7 @@ class RunDirectory:
             raise CnnkitError(f"{self.path}: last.json has no last.safetensors beside it (the weights and optimiser "
                               "state); nothing to resume")
         meta = read_metadata(self.path / "last")
-        _check_same_model(meta["model"], config, self.path / "last.safetensors")
+        _check_own_checkpoint(meta, config, self.path / "last.safetensors")
         done = meta["epoch"]
         if done > epochs:
             raise CnnkitError(f"{self.path} has trained {done} epochs; --epochs {epochs} would end it before that: "
@@ -255,13 +254,20 @@ class RunDirectory:
         return history
 
 
-def _check_same_model(saved: dict, config: TrainConfig, path: Path) -> None:
-    """The checkpoint's model and options must be the ones config.json trains (compared as JSON stores them)."""
-    options = json.loads(json.dumps(resolved_options(config.model, config.model_options)))
-    if saved["name"] != config.model or saved["options"] != options:
-        raise CnnkitError(f"{path} holds a {saved['name']} checkpoint with options {saved['options']}, but the "
-                          f"run's config.json trains {config.model} with options {options}; nothing to resume "
-                          "from it")
+def _check_own_checkpoint(meta: dict, config: TrainConfig, path: Path) -> None:
+    """The last checkpoint must be the run's own: trained with the settings in its config.json, of which only the
+    resumable ones may differ. One copied in from another run (another model, size or data) or imported weights
+    would otherwise fail only once loaded, after the log and the lock, or load into the wrong run."""
+    if meta.get("config") is None:
+        raise CnnkitError(f"{path} holds weights without a training run's settings (imported or exported weights); "
+                          "--resume continues a run from its own last checkpoint: start from these with --init-from")
+    saved = TrainConfig.from_dict(meta["config"], str(path))
+    differing = [f.name for f in fields(TrainConfig)
+                 if f.name not in RESUMABLE and getattr(saved, f.name) != getattr(config, f.name)]
+    if differing:
+        shown = ", ".join(f"{name}={getattr(saved, name)!r} (config.json: {getattr(config, name)!r})"
+                          for name in differing[:3])
+        raise CnnkitError(f"{path} is another run's checkpoint, trained with {shown}; nothing to resume from it")
 
 
 def _model_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
