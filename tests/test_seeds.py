@@ -14,7 +14,9 @@ from cnnkit import CnnkitError
 from cnnkit.cli import main
 from cnnkit.inference import evaluate_checkpoint
 from cnnkit.train import TrainConfig, fit, seeds
+from cnnkit.train.evaluation import final_test
 from cnnkit.train.loop import RunResult
+from cnnkit.train.run_dir import RunDirectory
 from cnnkit.train.seeds import fit_seeds
 
 # lenet5_modern on digits, batch 64: 21 steps an epoch, so 5 epochs are the first 105 steps (shifted batches too).
@@ -95,30 +97,63 @@ def test_seeds_stop_when_a_loss_diverges(tmp_path):
     assert [s["test_accuracy"] for s in summary["seeds"]] == [None, None]
 
 
-def test_seeds_stopped_before_their_test_are_summed_up_by_their_resumes(tmp_path, monkeypatch, capsys):
-    """A Ctrl-C during the final tests used to leave no seeds.json, and the resumes had nothing to update."""
+def test_seeds_stopped_during_their_tests_are_summed_up_by_their_resumes(tmp_path, monkeypatch, capsys):
+    """A Ctrl-C during the final tests used to leave no seeds.json (and then, a seed that had finished could never
+    enter it: its resume is refused as finished). Each seed's entry is now written as it finishes."""
     folder = tmp_path / "s"
+    tested = []
 
-    def interrupted(*_args):
-        raise KeyboardInterrupt
+    def interrupted_second(*args):
+        if tested:
+            raise KeyboardInterrupt
+        tested.append(final_test(*args))
+        return tested[-1]
 
     with monkeypatch.context() as patch:
-        patch.setattr("cnnkit.train.seeds._Seed.finish", interrupted)
+        patch.setattr(seeds, "final_test", interrupted_second)
         with pytest.raises(KeyboardInterrupt):
             fit_seeds(TrainConfig.for_model("digitsnet", epochs=1), 2, out=folder, progress=False,
                       stream=io.StringIO())
-    assert json.loads((folder / "seeds.json").read_text())["finished"] == 0
-    accuracies = []
-    for k in (0, 1):
-        capsys.readouterr()
-        assert main(["train", "--resume", str(folder / f"seed-{k}"), "--json", "--no-progress"]) == 0
-        captured = capsys.readouterr()
-        accuracies.append(json.loads(captured.out.strip().splitlines()[-1])["test_accuracy"])
-        over = "the 1 of 2 seeds that have finished" if k == 0 else "2 seeds"
-        assert f"test accuracy over {over} now {100 * statistics.mean(accuracies):.2f}%" in captured.err
+    summary = json.loads((folder / "seeds.json").read_text())
+    assert summary["finished"] == 1 and summary["seeds"][1]["test_accuracy"] is None
+    accuracies = [tested[0]["test_accuracy"]]
+    assert summary["seeds"][0]["test_accuracy"] == summary["test_accuracy_mean"] == accuracies[0]
+    assert main(["train", "--resume", str(folder / "seed-0"), "--no-progress"]) == 2  # finished, and summed up
+    capsys.readouterr()
+    assert main(["train", "--resume", str(folder / "seed-1"), "--json", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    accuracies.append(json.loads(captured.out.strip().splitlines()[-1])["test_accuracy"])
+    assert f"test accuracy over 2 seeds now {100 * statistics.mean(accuracies):.2f}%" in captured.err
     summary = json.loads((folder / "seeds.json").read_text())
     assert summary["finished"] == 2 and [s["test_accuracy"] for s in summary["seeds"]] == accuracies
-    assert summary["test_accuracy_mean"] == pytest.approx(statistics.mean(accuracies))
+
+
+def test_seeds_touch_nothing_while_a_seed_is_held_or_the_summary_cannot_be_written(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "s"
+    assert main(["train", "--model", "digitsnet", "--seeds", "2", "--epochs", "1", "--out", str(folder),
+                 "--no-progress"]) == 0
+    files = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".cnnkit.lock"}
+    held = RunDirectory(folder / "seed-1")
+    held.lock()  # seed 1 being resumed by another process: --overwrite must not empty seed 0 first
+    try:
+        with pytest.raises(CnnkitError, match="seed-1 is being written by another cnnkit process"):
+            fit_seeds(TrainConfig.for_model("digitsnet", epochs=1), 2, out=folder, overwrite=True, progress=False,
+                      stream=io.StringIO())
+    finally:
+        held.close()
+    assert {p: p.read_bytes() for p in files} == files
+    (tmp_path / "d" / "seeds.json").mkdir(parents=True)
+    with pytest.raises(CnnkitError, match="seeds.json: exists and is not a file"):
+        fit_seeds(TrainConfig.for_model("digitsnet", epochs=1), 2, out=tmp_path / "d", progress=False)
+    assert [p.name for p in (tmp_path / "d").iterdir()] == ["seeds.json"]
+
+    def unwritable(path, _data):
+        raise CnnkitError(f"{path}: cannot be written (Read-only file system)")
+
+    monkeypatch.setattr(seeds, "atomic_write", unwritable)  # a resumed seed's own run is saved: exit 0, said
+    capsys.readouterr()
+    assert main(["train", "--resume", str(folder / "seed-1"), "--epochs", "2", "--no-progress"]) == 0
+    assert "seeds.json: not updated (" in capsys.readouterr().out
 
 
 def test_sibling_resumes_at_once_keep_both_updates(tmp_path, monkeypatch):

@@ -100,15 +100,22 @@ class RunDirectory:
             raise CnnkitError(f"{self.path}: exists and is not a folder; --out needs a folder for the run")
         return [name for name in RUN_FILES if (self.path / name).exists()]
 
-    def open(self, overwrite: bool = False, resume: bool = False) -> None:
-        """Create and lock the folder, remove temp files of interrupted writes, and (overwrite) the old run."""
-        if not self.writes:
+    def lock(self) -> None:
+        """Create the folder and take its lock (`open` does too; runs opened together lock all before any is
+        emptied, so a run another process holds stops them all before anything is removed)."""
+        if not self.writes or self._lock is not None:
             return
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise CnnkitError(f"{self.path}: cannot create the run folder ({error.strerror or error})") from None
         self._take_lock()
+
+    def open(self, overwrite: bool = False, resume: bool = False) -> None:
+        """Create and lock the folder, remove temp files of interrupted writes, and (overwrite) the old run."""
+        if not self.writes:
+            return
+        self.lock()
         for temp in leftover_temp_files(self.path):
             temp.unlink()
             self.say(f"removed {temp.name}, left by an interrupted write")

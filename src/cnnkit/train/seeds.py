@@ -145,6 +145,9 @@ def _check_seeds_folder(out: Path | None) -> None:
         return
     if out.exists() and not out.is_dir():
         raise CnnkitError(f"{out}: exists and is not a folder; --out needs a folder for the seeds' runs")
+    summary = out / "seeds.json"
+    if summary.exists() and not summary.is_file():
+        raise CnnkitError(f"{summary}: exists and is not a file; --seeds writes the seeds' summary there")
     held = RunDirectory(out).run_files()
     if held:
         raise CnnkitError(f"{out} holds a single run ({', '.join(held)}); --seeds writes OUT/seed-K runs and "
@@ -155,13 +158,15 @@ def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochL
                overwrite: bool, started: float) -> SeedsResult:
     config = configs[0]
     datas, models = _data_and_models(configs, device, log)
+    for run in runs:  # every seed's folder, before any is emptied: a seed being resumed elsewhere stops us here
+        run.lock()
+    if runs[0].writes:  # from the start: whatever stops this process, each seed's resume finds its entry
+        pending = {**seeds_summary([_unfinished(run) for run in runs]), "seconds": None}
+        atomic_write(runs[0].path.parent / "seeds.json", json.dumps(pending, indent=1).encode())
     for run, seed_config, (data, spec) in zip(runs, configs, datas, strict=True):
         run.open(overwrite)
         run.describe(seed_config, spec, data.dataset.class_names, data.description(seed_config.seed))
         run.write_config(seed_config)
-    if runs[0].writes:  # from the start: whatever stops this process, each seed's resume finds its entry
-        atomic_write(runs[0].path.parent / "seeds.json",
-                     json.dumps(seeds_summary([_unfinished(run) for run in runs]), indent=1).encode())
     n = len(datas[0][0].train[1])
     per_epoch = num_batches(n, config.batch_size, config.drop_last)
     total_steps = per_epoch * config.epochs
@@ -241,9 +246,11 @@ class _Seed:
         self.run.save("best", model, *best_checkpoint_record(self.history, self.best, final, epoch, step), self.best,
                       self.data.preprocessing)
         self.run.append_metrics({"final": final})
-        return RunResult(self.run.path, final["test_accuracy"], final["test_loss"],
-                         self.best and self.best["val_accuracy"], epoch, time.perf_counter() - started,
-                         self.history + [{"final": final}], model)
+        result = RunResult(self.run.path, final["test_accuracy"], final["test_loss"],
+                           self.best and self.best["val_accuracy"], epoch, time.perf_counter() - started,
+                           self.history + [{"final": final}], model)
+        refresh_seeds_summary(result, lambda _: None)  # a finished run's resume is refused: its entry, now
+        return result
 
 
 def refresh_seeds_summary(run: RunResult, say: Callable[[str], None]) -> None:
@@ -269,7 +276,11 @@ def refresh_seeds_summary(run: RunResult, say: Callable[[str], None]) -> None:
         except StopIteration:  # a folder whose seeds.json does not list this run
             return
         summary.update(seeds_summary(entries))
-        atomic_write(path, json.dumps(summary, indent=1).encode())
+        try:
+            atomic_write(path, json.dumps(summary, indent=1).encode())
+        except (CnnkitError, OSError) as error:  # the run itself has finished and is saved: say it, go on
+            say(f"{path}: not updated ({error})")
+            return
     over = f"{summary['finished']} seeds" if summary["finished"] == len(entries) else \
         f"the {summary['finished']} of {len(entries)} seeds that have finished"
     say(f"{path}: updated with this run; test accuracy over {over} now "
@@ -283,7 +294,11 @@ def _accuracy_or_none(value: object) -> bool:
 @contextmanager
 def _locked(folder: Path) -> Iterator[None]:
     """An exclusive lock on a folder (flock on its descriptor: no file is left behind)."""
-    handle = os.open(folder, os.O_RDONLY)
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:  # a folder we may enter but not list: no lock to take
+        yield
+        return
     try:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
