@@ -13,7 +13,7 @@ import fcntl
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,13 +23,15 @@ from cnnkit.checkpoint import load_checkpoint, read_metadata, repair_json_copy, 
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.errors import CnnkitError
 from cnnkit.metadata import metrics_records
+from cnnkit.models.registry import resolved_options
 from cnnkit.outputs import atomic_write, leftover_temp_files
-from cnnkit.train.config import RESUMABLE, TrainConfig
+from cnnkit.train.config import TrainConfig
 from cnnkit.train.optimizers import Optimizer
 
 RUN_FILES = ("config.json", "metrics.jsonl", "last.json", "last.safetensors", "best.json", "best.safetensors")
 LOCK_FILE = ".cnnkit.lock"
 TENSORBOARD_EVENTS = "events.out.tfevents.*"  # the only files cnnkit writes under RUN/tensorboard
+NETWORK_SETTINGS = ("model", "model_options", "image_size")  # a last checkpoint of other ones is another run's
 
 
 @dataclass
@@ -262,19 +264,23 @@ class RunDirectory:
 
 
 def _check_own_checkpoint(meta: dict, config: TrainConfig, path: Path) -> None:
-    """The last checkpoint must be the run's own: trained with the settings in its config.json, of which only the
-    resumable ones may differ. One copied in from another run (another model, size or data) or imported weights
-    would otherwise fail only once loaded, after the log and the lock, or load into the wrong run."""
+    """The last checkpoint must be a training run's, of the network config.json trains (model, options, input
+    size): one copied in from another run, or imported weights, would otherwise fail only once loaded, after the
+    log and the lock. Other settings may have been edited on purpose (a data folder that moved)."""
     if meta.get("config") is None:
         raise CnnkitError(f"{path} holds weights without a training run's settings (imported or exported weights); "
                           "--resume continues a run from its own last checkpoint: start from these with --init-from")
     saved = TrainConfig.from_dict(meta["config"], str(path))
-    differing = [f.name for f in fields(TrainConfig)
-                 if f.name not in RESUMABLE and getattr(saved, f.name) != getattr(config, f.name)]
+    differing = [name for name in NETWORK_SETTINGS if _network_setting(saved, name) != _network_setting(config, name)]
     if differing:
         shown = ", ".join(f"{name}={getattr(saved, name)!r} (config.json: {getattr(config, name)!r})"
                           for name in differing[:3])
         raise CnnkitError(f"{path} is another run's checkpoint, trained with {shown}; nothing to resume from it")
+
+
+def _network_setting(config: TrainConfig, name: str) -> object:
+    """A setting that decides the network; options with the builder's defaults (earlier versions stored them bare)."""
+    return resolved_options(config.model, config.model_options) if name == "model_options" else getattr(config, name)
 
 
 def _model_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
