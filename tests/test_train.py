@@ -1,6 +1,7 @@
 """The trainer end to end: accuracy, checkpoints, resume, errors, the seed recipe, and one step per family."""
 
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -383,8 +384,8 @@ def test_a_folder_run_resumes_from_anywhere_and_by_any_spelling_of_its_path(tmp_
 
 
 def test_ctrl_c_says_how_to_resume(tmp_path):
-    """A SIGINT after the first checkpoint: exit 130, and the way to continue from it (nothing lost)."""
-    run = tmp_path / "r"
+    """A SIGINT after the first checkpoint: exit 130, and a command (quoted for a shell) that continues the run."""
+    run = tmp_path / "a run"
     command = [sys.executable, "-m", "cnnkit", "train", "--out", str(run), "--no-progress", "--model-option",
                "width=4", "--epochs", "20"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -393,6 +394,22 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     err = process.communicate(timeout=60)[1]
-    assert process.returncode == 130, err
-    assert f"continue with: cnnkit train --resume {run}" in err and "cnnkit train: interrupted" in err
-    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert process.returncode == 130 and "cnnkit train: interrupted" in err, err
+    hint = next(line for line in err.splitlines() if "continue with: " in line).split("continue with: ")[1]
+    assert shlex.split(hint) == ["cnnkit", "train", "--resume", str(run), "--epochs", "20"]
+    assert main(shlex.split(hint)[1:] + ["--no-progress"]) == 0
+
+
+def test_the_ctrl_c_hint_names_only_a_resume_that_would_be_accepted(tmp_path):
+    from dataclasses import replace
+
+    from cnnkit.cli_train import _how_to_continue
+
+    run = tmp_path / "r"
+    assert main(["train", "--out", str(run), "--epochs", "1", "--model-option", "width=4", "--no-progress"]) == 0
+    config = TrainConfig.from_run_dir(run)
+    assert _how_to_continue(run, config, None) is None  # finished: `--resume` would refuse it
+    # Stopped while extending it, before config.json says 3: the command carries the new length.
+    assert _how_to_continue(run, replace(config, epochs=3), None).endswith(f"--resume {run} --epochs 3")
+    assert _how_to_continue(tmp_path / "none", config, None) is None
+    assert _how_to_continue(tmp_path, replace(config, seed=0), 2) is None  # no seed-K checkpoints there

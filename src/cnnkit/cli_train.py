@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from collections.abc import Iterator
@@ -180,10 +181,10 @@ def run_train(args: argparse.Namespace) -> int:
 
         if resume:
             raise CnnkitError("--seeds starts new runs; resume a seed's run directory (OUT/seed-K) on its own")
-        with _resume_hint(out, args.seeds):
+        with _resume_hint(out, config, args.seeds):
             summary = fit_seeds(config, args.seeds, out, args.overwrite, progress, stream).summary()
     else:
-        with _resume_hint(out):
+        with _resume_hint(out, config):
             result = fit(config, out=out, overwrite=args.overwrite, resume=resume, progress=progress, stream=stream)
         summary = result.summary() if result.is_main else None
         if resume and result.is_main:
@@ -196,17 +197,40 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _resume_hint(out: Path, seeds: int | None = None) -> Iterator[None]:
-    """On Ctrl-C, say how to continue from what the run has saved (nothing when it saved no checkpoint yet)."""
+def _resume_hint(out: Path, config: TrainConfig, seeds: int | None = None) -> Iterator[None]:
+    """On Ctrl-C, the command that continues the run, when `--resume` would accept it (torchrun: said once)."""
     try:
         yield
     except KeyboardInterrupt:
-        if os.environ.get("RANK", "0") != "0":  # torchrun: the main process says it once
-            raise
-        if seeds is None and (out / "last.safetensors").exists():
-            print(f"cnnkit train: the last checkpoint is in {out}; continue with: cnnkit train --resume {out}",
-                  file=sys.stderr)
-        elif seeds is not None and any(out.glob("seed-*/last.safetensors")):
-            print(f"cnnkit train: each seed's last checkpoint is in {out}/seed-K; continue one with: cnnkit train "
-                  f"--resume {out}/seed-K ({out / 'seeds.json'} fills in as they finish)", file=sys.stderr)
+        line = _how_to_continue(out, config, seeds) if os.environ.get("RANK", "0") == "0" else None
+        if line:
+            print(f"cnnkit train: {line}", file=sys.stderr)
         raise
+
+
+def _how_to_continue(out: Path, config: TrainConfig, seeds: int | None) -> str | None:
+    """Where the last checkpoint is and the resume command (with the epochs this run was after: a stopped
+    extension's config.json may still hold the old count), quoted for a shell; None if nothing can continue."""
+    epochs = f" --epochs {config.epochs}"
+    if seeds is None:
+        if not _resumable(out, config):
+            return None
+        return f"the last checkpoint is in {out}; continue with: cnnkit train --resume {shlex.quote(str(out))}{epochs}"
+    ready = [config.seed + k for k in range(seeds)
+             if _resumable(out / f"seed-{config.seed + k}", replace(config, seed=config.seed + k))]
+    if not ready:
+        return None
+    which = "each seed" if len(ready) == seeds else "seeds " + ", ".join(map(str, ready))
+    run = out / (f"seed-{ready[0]}" if len(ready) == 1 else "seed-K")
+    return (f"{which if len(ready) > 1 else run.name} can continue from its last checkpoint: cnnkit train --resume "
+            f"{shlex.quote(str(run))}{epochs} ({out / 'seeds.json'} fills in as they finish)")
+
+
+def _resumable(run: Path, config: TrainConfig) -> bool:
+    from cnnkit.train.run_dir import RunDirectory
+
+    try:
+        RunDirectory(run).check_resumable(config)
+    except (CnnkitError, OSError):
+        return False
+    return True

@@ -279,7 +279,7 @@ def refresh_seeds_summary(run: RunResult, say: Callable[[str], None]) -> None:
         try:
             atomic_write(path, json.dumps(summary, indent=1).encode())
         except (CnnkitError, OSError) as error:  # the run itself has finished and is saved: say it, go on
-            say(f"{path}: not updated ({error})")
+            say(f"{path.name} not updated: {error}")
             return
     over = f"{summary['finished']} seeds" if summary["finished"] == len(entries) else \
         f"the {summary['finished']} of {len(entries)} seeds that have finished"
