@@ -153,7 +153,7 @@ def test_seeds_touch_nothing_while_a_seed_is_held_or_the_summary_cannot_be_writt
     monkeypatch.setattr(seeds, "atomic_write", unwritable)  # a resumed seed's own run is saved: exit 0, said
     capsys.readouterr()
     assert main(["train", "--resume", str(folder / "seed-1"), "--epochs", "2", "--no-progress"]) == 0
-    assert "seeds.json: not updated (" in capsys.readouterr().out
+    assert "seeds.json not updated: " in capsys.readouterr().out
 
 
 def test_sibling_resumes_at_once_keep_both_updates(tmp_path, monkeypatch):
