@@ -192,7 +192,7 @@ class RunDirectory:
 
     def check_resumable(self, config: TrainConfig) -> None:
         """Refuse, before anything is loaded or written, a run with no last checkpoint, one whose last checkpoint
-        is of another model than its config (a file copied in), a finished one that the config's epochs do not
+        is not its own (another network, imported weights), a finished one that the config's epochs do not
         extend, or one they would end before the epochs it has trained."""
         epochs = config.epochs
         if self.path is None or not any((self.path / f"last.{s}").exists() for s in ("safetensors", "json")):

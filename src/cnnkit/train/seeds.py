@@ -263,28 +263,37 @@ def refresh_seeds_summary(run: RunResult, say: Callable[[str], None]) -> None:
     path = folder.parent / "seeds.json"
     with _locked(folder.parent):
         try:
-            summary = parse_json(read_bytes(path, cap="json_bytes"), path)
-            entries = summary["seeds"]
-            # By folder name: seeds.json lies beside its seed-K folders, wherever the user stands or moved them.
-            index = next(i for i, e in enumerate(entries) if Path(e["run_dir"]).name == folder.name)
-            entries[index] = {**run.summary(), "run_dir": entries[index]["run_dir"]}  # as --seeds spelt it
-            if not all(_accuracy_or_none(e["test_accuracy"]) for e in entries):
-                raise ValueError("test accuracies must be numbers between 0 and 1, or null before the test")
+            summary = _with_entry(path, folder.name, run)
         except (CnnkitError, KeyError, TypeError, ValueError, OSError):
             say(f"{path}: not updated (not a seeds summary cnnkit can read)")
             return
-        except StopIteration:  # a folder whose seeds.json does not list this run
+        if summary is None:  # a folder whose seeds.json does not list this run
             return
-        summary.update(seeds_summary(entries))
         try:
             atomic_write(path, json.dumps(summary, indent=1).encode())
         except (CnnkitError, OSError) as error:  # the run itself has finished and is saved: say it, go on
             say(f"{path.name} not updated: {error}")
             return
-    over = f"{summary['finished']} seeds" if summary["finished"] == len(entries) else \
-        f"the {summary['finished']} of {len(entries)} seeds that have finished"
+    count = len(summary["seeds"])
+    over = f"{count} seeds" if summary["finished"] == count else \
+        f"the {summary['finished']} of {count} seeds that have finished"
     say(f"{path}: updated with this run; test accuracy over {over} now "
         f"{100 * summary['test_accuracy_mean']:.2f}% +- {100 * summary['test_accuracy_std']:.2f}%")
+
+
+def _with_entry(path: Path, folder_name: str, run: RunResult) -> dict | None:
+    """seeds.json with the run's entry replaced and the spread redone; None if it does not list the run."""
+    summary = parse_json(read_bytes(path, cap="json_bytes"), path)
+    entries = summary["seeds"]
+    # By folder name: seeds.json lies beside its seed-K folders, wherever the user stands or moved them.
+    index = next((i for i, e in enumerate(entries) if Path(e["run_dir"]).name == folder_name), None)
+    if index is None:
+        return None
+    entries[index] = {**run.summary(), "run_dir": entries[index]["run_dir"]}  # as --seeds spelt it
+    if not all(_accuracy_or_none(e["test_accuracy"]) for e in entries):
+        raise ValueError("test accuracies must be numbers between 0 and 1, or null before the test")
+    summary.update(seeds_summary(entries))
+    return summary
 
 
 def _accuracy_or_none(value: object) -> bool:
