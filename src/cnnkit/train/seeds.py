@@ -60,6 +60,7 @@ from cnnkit.train.threads import available_cores, choose_threads
 # overhead that one vmap over all seeds shares (digitsnet's 0.46 M: vmap 2x faster), above it the kernels do the
 # work and one thread per seed does more (digits_cnn's 108 M: 127 vs 159 ms for 8 seeds on 2 cores).
 PARALLEL_STEP_MACS = 10_000_000
+SUMMARY_FILE = "seeds.json"  # beside the seed-K folders: every seed's result and the spread
 
 
 @dataclass
@@ -145,7 +146,7 @@ def _check_seeds_folder(out: Path | None) -> None:
         return
     if out.exists() and not out.is_dir():
         raise CnnkitError(f"{out}: exists and is not a folder; --out needs a folder for the seeds' runs")
-    summary = out / "seeds.json"
+    summary = out / SUMMARY_FILE
     if summary.exists() and not summary.is_file():
         raise CnnkitError(f"{summary}: exists and is not a file; --seeds writes the seeds' summary there")
     held = RunDirectory(out).run_files()
@@ -158,11 +159,11 @@ def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochL
                overwrite: bool, started: float) -> SeedsResult:
     config = configs[0]
     datas, models = _data_and_models(configs, device, log)
+    summary_path = runs[0].path.parent / SUMMARY_FILE if runs[0].writes else None
     for run in runs:  # every seed's folder, before any is emptied: a seed being resumed elsewhere stops us here
         run.lock()
-    if runs[0].writes:  # from the start: whatever stops this process, each seed's resume finds its entry
-        pending = {**seeds_summary([_unfinished(run) for run in runs]), "seconds": None}
-        atomic_write(runs[0].path.parent / "seeds.json", json.dumps(pending, indent=1).encode())
+    if summary_path:  # from the start: whatever stops this process, each seed's resume finds its entry
+        _write_summary(summary_path, {**seeds_summary([_unfinished(run) for run in runs]), "seconds": None})
     for run, seed_config, (data, spec) in zip(runs, configs, datas, strict=True):
         run.open(overwrite)
         run.describe(seed_config, spec, data.dataset.class_names, data.description(seed_config.seed))
@@ -175,8 +176,8 @@ def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochL
                        lambda s: lr_at(s, total_steps, per_epoch, config), device, log)
     log.note(f"training objective: {describe_objective(config.loss, config.label_smoothing)}; validation and test "
              "losses are plain cross-entropy")
-    if runs[0].writes:
-        log.note(f"runs in {runs[0].path.parent}/seed-K, the spread in {runs[0].path.parent / 'seeds.json'}")
+    if summary_path:
+        log.note(f"runs in {summary_path.parent}/seed-K, the spread in {summary_path}")
     log.note(f"each epoch line is the mean over the {len(configs)} seeds")
     log.start(1)
     seeds = [_Seed(c, d, r) for c, (d, _), r in zip(configs, datas, runs, strict=True)]
@@ -201,8 +202,8 @@ def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochL
         trainer.close()
     outcome = SeedsResult(results, time.perf_counter() - started)
     summary = outcome.summary()
-    if runs[0].writes:  # beside the seeds' run directories: the spread in one file
-        atomic_write(runs[0].path.parent / "seeds.json", json.dumps(summary, indent=1).encode())
+    if summary_path:
+        _write_summary(summary_path, summary)
     per_seed = ", ".join(f"{c.seed}: {100 * a:.2f}%" for c, a in zip(configs, outcome.accuracies, strict=True))
     log.note(f"test accuracy per seed: {per_seed}")
     log.note(f"test accuracy over {len(configs)} seeds: {100 * summary['test_accuracy_mean']:.2f}% +- "
@@ -258,9 +259,9 @@ def refresh_seeds_summary(run: RunResult, say: Callable[[str], None]) -> None:
     and spread, follow its new result (a seeds.json cnnkit cannot read is left as it is, and said). Sibling seeds
     resumed at once take turns: the folder is locked from reading the file to writing it."""
     folder = run.run_dir.resolve() if run.run_dir is not None else None  # `--resume .` names the folder too
-    if folder is None or run.test_accuracy is None or not (folder.parent / "seeds.json").exists():
+    if folder is None or run.test_accuracy is None or not (folder.parent / SUMMARY_FILE).exists():
         return
-    path = folder.parent / "seeds.json"
+    path = folder.parent / SUMMARY_FILE
     with _locked(folder.parent):
         try:
             summary = _with_entry(path, folder.name, run)
@@ -270,7 +271,7 @@ def refresh_seeds_summary(run: RunResult, say: Callable[[str], None]) -> None:
         if summary is None:  # a folder whose seeds.json does not list this run
             return
         try:
-            atomic_write(path, json.dumps(summary, indent=1).encode())
+            _write_summary(path, summary)
         except (CnnkitError, OSError) as error:  # the run itself has finished and is saved: say it, go on
             say(f"{path.name} not updated: {error}")
             return
@@ -294,6 +295,10 @@ def _with_entry(path: Path, folder_name: str, run: RunResult) -> dict | None:
         raise ValueError("test accuracies must be numbers between 0 and 1, or null before the test")
     summary.update(seeds_summary(entries))
     return summary
+
+
+def _write_summary(path: Path, summary: dict) -> None:
+    atomic_write(path, json.dumps(summary, indent=1).encode())
 
 
 def _accuracy_or_none(value: object) -> bool:
