@@ -12,8 +12,8 @@ import httpx
 import torch
 from common import latency_ms, machine, percentile
 
+from cnnkit.analysis.inference import untrained
 from cnnkit.explore.session import Explorer
-from cnnkit.inference import untrained
 
 CASES = [("digitsnet", (1, 8, 8), 50.0), ("digits_cnn", (1, 8, 8), 50.0), ("resnet18", (3, 32, 32), 300.0)]
 VISIBLE = 4  # cards on the first screen of the page (each card: one layer with its batch norm and activation)

@@ -35,7 +35,7 @@ def run(quick: bool = False) -> dict:
         try:
             import onnxruntime as ort
 
-            from cnnkit.export import export_onnx
+            from cnnkit.interop.export import export_onnx
 
             with tempfile.TemporaryDirectory() as tmp:
                 path = export_onnx(model, shape, Path(tmp) / "m.onnx")

@@ -11,7 +11,7 @@ import time
 import torch
 from common import machine
 
-from cnnkit.checkpoint import build_model, model_spec
+from cnnkit.store.checkpoint import build_model, model_spec
 from cnnkit.train import TrainConfig
 from cnnkit.train.data import prepare_data
 from cnnkit.train.losses import make_loss

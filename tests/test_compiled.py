@@ -2,9 +2,9 @@
 
 import torch
 
-from cnnkit.checkpoint import load_checkpoint
 from cnnkit.layers import Conv2d
 from cnnkit.models import get_model
+from cnnkit.store.checkpoint import load_checkpoint
 from cnnkit.train import TrainConfig, fit, seed_recipe
 from cnnkit.train.compiled import CompiledStep
 from cnnkit.train.loop import make_optimizer

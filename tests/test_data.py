@@ -193,7 +193,7 @@ def write_idx_pair(folder, prefix, labels, marker):
 
 
 def test_mnist_t10k_files_are_the_test_split(tmp_path):
-    from cnnkit.inference import Trained, evaluation_data
+    from cnnkit.analysis.inference import Trained, evaluation_data
     from cnnkit.train.config import TrainConfig
     from cnnkit.train.data import load_split, prepare_data
 

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from cnnkit.checkpoint import load_checkpoint
+from cnnkit.store.checkpoint import load_checkpoint
 
 
 def run(args: list[str], cwd, env_extra: dict) -> dict:

@@ -16,11 +16,11 @@ import torch
 from PIL import Image
 from starlette.testclient import TestClient
 
+from cnnkit.analysis.inference import Trained, evaluation_data, load_trained, untrained
 from cnnkit.cli import main
 from cnnkit.explore.app import MAX_JSON_BYTES, create_app
 from cnnkit.explore.server import ExploreServer
 from cnnkit.explore.session import MAX_UPLOAD_BYTES, Explorer, map_page
-from cnnkit.inference import Trained, evaluation_data, load_trained, untrained
 from cnnkit.models import get_model
 from cnnkit.train import TrainConfig, fit
 

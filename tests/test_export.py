@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cnnkit.cli import main
-from cnnkit.export import compare, export_onnx, export_torchscript
+from cnnkit.interop.export import compare, export_onnx, export_torchscript
 from cnnkit.models import get_model, list_models, model_info
 from cnnkit.train import TrainConfig, fit
 

@@ -13,11 +13,11 @@ from PIL import Image
 from safetensors.torch import save as save_safetensors
 
 from cnnkit import CnnkitError
-from cnnkit.checkpoint import FORMAT, model_from_checkpoint
 from cnnkit.data.arrays import load_csv, load_npz
 from cnnkit.data.cifar import read_batch
 from cnnkit.data.idx import IMAGES_MAGIC, read_idx
 from cnnkit.data.safety import decode_image
+from cnnkit.store.checkpoint import FORMAT, model_from_checkpoint
 
 FUZZ = settings(max_examples=40, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

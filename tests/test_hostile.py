@@ -169,7 +169,7 @@ def make_checkpoints(folder: Path, run: Path) -> None:
     """Hostile checkpoints and runs derived from a real trained run: one line (or a few) each."""
     from safetensors.torch import save_file
 
-    from cnnkit.checkpoint import load_checkpoint
+    from cnnkit.store.checkpoint import load_checkpoint
 
     tensors, meta = load_checkpoint(run / "best")
 

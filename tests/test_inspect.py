@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cnnkit.analysis.explain import explain_window
+from cnnkit.analysis.inference import evaluate_trained, evaluation_data, load_trained, predict, read_image_files
+from cnnkit.analysis.summary import summarize
 from cnnkit.cli import main
-from cnnkit.explain import explain_window
-from cnnkit.inference import evaluate_trained, evaluation_data, load_trained, predict, read_image_files
 from cnnkit.models import get_model, list_models
-from cnnkit.summary import summarize
 from cnnkit.train import TrainConfig, fit
 
 
@@ -245,7 +245,7 @@ def test_googlenet_parameter_counts_are_both_shown_and_labelled(capsys):
     """13,378,280 with the auxiliary classifiers (training only), 6,998,552 without: the eval forward's count."""
     import torch
 
-    from cnnkit.summary import count_parameters
+    from cnnkit.models.stats import count_parameters
 
     with torch.device("meta"):
         with_aux = count_parameters(get_model("googlenet"))

@@ -11,12 +11,12 @@ import torch
 from torch import nn
 
 from cnnkit import CnnkitError
-from cnnkit.checkpoint import model_from_checkpoint
 from cnnkit.cli import main
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.interop import dense_kernel_from_tf, keras_momentum_to_torch
 from cnnkit.interop.graph import Op, canonical_order
 from cnnkit.layers import Flatten
+from cnnkit.store.checkpoint import model_from_checkpoint
 
 REAL = Path(__file__).parent / "fixtures" / "keras_real"
 

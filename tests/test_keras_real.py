@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from cnnkit.checkpoint import model_from_checkpoint
 from cnnkit.cli import main
+from cnnkit.store.checkpoint import model_from_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "keras_real"
 

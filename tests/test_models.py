@@ -6,7 +6,7 @@ import torch
 from cnnkit import CnnkitError
 from cnnkit.models import TrainingOutputs, get_model, list_models, model_info, register_model
 from cnnkit.models.googlenet import TABLE1
-from cnnkit.summary import count_macs, count_parameters
+from cnnkit.models.stats import count_macs, count_parameters
 
 EXPECTED = {
     "digitsnet", "digits_cnn", "lenet5", "lenet5_modern", "alexnet", "alexnet_owt", "googlenet", "googlenet_bn",

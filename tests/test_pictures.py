@@ -8,13 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
+from cnnkit.analysis.inference import evaluation_data, load_trained, logits_of
+from cnnkit.analysis.pictures import curves_figure, feature_maps, maps_figure
+from cnnkit.analysis.report import build_report
+from cnnkit.analysis.saliency import input_gradient
 from cnnkit.cli import main
-from cnnkit.inference import evaluation_data, load_trained, logits_of
 from cnnkit.layers import BatchNorm2d
 from cnnkit.models import get_model
-from cnnkit.pictures import curves_figure, feature_maps, maps_figure
-from cnnkit.report import build_report
-from cnnkit.saliency import input_gradient
 from cnnkit.train import TrainConfig, fit
 
 
@@ -166,7 +166,7 @@ def test_class_names_with_dollar_signs_are_drawn_as_text(tmp_path):
     """A class folder named like TeX ('$\\frac{') must not reach matplotlib's math parser (it raised before)."""
     import torch
 
-    from cnnkit.pictures import plot_confusion, plot_examples
+    from cnnkit.analysis.pictures import plot_confusion, plot_examples
 
     names = ["$\\frac{", "a$b"]
     plot_confusion([[2, 0], [1, 3]], names, tmp_path / "confusion.png")

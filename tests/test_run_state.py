@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from cnnkit import CnnkitError
-from cnnkit.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnkit.cli import main
+from cnnkit.store.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnkit.train import TrainConfig, fit
 from cnnkit.train.run_dir import RunDirectory
 
@@ -25,7 +25,7 @@ CONFIG = {"epochs": 4, "batch_size": 128, "shift": 1}
 KILLER = textwrap.dedent("""
     import os, signal, sys
     import torch
-    import cnnkit.checkpoint as checkpoint
+    import cnnkit.store.checkpoint as checkpoint
     from cnnkit.train import TrainConfig, fit
     torch.set_num_threads(int(sys.argv[3]))
     write, kill_epoch, seen = checkpoint.atomic_write, int(sys.argv[2]), []

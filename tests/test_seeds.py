@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from cnnkit import CnnkitError
+from cnnkit.analysis.inference import evaluate_checkpoint
 from cnnkit.cli import main
-from cnnkit.inference import evaluate_checkpoint
 from cnnkit.train import TrainConfig, fit, seeds
 from cnnkit.train.evaluation import final_test
 from cnnkit.train.loop import RunResult

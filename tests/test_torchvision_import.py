@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnkit.checkpoint import model_from_checkpoint
 from cnnkit.cli import main
 from cnnkit.interop.torch_state import expand_names, torch_state_model
 from cnnkit.models import get_model
+from cnnkit.store.checkpoint import model_from_checkpoint
 
 RESNETS = {"resnet18": (False, [2, 2, 2, 2]), "resnet34": (False, [3, 4, 6, 3]), "resnet50": (True, [3, 4, 6, 3]),
            "resnet101": (True, [3, 4, 23, 3]), "resnet152": (True, [3, 8, 36, 3])}

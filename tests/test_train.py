@@ -13,9 +13,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from cnnkit import CnnkitError
-from cnnkit.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnkit.cli import main
 from cnnkit.models import get_model, model_info
+from cnnkit.store.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnkit.train import TrainConfig, fit, train_one_epoch
 from cnnkit.train.evaluation import best_checkpoint_record
 from cnnkit.train.losses import article_loss, make_loss
@@ -403,7 +403,7 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
 def test_the_ctrl_c_hint_names_only_a_resume_that_would_be_accepted(tmp_path):
     from dataclasses import replace
 
-    from cnnkit.cli_train import _how_to_continue
+    from cnnkit.cli.train import _how_to_continue
 
     run = tmp_path / "r"
     assert main(["train", "--out", str(run), "--epochs", "1", "--model-option", "width=4", "--no-progress"]) == 0

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from cnnkit import CnnkitError
-from cnnkit.checkpoint import load_checkpoint
 from cnnkit.cli import main
 from cnnkit.data import load_source
+from cnnkit.store.checkpoint import load_checkpoint
 from cnnkit.train import TrainConfig, fit
 
 

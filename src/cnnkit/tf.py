@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from cnnkit.arithmetic import check_window_fits, effective_kernel, same_padding
-from cnnkit.errors import CnnkitError
+from cnnkit.core.arithmetic import check_window_fits, effective_kernel, same_padding
+from cnnkit.core.errors import CnnkitError
 
 __all__ = [
     "avg_pool", "batch_normalization", "conv2d", "local_response_normalization", "max_pool", "moments", "nn",

@@ -1,7 +1,7 @@
 """Array files: NPZ with `x` and `y` (no pickles), and CSV with a label column then pixel columns (Kaggle MNIST).
 
 Every size these files declare (zip directory, inflated member, array shape, row length, row count) is checked
-against `cnnkit.limits` before anything of that size is allocated or inflated.
+against `cnnkit.core.limits` before anything of that size is allocated or inflated.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnkit.core.errors import CnnkitError
+from cnnkit.core.limits import check_limit, env_name, limit
 from cnnkit.data.dataset import ImageDataset, check_pixel_values, float_images, index_labels
 from cnnkit.data.safety import file_size, reason
-from cnnkit.errors import CnnkitError
-from cnnkit.limits import check_limit, env_name, limit
 
 ZIP_END_RECORD = 22  # bytes of a zip's end-of-central-directory record, followed by a comment of up to 65,535
 READ_CHUNK = 16 * 1024**2  # bytes per read when scanning a file

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnkit.core.errors import CnnkitError
+from cnnkit.core.limits import check_limit
 from cnnkit.data.dataset import ImageDataset, official_test_mask
 from cnnkit.data.safety import file_size, read_bytes
-from cnnkit.errors import CnnkitError
-from cnnkit.limits import check_limit
 
 RECORD = 1 + 3 * 32 * 32
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cnnkit.errors import CnnkitError
-from cnnkit.limits import check_limit, env_name, limit
+from cnnkit.core.errors import CnnkitError
+from cnnkit.core.limits import check_limit, env_name, limit
 
 
 @dataclass

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from cnnkit.core.errors import CnnkitError
+from cnnkit.core.limits import check_limit
 from cnnkit.data.dataset import ImageDataset
 from cnnkit.data.safety import IMAGE_SUFFIXES, decode_image, image_is_grey, inside
-from cnnkit.errors import CnnkitError
-from cnnkit.limits import check_limit
 
 BAR_MIN_FILES = 500  # fewer images decode in a blink: no bar
 

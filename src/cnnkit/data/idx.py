@@ -15,10 +15,10 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
+from cnnkit.core.errors import CnnkitError
+from cnnkit.core.limits import check_limit
 from cnnkit.data.dataset import ImageDataset, index_labels, official_test_mask
 from cnnkit.data.safety import file_size, reason
-from cnnkit.errors import CnnkitError
-from cnnkit.limits import check_limit
 
 IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801  # unsigned bytes, 3 and 1 dimensions
 READ_CHUNK = 16 * 1024**2  # bytes inflated per read: a 1 GiB file never exists twice in memory

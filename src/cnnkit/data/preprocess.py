@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from cnnkit.core.errors import CnnkitError
 from cnnkit.data.preprocess_kinds import PREPROCESSING_KINDS
-from cnnkit.errors import CnnkitError
 
 
 @dataclass

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cnnkit.core.errors import CnnkitError
+from cnnkit.core.limits import check_limit
 from cnnkit.data.resize import resize
-from cnnkit.errors import CnnkitError
-from cnnkit.limits import check_limit
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
@@ -45,7 +45,7 @@ def file_size(path: Path, cap: str = "file_bytes", what: str = "a file") -> int:
 def read_bytes(path: Path, limit: int | None = None, cap: str = "file_bytes") -> bytes:
     """The whole file, refusing missing, unreadable, irregular or oversized files with the file's name.
 
-    The size cap is `limit` bytes when given, else the named cap of `cnnkit.limits`.
+    The size cap is `limit` bytes when given, else the named cap of `cnnkit.core.limits`.
     """
     size = file_size(path, cap)
     if limit is not None and size > limit:

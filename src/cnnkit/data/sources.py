@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from cnnkit.core.errors import CnnkitError
+from cnnkit.core.limits import check_limit
 from cnnkit.data.arrays import load_csv, load_npz
 from cnnkit.data.cifar import load_cifar, looks_like_cifar
 from cnnkit.data.dataset import ImageDataset
@@ -15,8 +17,6 @@ from cnnkit.data.digits import load_digits_dataset
 from cnnkit.data.folder import load_folder
 from cnnkit.data.idx import load_idx, looks_like_idx
 from cnnkit.data.resize import resize
-from cnnkit.errors import CnnkitError
-from cnnkit.limits import check_limit
 
 EXPECTED = "expected 'digits', an image folder, IDX, CIFAR-10 .bin, .npz or .csv"
 RESIZE_CHUNK_PIXELS = 2**24  # input pixels resized at once: the area filter's float64 sums stay small

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from cnnkit.errors import CnnkitError
+from cnnkit.core.errors import CnnkitError
 
 
 @dataclass

@@ -14,12 +14,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from cnnkit.core.errors import CnnkitError
+from cnnkit.core.limits import check_limit
 from cnnkit.data.batches import process_share
 from cnnkit.data.folder import check_same_size, report_skipped, scan_folder
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.data.safety import decode_image, image_is_grey
-from cnnkit.errors import CnnkitError
-from cnnkit.limits import check_limit
 
 GREY_SAMPLE = 50  # files whose headers decide grey vs RGB (every file's would mean opening them all first)
 

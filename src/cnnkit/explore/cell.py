@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from cnnkit.explore.trace import NORMS, Unit, Window, window_of
+from cnnkit.analysis.trace import NORMS, Unit, Window, window_of
 from cnnkit.layers import AvgPool2d, MaxPool2d
 
 

@@ -8,7 +8,7 @@ import threading
 
 import uvicorn
 
-from cnnkit.errors import CnnkitError
+from cnnkit.core.errors import CnnkitError
 from cnnkit.explore.app import create_app
 from cnnkit.explore.session import Explorer
 

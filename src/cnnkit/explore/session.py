@@ -18,13 +18,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cnnkit.analysis.inference import Trained, evaluation_data, logits_of, open_model
+from cnnkit.analysis.saliency import grad_cam, input_gradient, saliency_map
+from cnnkit.analysis.summary import summarize
+from cnnkit.analysis.trace import Unit, downsample_factor, grad_cam_layer, record, trace_units
+from cnnkit.core.errors import CnnkitError
 from cnnkit.data.safety import decode_image
-from cnnkit.errors import CnnkitError
 from cnnkit.explore.cell import explain_cell
-from cnnkit.explore.trace import Unit, downsample_factor, grad_cam_layer, record, trace_units
-from cnnkit.inference import Trained, evaluation_data, logits_of, open_model
-from cnnkit.saliency import grad_cam, input_gradient, saliency_map
-from cnnkit.summary import summarize
 
 PAGE_SIZE = 32  # maps sent per layer and request; the page pages through the rest
 MAX_SIDE = 64  # a larger map is averaged down to at most this many cells a side

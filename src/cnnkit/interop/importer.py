@@ -14,16 +14,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cnnkit.checkpoint import PICKLE_SUFFIXES, model_spec, save_checkpoint
+from cnnkit.core.errors import CnnkitError
+from cnnkit.core.limits import check_limit
 from cnnkit.data.preprocess import Preprocessing
-from cnnkit.errors import CnnkitError
 from cnnkit.interop.graph import Op
 from cnnkit.interop.keras_file import KerasModel, read_keras
 from cnnkit.interop.keras_load import load_keras
 from cnnkit.interop.torch_state import build, read_torch_state, torch_state_model
 from cnnkit.interop.traced import traced_ops
-from cnnkit.limits import check_limit
 from cnnkit.models import model_info
+from cnnkit.store.checkpoint import PICKLE_SUFFIXES, model_spec, save_checkpoint
 
 MAX_CHANNELS = 64  # as checkpoint metadata allows
 

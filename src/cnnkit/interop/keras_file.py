@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnkit.core.errors import CnnkitError
+from cnnkit.core.limits import check_limit, limit
 from cnnkit.data.safety import read_bytes
-from cnnkit.errors import CnnkitError
-from cnnkit.limits import check_limit, limit
 
 NESTED_MODELS = ("Sequential", "Functional", "Model")
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 
-from cnnkit.arithmetic import same_padding
-from cnnkit.errors import CnnkitError
+from cnnkit.core.arithmetic import same_padding
+from cnnkit.core.errors import CnnkitError
 from cnnkit.interop.graph import Op, canonical_order, pads_after
 from cnnkit.interop.keras_file import KerasLayer, KerasModel
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnkit.errors import CnnkitError
+from cnnkit.core.errors import CnnkitError
 from cnnkit.interop.graph import Op, describe, difference, paired, shape_text
 from cnnkit.interop.keras_file import KerasLayer, KerasModel
 from cnnkit.interop.keras_graph import keras_ops

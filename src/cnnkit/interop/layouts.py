@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cnnkit.errors import CnnkitError
+from cnnkit.core.errors import CnnkitError
 
 
 def conv_kernel_from_tf(kernel: np.ndarray) -> torch.Tensor:

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cnnkit.errors import CnnkitError
-from cnnkit.limits import check_limit
+from cnnkit.core.errors import CnnkitError
+from cnnkit.core.limits import check_limit
 from cnnkit.models import get_model
 
 COUNTERS = ("num_batches_tracked",)  # BN step counters: older torchvision files lack them

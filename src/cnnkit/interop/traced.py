@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnkit.arithmetic import pair, same_padding
-from cnnkit.errors import CnnkitError
+from cnnkit.core.arithmetic import pair, same_padding
+from cnnkit.core.errors import CnnkitError
 from cnnkit.interop.graph import Op, canonical_order, pads_after
 from cnnkit.layers import AvgPool2d, BatchNorm2d, Flatten, Fuse, GlobalAvgPool2d, MaxPool2d, SoftmaxOutput
 

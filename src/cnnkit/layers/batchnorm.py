@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit.arithmetic import pair
-from cnnkit.errors import CnnkitError
+from cnnkit.core.arithmetic import pair
+from cnnkit.core.errors import CnnkitError
 
 
 class BatchNorm2d(nn.Module):

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from cnnkit.arithmetic import pair
-from cnnkit.errors import CnnkitError
+from cnnkit.core.arithmetic import pair
+from cnnkit.core.errors import CnnkitError
 
 
 def split_sizes(length: int, parts: int) -> list[int]:

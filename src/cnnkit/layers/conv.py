@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit.arithmetic import Padding, pair
+from cnnkit.core.arithmetic import Padding, pair
 from cnnkit.layers.padding import TFPadding
 
 

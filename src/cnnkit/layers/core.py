@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from cnnkit.errors import CnnkitError
+from cnnkit.core.errors import CnnkitError
 
 Dense = nn.Linear  # a fully connected layer: y = x W^T + b
 Dropout = nn.Dropout

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from cnnkit import tf
-from cnnkit.errors import CnnkitError
+from cnnkit.core.errors import CnnkitError
 
 
 class LocalResponseNorm(nn.Module):

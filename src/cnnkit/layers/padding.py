@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cnnkit.arithmetic import Padding, check_window_fits, effective_kernel, padding_mode, pair, same_padding
+from cnnkit.core.arithmetic import Padding, check_window_fits, effective_kernel, padding_mode, pair, same_padding
 
 
 class TFPadding:

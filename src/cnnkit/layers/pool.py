@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit.arithmetic import Padding, pair
-from cnnkit.errors import CnnkitError
+from cnnkit.core.arithmetic import Padding, pair
+from cnnkit.core.errors import CnnkitError
 from cnnkit.layers.padding import TFPadding
 from cnnkit.tf import avg_pool_real_cells
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from torch import nn
 
 from cnnkit import layers
-from cnnkit.arithmetic import output_size
-from cnnkit.errors import CnnkitError
+from cnnkit.core.arithmetic import output_size
+from cnnkit.core.errors import CnnkitError
 from cnnkit.models.base import Classifier, init_kaiming
 from cnnkit.models.registry import register_model
 

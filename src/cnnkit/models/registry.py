@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from cnnkit.arithmetic import pair
-from cnnkit.errors import CnnkitError
+from cnnkit.core.arithmetic import pair
+from cnnkit.core.errors import CnnkitError
 
 FIXED_ARGUMENTS = ("num_classes", "in_channels", "input_size")  # every builder takes these; the rest are options
 

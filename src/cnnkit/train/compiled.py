@@ -19,7 +19,7 @@ from torch import nn
 from torch._higher_order_ops.while_loop import while_loop
 from torch.func import functional_call, grad_and_value
 
-from cnnkit.errors import CnnkitError
+from cnnkit.core.errors import CnnkitError
 from cnnkit.layers.conv import Conv2d
 from cnnkit.models.base import main_logits
 from cnnkit.train.config import TrainConfig

@@ -6,8 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from cnnkit.core.errors import CnnkitError
 from cnnkit.data.preprocess_kinds import PREPROCESSING_KINDS
-from cnnkit.errors import CnnkitError
 
 RESUMABLE = {"epochs", "threads"}  # what --resume may change: the run's length, and how fast it runs here
 
@@ -131,8 +131,8 @@ class TrainConfig:
 
         With no model named: the model of `init_from`'s checkpoint when fine-tuning, else digits_cnn.
         """
-        from cnnkit.checkpoint import load_checkpoint  # torch loads only when a run is configured, not for --help
         from cnnkit.models import model_info
+        from cnnkit.store.checkpoint import load_checkpoint  # torch loads only when a run is configured, not for --help
 
         if model is None:
             init_from = overrides.get("init_from")
@@ -142,18 +142,18 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict, where: str = "config") -> TrainConfig:
         """Inverse of to_dict: types checked strictly, unknown keys refused by name, then ranges validated."""
-        from cnnkit.metadata import config_values  # pydantic loads only when a file is read, not for --help
+        from cnnkit.store.metadata import config_values  # pydantic loads only when a file is read, not for --help
 
         return cls(**config_values(values, where, cls)).validate()
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, epochs: int | None = None) -> TrainConfig:
         """The config a run directory was trained with (its config.json), optionally with a new epoch count."""
-        from cnnkit.metadata import parse_json
+        from cnnkit.store.metadata import parse_json
 
         path = Path(run_dir) / "config.json"
         if not path.is_file():
-            from cnnkit.checkpoint import seed_runs  # only on this error: it imports torch
+            from cnnkit.store.checkpoint import seed_runs  # only on this error: it imports torch
 
             seeds = seed_runs(Path(run_dir))
             hint = f"; it holds the runs of --seeds: resume one, e.g. {seeds[0]}" if seeds else ""

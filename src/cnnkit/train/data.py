@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
+from cnnkit.core.errors import CnnkitError
 from cnnkit.data import ImageDataset, Preprocessing, Split, load_source, stratified_split
 from cnnkit.data.batches import tensor_batches
 from cnnkit.data.stream import FolderImages, stream_batches
-from cnnkit.errors import CnnkitError
 from cnnkit.train.config import TrainConfig
 
 

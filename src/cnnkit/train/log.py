@@ -9,7 +9,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from cnnkit.errors import CnnkitError
+from cnnkit.core.errors import CnnkitError
 from cnnkit.train.config import TrainConfig
 
 

@@ -14,12 +14,12 @@ from typing import TextIO
 import torch
 from torch import nn
 
-from cnnkit.checkpoint import build_model, model_spec
+from cnnkit.core.errors import CnnkitError
 from cnnkit.data.augment import random_flip, random_shift
 from cnnkit.data.batches import epoch_order, num_batches
-from cnnkit.errors import CnnkitError
 from cnnkit.layers.batchnorm import BatchNorm2d
 from cnnkit.models import main_logits
+from cnnkit.store.checkpoint import build_model, model_spec
 from cnnkit.train.compiled import CompiledStep, should_compile
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.data import PreparedData, prepare_data, training_batches

@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cnnkit.checkpoint import load_checkpoint, read_metadata, repair_json_copy, save_checkpoint
+from cnnkit.core.errors import CnnkitError
+from cnnkit.core.outputs import atomic_write, leftover_temp_files
 from cnnkit.data.preprocess import Preprocessing
-from cnnkit.errors import CnnkitError
-from cnnkit.metadata import metrics_records
 from cnnkit.models.registry import resolved_options
-from cnnkit.outputs import atomic_write, leftover_temp_files
+from cnnkit.store.checkpoint import load_checkpoint, read_metadata, repair_json_copy, save_checkpoint
+from cnnkit.store.metadata import metrics_records
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.optimizers import Optimizer
 

@@ -28,16 +28,16 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from cnnkit.checkpoint import build_model, model_spec
+from cnnkit.core.errors import CnnkitError
+from cnnkit.core.outputs import atomic_write
 from cnnkit.data import load_source
 from cnnkit.data.augment import random_flip, random_shift
 from cnnkit.data.batches import epoch_order, num_batches
 from cnnkit.data.safety import read_bytes
-from cnnkit.errors import CnnkitError
-from cnnkit.metadata import parse_json
 from cnnkit.models import main_logits
-from cnnkit.outputs import atomic_write
-from cnnkit.summary import count_macs
+from cnnkit.models.stats import count_macs
+from cnnkit.store.checkpoint import build_model, model_spec
+from cnnkit.store.metadata import parse_json
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.data import PreparedData, image_size, prepare_data
 from cnnkit.train.evaluation import (

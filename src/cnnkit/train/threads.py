@@ -16,7 +16,7 @@ import os
 import torch
 from torch import nn
 
-from cnnkit.summary import count_macs
+from cnnkit.models.stats import count_macs
 
 SMALL_STEP_MACS = 1_000_000_000  # forward multiply-adds per batch below which one thread is fastest under load
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from torch import nn
 
-from cnnkit.checkpoint import build_model, model_from_checkpoint
+from cnnkit.core.errors import CnnkitError
 from cnnkit.data.preprocess import Preprocessing
-from cnnkit.errors import CnnkitError
 from cnnkit.layers.batchnorm import BatchNorm2d
+from cnnkit.store.checkpoint import build_model, model_from_checkpoint
 
 FREEZE_CHOICES = ("none", "features")
 

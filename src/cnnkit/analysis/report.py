@@ -11,11 +11,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cnnkit.errors import CnnkitError
-from cnnkit.inference import Trained, evaluate_trained, evaluation_data, load_trained, logits_of, score_text
-from cnnkit.metadata import metrics_records
-from cnnkit.outputs import ensure_parent, refuse_existing
-from cnnkit.pictures import (
+from cnnkit.analysis.inference import Trained, evaluate_trained, evaluation_data, load_trained, logits_of, score_text
+from cnnkit.analysis.pictures import (
     default_layers,
     feature_maps,
     map_title,
@@ -25,7 +22,10 @@ from cnnkit.pictures import (
     plot_feature_maps,
     plot_filters,
 )
-from cnnkit.summary import summarize
+from cnnkit.analysis.summary import summarize
+from cnnkit.core.errors import CnnkitError
+from cnnkit.core.outputs import ensure_parent, refuse_existing
+from cnnkit.store.metadata import metrics_records
 from cnnkit.train.config import TrainConfig
 
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from cnnkit.errors import CnnkitError
+from cnnkit.core.errors import CnnkitError
 
 TEMP_SUFFIX = ".tmp"
 

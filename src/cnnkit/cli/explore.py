@@ -7,7 +7,7 @@ import sys
 import webbrowser
 from pathlib import Path
 
-from cnnkit.cli_common import dims, percent
+from cnnkit.cli.common import dims, percent
 
 
 def add_explore_parsers(commands: argparse._SubParsersAction) -> None:
@@ -60,7 +60,7 @@ def run_explore(args: argparse.Namespace) -> int:
 
 def run_explain_decision(args: argparse.Namespace) -> int:
     """Write the pictures and print what each shows."""
-    from cnnkit.pictures import explain_decision
+    from cnnkit.analysis.pictures import explain_decision
 
     for item in explain_decision(args.checkpoint, args.images, args.out, args.class_name, args.layer, args.overwrite):
         print(f"{item['input']}: predicted {item['predicted']} ({percent(item['probability'])}), explaining "

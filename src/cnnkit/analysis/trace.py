@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from cnnkit.errors import CnnkitError
+from cnnkit.core.errors import CnnkitError
 from cnnkit.layers import AvgPool2d, BatchNorm2d, Fuse, MaxPool2d
 from cnnkit.layers.padding import TFPadding
 from cnnkit.models import main_logits

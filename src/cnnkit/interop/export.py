@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnkit.core.errors import CnnkitError
+from cnnkit.core.outputs import ensure_parent
 from cnnkit.data.preprocess import Preprocessing
-from cnnkit.errors import CnnkitError
-from cnnkit.outputs import ensure_parent
 
 
 class WithPreprocessing(nn.Module):
@@ -74,7 +74,7 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: Path, with_preproce
                       overwrite: bool = False) -> dict:
     """Export a trained checkpoint; verify it; write the metadata (and preprocessing unless baked in) as
     OUT.json beside it. Neither file may exist unless `overwrite`; nothing is written before the check."""
-    from cnnkit.inference import load_trained
+    from cnnkit.analysis.inference import load_trained
 
     if fmt not in ("onnx", "torchscript"):
         raise CnnkitError(f"format must be onnx or torchscript; received {fmt!r}")

@@ -16,11 +16,11 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from torch import nn  # noqa: E402
 
-from cnnkit.errors import CnnkitError  # noqa: E402
-from cnnkit.explore.trace import grad_cam_layer, record, trace_units  # noqa: E402
-from cnnkit.inference import logits_of, open_model, read_inputs  # noqa: E402
-from cnnkit.outputs import ensure_parent, refuse_existing  # noqa: E402
-from cnnkit.saliency import grad_cam, input_gradient, saliency_map, upsample  # noqa: E402
+from cnnkit.analysis.inference import logits_of, open_model, read_inputs  # noqa: E402
+from cnnkit.analysis.saliency import grad_cam, input_gradient, saliency_map, upsample  # noqa: E402
+from cnnkit.analysis.trace import grad_cam_layer, record, trace_units  # noqa: E402
+from cnnkit.core.errors import CnnkitError  # noqa: E402
+from cnnkit.core.outputs import ensure_parent, refuse_existing  # noqa: E402
 
 LOG_AXIS_RATIO = 100  # a curve whose largest value is this many times its smallest gets a log axis
 

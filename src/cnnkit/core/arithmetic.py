@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from cnnkit.errors import CnnkitError
+from cnnkit.core.errors import CnnkitError
 
 Padding = str | int | tuple[int, int]
 

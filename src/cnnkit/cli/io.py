@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from cnnkit.cli_common import dims
-from cnnkit.errors import CnnkitError
+from cnnkit.cli.common import dims
+from cnnkit.core.errors import CnnkitError
 
 
 def add_io_parsers(commands: argparse._SubParsersAction) -> None:
@@ -59,7 +59,7 @@ def add_io_parsers(commands: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """Export and report the check."""
-    from cnnkit.export import export_checkpoint
+    from cnnkit.interop.export import export_checkpoint
 
     result = export_checkpoint(args.checkpoint, args.format, args.out, args.with_preprocessing, args.overwrite)
     if args.json:
@@ -73,7 +73,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     """Convert, write a checkpoint, and say what was done."""
-    from cnnkit.cli_train import parse_option
+    from cnnkit.cli.train import parse_option
     from cnnkit.interop import ImportOptions, import_weights
 
     options = ImportOptions(

@@ -11,11 +11,11 @@ from PIL import Image
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
 
-from cnnkit.checkpoint import model_from_checkpoint, resolve_checkpoint
+from cnnkit.core.errors import CnnkitError
 from cnnkit.data import ImageDataset, Preprocessing, load_source
 from cnnkit.data.safety import decode_image
-from cnnkit.errors import CnnkitError
 from cnnkit.models import get_model, list_models, model_info
+from cnnkit.store.checkpoint import model_from_checkpoint, resolve_checkpoint
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.data import load_split
 

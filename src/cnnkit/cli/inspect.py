@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from cnnkit.cli_common import dims, percent, positive_int
+from cnnkit.cli.common import dims, percent, positive_int
 
 
 def add_inspect_parsers(commands: argparse._SubParsersAction) -> None:
@@ -97,7 +97,7 @@ def add_inspect_parsers(commands: argparse._SubParsersAction) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Print accuracy, top-k, per-class metrics and the labelled confusion matrix."""
-    from cnnkit.inference import evaluate_checkpoint, score_text
+    from cnnkit.analysis.inference import evaluate_checkpoint, score_text
 
     metrics = evaluate_checkpoint(args.checkpoint, args.data, args.top_k, progress=False if args.no_progress else None)
     if args.json:
@@ -131,7 +131,7 @@ def confusion_table(matrix: list[list[int]], names: list[str]) -> str:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Print the predicted class and top-k probabilities per input (and the true class when known)."""
-    from cnnkit.inference import predict_sources
+    from cnnkit.analysis.inference import predict_sources
 
     results = predict_sources(args.checkpoint, args.inputs, args.data, args.top_k,
                               progress=False if args.no_progress else None)
@@ -150,7 +150,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def run_models(args: argparse.Namespace) -> int:
     """Print the registry."""
-    from cnnkit.summary import model_table
+    from cnnkit.models.stats import model_table
 
     rows = model_table()
     if args.json:
@@ -168,7 +168,7 @@ def run_models(args: argparse.Namespace) -> int:
 
 def run_summary(args: argparse.Namespace) -> int:
     """Print the per-layer table."""
-    from cnnkit.summary import summarize_source
+    from cnnkit.analysis.summary import summarize_source
 
     shape = dims(args.input_size, 3) if args.input_size else None
     summary = summarize_source(args.model, shape, args.num_classes)
@@ -178,7 +178,7 @@ def run_summary(args: argparse.Namespace) -> int:
 
 def run_explain(args: argparse.Namespace) -> int:
     """Print the padding arithmetic and draw the window."""
-    from cnnkit.explain import explain
+    from cnnkit.analysis.explain import explain
 
     padding = int(args.padding) if args.padding.isdigit() else args.padding
     out = args.out or Path("explain.gif" if args.gif else "explain.png")
@@ -199,7 +199,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
 def run_visualize(args: argparse.Namespace) -> int:
     """Write the filter grid and one feature-map grid per layer."""
-    from cnnkit.pictures import visualize
+    from cnnkit.analysis.pictures import visualize
 
     layers = [n.strip() for n in args.layers.split(",")] if args.layers else None
     activation = "pre" if args.pre_activation else "post"
@@ -210,7 +210,7 @@ def run_visualize(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     """Write the HTML report."""
-    from cnnkit.report import build_report
+    from cnnkit.analysis.report import build_report
 
     path, captions = build_report(args.run_dir, args.out, overwrite=args.overwrite)
     print(f"{path} ({len(captions)} pictures: {'; '.join(captions)})")

@@ -24,8 +24,8 @@ from pydantic import (
     model_validator,
 )
 
-from cnnkit.errors import CnnkitError
-from cnnkit.limits import limit
+from cnnkit.core.errors import CnnkitError
+from cnnkit.core.limits import limit
 
 FORMAT = "cnnkit-checkpoint"
 Name = Annotated[str, Field(min_length=1, max_length=200)]

@@ -12,9 +12,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from cnnkit.arithmetic import effective_kernel, output_size, padding_mode, same_padding  # noqa: E402
-from cnnkit.errors import CnnkitError  # noqa: E402
-from cnnkit.outputs import ensure_parent  # noqa: E402
+from cnnkit.core.arithmetic import effective_kernel, output_size, padding_mode, same_padding  # noqa: E402
+from cnnkit.core.errors import CnnkitError  # noqa: E402
+from cnnkit.core.outputs import ensure_parent  # noqa: E402
 
 MAX_SIDE = 100_000  # input sides, kernel, stride, dilation and padding for the arithmetic
 MAX_DRAWN_SIDE = 64  # padded cells per side of a picture

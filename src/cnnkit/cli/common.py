@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import NoReturn
 
-from cnnkit.errors import CnnkitError
+from cnnkit.core.errors import CnnkitError
 
 
 def dims(text: str, count: int) -> tuple[int, ...]:

@@ -6,13 +6,13 @@ import argparse
 import os
 import sys
 
-from cnnkit import __version__
-from cnnkit.cli_common import OneLineParser
-from cnnkit.cli_explore import add_explore_parsers
-from cnnkit.cli_inspect import add_inspect_parsers
-from cnnkit.cli_io import add_io_parsers
-from cnnkit.cli_train import add_train_parser
-from cnnkit.errors import CnnkitError
+from cnnkit.cli.common import OneLineParser
+from cnnkit.cli.explore import add_explore_parsers
+from cnnkit.cli.inspect import add_inspect_parsers
+from cnnkit.cli.io import add_io_parsers
+from cnnkit.cli.train import add_train_parser
+from cnnkit.core.errors import CnnkitError
+from cnnkit.core.version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import fields, replace
 from pathlib import Path
 
-from cnnkit.errors import CnnkitError
+from cnnkit.core.errors import CnnkitError
 from cnnkit.train.config import CHOICES, RESUMABLE, TrainConfig, seed_recipe
 
 HELP = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from cnnkit.errors import CnnkitError
+from cnnkit.core.errors import CnnkitError
 
 DEFAULTS = {
     "file_bytes": 2 * 1024**3,  # one data, weights or checkpoint file read into memory

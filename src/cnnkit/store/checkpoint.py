@@ -19,14 +19,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from cnnkit import __version__
+from cnnkit.core.errors import CnnkitError
+from cnnkit.core.limits import check_limit
+from cnnkit.core.outputs import atomic_write
+from cnnkit.core.version import __version__
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.data.safety import read_bytes
-from cnnkit.errors import CnnkitError
-from cnnkit.limits import check_limit
-from cnnkit.metadata import FORMAT, checkpoint_meta, parse_json
 from cnnkit.models import get_model, resolved_options
-from cnnkit.outputs import atomic_write
+from cnnkit.store.metadata import FORMAT, checkpoint_meta, parse_json
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".bin")
 META_KEY = "cnnkit"  # the safetensors header entry holding the metadata JSON

@@ -1,0 +1,1 @@
+"""Looking at a trained model: inference, summaries, the layer tracer, saliency, explanations, pictures, reports."""
