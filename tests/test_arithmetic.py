@@ -5,7 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cnnkit import CnnkitError, arithmetic, layers
+from cnnkit import CnnkitError, layers
+from cnnkit.core import arithmetic
 
 
 def test_article_parameter_counts():
