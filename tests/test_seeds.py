@@ -31,8 +31,13 @@ def test_each_seed_follows_its_single_run_loss_curve(tmp_path):
         ours = [r["train_loss"] for r in run.history if "train_loss" in r]
         theirs = [r["train_loss"] for r in alone.history if "train_loss" in r]
         assert len(ours) == len(theirs) == 5
-        assert max(abs(a - b) / b for a, b in zip(ours, theirs, strict=True)) < 1e-4, (ours, theirs)
-        assert run.test_accuracy == alone.test_accuracy
+        # vmap's batch norm rounds differently (1e-7 in a step) and training amplifies it, by how much depends on the
+        # CPU's kernels and the seed: the fifth epoch within 1e-4 on a Xeon, seed 1's second epoch 3.2e-4 and its
+        # fifth 7.5e-3 on an AMD EPYC. The first epoch agrees exactly on both; other data or dropout masks differ by
+        # 6-8e-3 there (test_batched_seeds_draw_the_dropout_masks_of_their_single_runs).
+        assert abs(ours[0] - theirs[0]) / theirs[0] < 1e-6, (ours, theirs)
+        assert max(abs(a - b) / b for a, b in zip(ours, theirs, strict=True)) < 3e-2, (ours, theirs)
+        assert abs(run.test_accuracy - alone.test_accuracy) <= 2 / 360  # at most two of the 360 test images
     summary = json.loads((tmp_path / "seeds" / "seeds.json").read_text())
     accuracies = [s["test_accuracy"] for s in summary["seeds"]]
     assert summary["test_accuracy_mean"] == pytest.approx(statistics.mean(accuracies))
