@@ -165,9 +165,9 @@ def run_train(args: argparse.Namespace) -> int:
         config, out, resume = resumed_config(args), args.resume, True
     else:
         config = config_from_args(args)
-        config.check_device()
         out = args.out or Path("runs") / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
         resume = False
+    config.check_device()
     progress, stream = False if args.no_progress else None, sys.stderr if args.json else sys.stdout
     if args.seeds is not None:
         from cnnkit.train.seeds import fit_seeds
