@@ -5,7 +5,6 @@ import json
 import statistics
 import threading
 import time
-from dataclasses import replace
 
 import pytest
 import torch
@@ -55,7 +54,7 @@ def test_batched_seeds_draw_the_dropout_masks_of_their_single_runs():
     batched = fit_seeds(config, 2, progress=False, stream=log)
     assert "as one batched computation" in log.getvalue()
     for k, run in enumerate(batched.runs):
-        alone = fit(replace(config, seed=k), progress=False, stream=io.StringIO())
+        alone = fit(config.replace(seed=k), progress=False, stream=io.StringIO())
         ours, theirs = run.history[0]["train_loss"], alone.history[0]["train_loss"]
         assert abs(ours - theirs) / theirs < 1e-5, (ours, theirs)
 
@@ -68,7 +67,7 @@ def test_side_by_side_seeds_equal_their_single_runs_bit_for_bit():
     together = fit_seeds(config, 2, progress=False, stream=log)
     assert "side by side" in log.getvalue()
     for k, run in enumerate(together.runs):
-        alone = fit(replace(config, seed=k), progress=False, stream=io.StringIO())
+        alone = fit(config.replace(seed=k), progress=False, stream=io.StringIO())
         ours = [r["train_loss"] for r in run.history if "train_loss" in r]
         assert ours == [r["train_loss"] for r in alone.history if "train_loss" in r]
         assert run.test_accuracy == alone.test_accuracy
@@ -207,9 +206,9 @@ def test_resuming_one_seed_updates_the_folders_summary(tmp_path, capsys):
 def test_batched_seeds_clip_gradients_as_their_single_runs():
     config = TrainConfig.for_model("digitsnet", epochs=1, grad_clip=1e-4)  # tiny: the vmap path
     clipped = fit_seeds(config, 2, progress=False, stream=io.StringIO())
-    unclipped = fit_seeds(replace(config, grad_clip=0.0), 2, progress=False, stream=io.StringIO())
+    unclipped = fit_seeds(config.replace(grad_clip=0.0), 2, progress=False, stream=io.StringIO())
     for k in range(2):
-        alone = fit(replace(config, seed=k), progress=False, stream=io.StringIO()).history[0]["train_loss"]
+        alone = fit(config.replace(seed=k), progress=False, stream=io.StringIO()).history[0]["train_loss"]
         assert abs(clipped.runs[k].history[0]["train_loss"] - alone) / alone < 1e-5  # measured 2e-7
         assert abs(unclipped.runs[k].history[0]["train_loss"] - alone) / alone > 1e-2  # the clip matters here
 

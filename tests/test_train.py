@@ -401,7 +401,6 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
 
 
 def test_the_ctrl_c_hint_names_only_a_resume_that_would_be_accepted(tmp_path):
-    from dataclasses import replace
 
     from cnnkit.cli.train import _how_to_continue
 
@@ -410,6 +409,6 @@ def test_the_ctrl_c_hint_names_only_a_resume_that_would_be_accepted(tmp_path):
     config = TrainConfig.from_run_dir(run)
     assert _how_to_continue(run, config, None) is None  # finished: `--resume` would refuse it
     # Stopped while extending it, before config.json says 3: the command carries the new length.
-    assert _how_to_continue(run, replace(config, epochs=3), None).endswith(f"--resume {run} --epochs 3")
+    assert _how_to_continue(run, config.replace(epochs=3), None).endswith(f"--resume {run} --epochs 3")
     assert _how_to_continue(tmp_path / "none", config, None) is None
-    assert _how_to_continue(tmp_path, replace(config, seed=0), 2) is None  # no seed-K checkpoints there
+    assert _how_to_continue(tmp_path, config.replace(seed=0), 2) is None  # no seed-K checkpoints there

@@ -10,65 +10,21 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, get_args, get_origin
 
 from cnnkit.core.errors import CnnkitError
-from cnnkit.train.config import CHOICES, RESUMABLE, TrainConfig, seed_recipe
 
-HELP = {
-    "model": "registered model name (see `cnnkit models`); default digits_cnn. Every other setting defaults to "
-             "that model's own recipe (see README: Models), and any flag given overrides it",
-    "data": "'digits' (built in), an image folder (ROOT/CLASS/IMAGES), MNIST IDX files, CIFAR-10 .bin, .npz or .csv",
-    "image_size": "resize images to SIZE x SIZE (needed when a folder mixes sizes)",
-    "val_fraction": "fraction held out for validation (model selection, early stopping); default 0.1",
-    "test_fraction": "fraction held out for the final test accuracy; default 0.2",
-    "preprocessing": "fitted on the training split: standardize (per channel) or minmax (per pixel, the article's)",
-    "shift": "random-shift augmentation in pixels (0 = off); default 1",
-    "flip": "random horizontal flips (not for digits)",
-    "optimizer": "adam, adamw or sgd (momentum); default adamw",
-    "lr": "peak learning rate; default 1e-2",
-    "momentum": "SGD momentum; default 0.9",
-    "nesterov": "Nesterov momentum for SGD",
-    "weight_decay": "weight decay on weights (not biases / BN); default 5e-4",
-    "schedule": "learning-rate schedule: constant, step, cosine or onecycle; default onecycle",
-    "warmup_epochs": "linear warm-up length in epochs",
-    "step_size": "epochs between decays for --schedule step",
-    "gamma": "decay factor for --schedule step",
-    "label_smoothing": "cross-entropy label smoothing; default 0.1",
-    "loss": "cross_entropy, or article (the article's clipped one-hot loss)",
-    "batch_size": "images per optimiser step (per process); default 128",
-    "epochs": "passes over the training split; default 40",
-    "patience": "stop after this many epochs without a better validation accuracy (0 = never)",
-    "grad_clip": "clip the gradient norm to this value (0 = off)",
-    "seed": "seed for the split, initialisation, order and augmentation; default 0",
-    "device": "auto (CUDA if present), cpu or cuda",
-    "precision": "fp32, bf16 (autocast) or fp16 (CUDA AMP with loss scaling)",
-    "bn_stats": "running (averages during training) or recompute (the article's average of batch moments)",
-    "eval_every": "evaluate, log and checkpoint every N epochs",
-    "eval_mode": "population (BN population statistics) or batch (the article's batch statistics)",
-    "sync_bn": "synchronise batch-norm statistics across processes under torchrun",
-    "compile": "torch.compile the training step: auto, on or off",
-    "channels_last": "NHWC memory format for model and batches: auto (CPU always, GPU from 32x32), on or off",
-    "stream": "image folders too large for memory: decode training batches from disk (a DataLoader)",
-    "workers": "DataLoader worker processes with --stream; default 2",
-    "tensorboard": "also log scalars for TensorBoard under RUN_DIR/tensorboard (extra [tensorboard])",
-    "init_from": "start from this checkpoint's weights (a run directory or checkpoint: trained, or imported from "
-                 "Keras / torchvision); the model is the checkpoint's, a new classifier layer is made when the classes "
-                 "differ, and its input scaling is kept",
-    "freeze": "with --init-from: 'features' keeps the feature extractor's weights and batch-norm statistics fixed "
-              "(only the head trains); default none",
-    "threads": "intra-op CPU threads per process; default: 1 for small steps (digits-size nets), else the cores "
-               "divided among torchrun's processes",
-}
+if TYPE_CHECKING:
+    from cnnkit.train.config import TrainConfig
 
-
-TEXT_FIELDS = ("model", "data", "init_from")
 PATH_FIELDS = ("data", "init_from")
+OWN_FLAGS = {"model_options": "--model-option"}  # a dict: given as repeatable KEY=VALUE flags instead
 
 
 def add_train_parser(commands: argparse._SubParsersAction) -> None:
-    """Register `cnnkit train`."""
+    """Register `cnnkit train`; its flags are added when it is parsed or its help is shown (they come from
+    TrainConfig, whose pydantic import would otherwise slow every other command and `cnnkit --help`)."""
     parser = commands.add_parser(
         "train", help="train a model and print its held-out test accuracy",
         description="Train a CNN. With no arguments: the default digits model on scikit-learn's digits, printing "
@@ -76,23 +32,37 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
                     "quoted below are digits_cnn's); any flag given overrides the recipe. Runs unchanged under "
                     "torchrun for several processes.",
     )
-    parser.add_argument("--recipe", choices=("default", "seed"), default=None,
-                        help="default: the model's own recipe from the registry; seed: the article's exact program "
-                             "(digitsnet, N(0,1) init, batch 8 in file order, Adam 1e-3, its loss, 1000 epochs), plus "
-                             "the held-out accuracy it never measured")
+    parser.set_defaults(run=run_train)
+    parser.__class__ = type("TrainParser", (_FlagsOnFirstUse, type(parser)), {})
+    parser.__dict__["_add_flags"] = add_train_flags
+
+
+class _FlagsOnFirstUse:
+    """A parser whose flags are added by `_add_flags` the first time anything reads its actions."""
+
+    @property
+    def _actions(self) -> list:
+        add_flags = self.__dict__.pop("_add_flags", None)
+        if add_flags is not None:
+            add_flags(self)
+        return self.__dict__["_actions"]
+
+    @_actions.setter
+    def _actions(self, value: list) -> None:
+        self.__dict__["_actions"] = value
+
+
+def add_train_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field: its type, choices and help from the field, None when not given (so the
+    model's recipe decides)."""
+    from cnnkit.train.config import TrainConfig
+
     parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
                         help="model option, e.g. width=32 or seed_faithful=true (repeatable)")
-    for spec in fields(TrainConfig):
-        if spec.name not in HELP:
-            continue
-        flag = "--" + spec.name.replace("_", "-")
-        if spec.type == "bool" or isinstance(spec.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=HELP[spec.name])
-        elif spec.name in CHOICES:
-            parser.add_argument(flag, choices=CHOICES[spec.name], default=None, help=HELP[spec.name])
-        else:
-            kind = str if spec.name in TEXT_FIELDS else float if isinstance(spec.default, float) else int
-            parser.add_argument(flag, type=kind, default=None, metavar=spec.name.upper(), help=HELP[spec.name])
+    for name, info in TrainConfig.model_fields.items():
+        if name not in OWN_FLAGS:
+            parser.add_argument("--" + name.replace("_", "-"), default=None, help=_help(name, info),
+                                **_kind(name, info.annotation))
     parser.add_argument("--out", type=Path, default=None, help="run directory; default runs/MODEL-TIMESTAMP")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
@@ -105,7 +75,27 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
                              "ones (and every net on a GPU) as one vmap, within float rounding of it")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout (logs go to stderr)")
     parser.add_argument("--no-progress", action="store_true", help="plain lines instead of a progress bar")
-    parser.set_defaults(run=run_train)
+
+
+def _kind(name: str, annotation: object) -> dict:
+    """argparse's action / choices / type for a field's annotation (bool, Literal, int, float, str; or None)."""
+    args = [a for a in get_args(annotation) if a is not type(None)] or [annotation]
+    if args[0] is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if get_origin(annotation) is Literal:
+        return {"choices": get_args(annotation)}
+    return {"type": args[0], "metavar": name.upper()}
+
+
+def _help(name: str, info: object) -> str:
+    """The field's description, with digits_cnn's default where the description does not say it."""
+    from cnnkit.train.config import TrainConfig
+
+    default = TrainConfig.default(name)
+    text = info.description
+    if "default" in text or default is None or isinstance(default, bool) and not default:
+        return text
+    return f"{text}; default {'on' if default is True else default}"
 
 
 def parse_option(text: str) -> tuple[str, object]:
@@ -121,16 +111,17 @@ def parse_option(text: str) -> tuple[str, object]:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The recipe (the article's with --recipe seed, else the model's own from the registry), then explicit flags."""
-    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
-    seed = args.recipe == "seed"
-    config = seed_recipe(**given) if seed else TrainConfig.for_model(given.pop("model", None), **given)
+    from cnnkit.train.config import TrainConfig, seed_recipe
+
+    given = {name: getattr(args, name) for name in TrainConfig.model_fields if getattr(args, name, None) is not None}
+    for name in PATH_FIELDS:  # absolute, so the run resumes and evaluates from any working directory
+        value = given.get(name)
+        if value and value != "digits" and Path(value).exists():
+            given[name] = str(Path(value).resolve())
+    config = seed_recipe(**given) if args.recipe == "seed" else TrainConfig.for_model(given.pop("model", None), **given)
     if args.model_option:
         config.model_options = {**config.model_options, **dict(map(parse_option, args.model_option))}
-    for name in PATH_FIELDS:  # absolute, so the run resumes and evaluates from any working directory
-        value = getattr(config, name)
-        if value and value != "digits" and Path(value).exists():
-            setattr(config, name, str(Path(value).resolve()))
-    return config.validate()
+    return config
 
 
 def same_setting(name: str, given: object, recorded: object) -> bool:
@@ -148,9 +139,11 @@ def option_recorded(option: tuple[str, object], recorded: dict) -> bool:
 
 def resumed_config(args: argparse.Namespace) -> TrainConfig:
     """The run's recorded config, with a new epoch count or thread count; any other setting given must match it."""
+    from cnnkit.train.config import RESUMABLE, TrainConfig
+
     recorded = TrainConfig.from_run_dir(args.resume)
     changed = [f"--{name.replace('_', '-')} {value}" for name, value in vars(args).items()
-               if name in {f.name for f in fields(TrainConfig)} - RESUMABLE - {"recipe"} and value is not None
+               if name in set(TrainConfig.model_fields) - RESUMABLE - {"recipe"} and value is not None
                and not same_setting(name, value, getattr(recorded, name))]
     changed += [f"--model-option {text}" for text in args.model_option
                 if not option_recorded(parse_option(text), recorded.model_options)]
@@ -161,8 +154,7 @@ def resumed_config(args: argparse.Namespace) -> TrainConfig:
         raise CnnkitError(f"--resume continues {args.resume} with the settings in its config.json (only --epochs and "
                           f"--threads may change); received {', '.join(changed)}: start a new run with --out, or "
                           f"fine-tune with --init-from {args.resume}")
-    return replace(recorded, **{name: getattr(args, name) for name in RESUMABLE if getattr(args, name) is not None}
-                   ).validate()
+    return recorded.replace(**{name: getattr(args, name) for name in RESUMABLE if getattr(args, name) is not None})
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -175,6 +167,7 @@ def run_train(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         out = args.out or Path("runs") / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
         resume = False
+    config.check_device()
     progress, stream = False if args.no_progress else None, sys.stderr if args.json else sys.stdout
     if args.seeds is not None:
         from cnnkit.train.seeds import fit_seeds
@@ -217,7 +210,7 @@ def _how_to_continue(out: Path, config: TrainConfig, seeds: int | None) -> str |
             return None
         return f"the last checkpoint is in {out}; continue with: cnnkit train --resume {shlex.quote(str(out))}{epochs}"
     ready = [config.seed + k for k in range(seeds)
-             if _resumable(out / f"seed-{config.seed + k}", replace(config, seed=config.seed + k))]
+             if _resumable(out / f"seed-{config.seed + k}", config.replace(seed=config.seed + k))]
     if not ready:
         return None
     which = "each seed" if len(ready) == seeds else "seeds " + ", ".join(map(str, ready))

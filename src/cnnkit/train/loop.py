@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -304,7 +303,7 @@ def _step_kind(config: TrainConfig, restored: Restored) -> TrainConfig:
     the run long enough (the optimiser state is saved in the step's own layout)."""
     if restored.tensors is None or config.compile != "auto":
         return config
-    return replace(config, compile="on" if restored.compiled else "off")
+    return config.replace(compile="on" if restored.compiled else "off")
 
 
 def _extension_note(config: TrainConfig, recorded_epochs: int, restored: Restored, next_lr: float) -> str:
@@ -324,7 +323,7 @@ def _fit_to_start(config: TrainConfig, spec: dict, log: EpochLog) -> TrainConfig
     height, width = spec["input_size"]
     if config.image_size is None and height == width:
         log.note(f"images resized to the checkpoint's input, {height}x{width} (--image-size to state it)")
-        return dataclasses.replace(config, image_size=height)
+        return config.replace(image_size=height)
     return config
 
 

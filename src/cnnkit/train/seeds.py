@@ -19,7 +19,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TextIO
@@ -123,8 +123,8 @@ def fit_seeds(config: TrainConfig, count: int, out: Path | None = None, overwrit
     started = time.perf_counter()
     device = torch.device("cuda" if config.device == "cuda" or (config.device == "auto" and
                                                                 torch.cuda.is_available()) else "cpu")
-    log = EpochLog(replace(config, model=f"{config.model} x{count} seeds"), True, progress, stream)
-    configs = [replace(config, seed=config.seed + k) for k in range(count)]
+    log = EpochLog(config.replace(model=f"{config.model} x{count} seeds"), True, progress, stream)
+    configs = [config.replace(seed=config.seed + k) for k in range(count)]
     runs = [RunDirectory(out / f"seed-{c.seed}" if out else None, True, log.note) for c in configs]
     _check_seeds_folder(out)
     threads = torch.get_num_threads()

@@ -35,10 +35,20 @@ def processes_on_this_machine() -> int:
     return int(text) if text.isdigit() and int(text) > 0 else 1
 
 
-def choose_threads(requested: int, model: nn.Module, batch_size: int, device: torch.device,
+def choose_threads(requested: int | None, model: nn.Module, batch_size: int, device: torch.device,
                    small_step_macs: int = SMALL_STEP_MACS) -> tuple[int, str]:
     """(threads, why) for a training run: `requested` if given, else OMP_NUM_THREADS if set, else from the work
-    (one thread for steps under `small_step_macs` forward multiply-adds)."""
+    (one thread for steps under `small_step_macs` forward multiply-adds); `why` says how to override a choice of
+    fewer threads than cores."""
+    threads, why = _choose(requested, model, batch_size, device, small_step_macs)
+    cores = available_cores()
+    if not requested and why != "OMP_NUM_THREADS" and threads < cores:  # the user's own choices need no hint
+        why += f"; {cores} cores here: --threads {cores} overrides"
+    return threads, why
+
+
+def _choose(requested: int | None, model: nn.Module, batch_size: int, device: torch.device,
+            small_step_macs: int) -> tuple[int, str]:
     if requested:
         cores = available_cores()
         return requested, "--threads" if requested <= cores else \

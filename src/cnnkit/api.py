@@ -1,0 +1,150 @@
+"""cnnkit's Python API: list and build models, train one as `cnnkit train` does, load a run to predict, evaluate and
+summarise. Thin on purpose: each call is the library function the command line uses."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cnnkit.core.errors import CnnkitError
+from cnnkit.train.config import TrainConfig, seed_recipe
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from cnnkit.analysis.inference import Trained
+    from cnnkit.analysis.summary import Summary
+
+PATH_FIELDS = ("data", "init_from")
+
+
+def list_models() -> list[str]:
+    """Sorted names of every registered model (what `cnnkit models` lists)."""
+    from cnnkit.models import list_models as names
+
+    return names()
+
+
+def get_model(name: str, **options: Any) -> nn.Module:
+    """A registered model with fresh weights, as a plain nn.Module: `num_classes`, `in_channels`, `input_size`
+    (default: the paper's) and the model's own options (e.g. width=32)."""
+    from cnnkit.models import get_model as build
+
+    return build(name, **options)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What `fit` reports: the held-out test accuracy, where the run lies, the epoch the kept weights are from."""
+
+    test_accuracy: float | None
+    run_dir: Path | None
+    best_epoch: int
+    test_loss: float | None
+    best_val_accuracy: float | None
+    epochs_run: int
+    seconds: float
+
+
+def fit(model: str | None = None, data: str | Path = "digits", epochs: int | None = None,
+        out: str | Path | None = None, overwrite: bool = False, verbose: bool = True, **settings: Any) -> FitResult:
+    """Train as `cnnkit train` does: the model's own recipe, then `epochs` and any other TrainConfig field given
+    (e.g. lr=0.01, recipe="seed"). The log goes to stdout, as the command's does, unless verbose=False; with `out`
+    the run directory (checkpoints, config.json, metrics) is kept there for `load` and `cnnkit` commands."""
+    from cnnkit.train.loop import fit as train
+
+    given = {"data": str(data), "epochs": epochs, **settings}
+    given = {name: _absolute(name, value) for name, value in given.items() if value is not None}
+    if model is not None:
+        given["model"] = model
+    config = seed_recipe(**given) if given.get("recipe") == "seed" else TrainConfig.for_model(
+        given.pop("model", None), **given)
+    config.check_device()
+    result = train(config, out=out, overwrite=overwrite, progress=None if verbose else False,
+                   stream=None if verbose else io.StringIO())
+    return FitResult(result.test_accuracy, result.run_dir, _best_epoch(result), result.test_loss,
+                     result.best_val_accuracy, result.epochs_run, result.seconds)
+
+
+def _absolute(name: str, value: Any) -> Any:
+    """Data and start paths made absolute, as the command line does, so the run resumes from anywhere."""
+    if name in PATH_FIELDS and value != "digits" and Path(value).exists():
+        return str(Path(value).resolve())
+    return value
+
+
+def _best_epoch(result: Any) -> int:
+    """The epoch of the best checkpoint (the run's metadata), else of the best validation accuracy."""
+    if result.run_dir is not None and (Path(result.run_dir) / "best.safetensors").exists():
+        from cnnkit.store.checkpoint import read_metadata
+
+        return int(read_metadata(Path(result.run_dir) / "best")["epoch"])
+    scored = [r for r in result.history if r.get("val_accuracy") is not None]
+    if not scored or result.best_val_accuracy is None:
+        return result.epochs_run
+    return next(r["epoch"] for r in scored if r["val_accuracy"] == result.best_val_accuracy)
+
+
+class TrainedModel:
+    """A trained run or checkpoint, loaded for use: `predict`, `evaluate`, `summary`, and `.model` (nn.Module)."""
+
+    def __init__(self, path: str | Path, trained: Trained) -> None:
+        self.path = Path(path)
+        self.trained = trained
+
+    @property
+    def model(self) -> nn.Module:
+        """The network, in eval mode."""
+        return self.trained.model
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names, in the model's output order."""
+        return self.trained.class_names
+
+    def predict(self, images: str | Path | list | torch.Tensor | np.ndarray, top_k: int = 3) -> list[dict]:
+        """Class and top-k probabilities per image: image files / .npy arrays (a path or a list of them), or a
+        tensor / array of (N, C, H, W) or one (C, H, W) image in the training data's pixel scale (as stored)."""
+        import torch
+
+        from cnnkit.analysis.inference import predict, read_inputs
+
+        if isinstance(images, (str, Path)):
+            images = [images]
+        if isinstance(images, list):
+            if not all(isinstance(item, (str, Path)) for item in images):
+                raise CnnkitError("predict: a list must hold image file or .npy paths; pass pixels as one tensor")
+            batch = read_inputs([str(item) for item in images], self.trained)[0]
+        else:
+            batch = torch.as_tensor(images, dtype=torch.float32)
+            batch = batch.unsqueeze(0) if batch.dim() == 3 else batch
+        if top_k < 1:
+            raise CnnkitError(f"top_k must be a whole number of 1 or more; received {top_k!r}")
+        return predict(self.trained, batch, top_k)
+
+    def evaluate(self, data: str | Path | None = None, top_k: int = 5) -> dict:
+        """`cnnkit evaluate --json`'s metrics: on the run's own held-out test split, or on every image of `data`."""
+        from cnnkit.analysis.inference import evaluate_checkpoint
+
+        return evaluate_checkpoint(str(self.path), None if data is None else str(data), top_k, progress=False)
+
+    def summary(self) -> Summary:
+        """The per-layer table (`cnnkit summary`): `.rows`, `.totals()`, `.table()`, `.to_dict()`."""
+        from cnnkit.analysis.summary import summarize
+
+        return summarize(self.model, self.trained.input_shape, name=str(self.path))
+
+    def __repr__(self) -> str:
+        spec = self.trained.meta["model"]
+        return f"TrainedModel({str(self.path)!r}, model={spec['name']!r}, classes={len(self.class_names)})"
+
+
+def load(path: str | Path) -> TrainedModel:
+    """A run directory (its best checkpoint, else its last) or a checkpoint file, ready to predict."""
+    from cnnkit.analysis.inference import load_trained
+
+    return TrainedModel(path, load_trained(path))
