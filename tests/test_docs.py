@@ -1,8 +1,10 @@
-"""The README stays a short front page, and what README and docs/ name (pages, anchors, commands, flags) exists."""
+"""The README stays a short front page, and what README and docs/ name (pages, anchors, commands, flags, paths,
+modules) exists."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 from pathlib import Path
 
@@ -24,6 +26,9 @@ FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 INLINE = re.compile(r"`([^`\n]+)`")
 COMMAND = re.compile(r"(?<![\w./-])cnnkit ([a-z][a-z-]*)((?: [^#&|;]*)?)")
 FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
+REPO_PATH = re.compile(r"^(?:src|tests|benchmarks|docs|\.ci)/[\w./-]*$")
+DOTTED = re.compile(r"^(cnnkit(?:\.\w+)+)")
+CURRENT = [page for page in PAGES if page.name != "CHANGELOG.md"]  # the changelog names old paths on purpose
 
 
 def subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -108,6 +113,33 @@ def test_named_commands_and_flags_exist(page):
         known = set(parsers[name]._option_string_actions)
         unknown = [flag for flag in flags if flag not in known]
         assert not unknown, f"{page.name}: `cnnkit {name}` has no option {', '.join(unknown)}"
+
+
+def resolve(dotted: str) -> object:
+    """The module, or the attribute of its longest importable module prefix, that a dotted name means."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            found = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[cut:]:
+            found = getattr(found, name)
+        return found
+    raise ModuleNotFoundError(dotted)
+
+
+@pytest.mark.parametrize("page", CURRENT, ids=lambda page: page.relative_to(ROOT).as_posix())
+def test_named_paths_and_modules_exist(page):
+    spans = INLINE.findall(FENCE.sub("", page.read_text()))
+    for span in spans:
+        if REPO_PATH.match(span):
+            assert (ROOT / span).exists(), f"{page.name} names {span}, which does not exist"
+        elif match := DOTTED.match(span):
+            try:
+                resolve(match.group(1))
+            except (ImportError, AttributeError) as error:
+                raise AssertionError(f"{page.name} names {match.group(1)}: {error}") from None
 
 
 def test_the_command_finder_sees_commands():
