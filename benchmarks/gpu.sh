@@ -9,7 +9,7 @@ python - "$peak_tflops" <<'PY'
 import json, sys, time
 import torch
 from cnnkit.models import get_model
-from cnnkit.analysis.summary import count_macs
+from cnnkit.models.stats import count_macs
 assert torch.cuda.is_available(), "benchmarks/gpu.sh needs a CUDA device"
 peak = float(sys.argv[1]) * 1e12
 model = get_model("resnet50").cuda().to(memory_format=torch.channels_last)

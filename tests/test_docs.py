@@ -110,7 +110,7 @@ def test_named_commands_and_flags_exist(page):
     parsers = subcommands()
     for name, flags in named_commands(page):
         assert name in parsers, f"{page.name} names `cnnkit {name}`, not a subcommand of {sorted(parsers)}"
-        known = set(parsers[name]._option_string_actions)
+        known = {flag for action in parsers[name]._actions for flag in action.option_strings}  # builds lazy flags
         unknown = [flag for flag in flags if flag not in known]
         assert not unknown, f"{page.name}: `cnnkit {name}` has no option {', '.join(unknown)}"
 
