@@ -49,7 +49,7 @@ def epoch_seconds(epochs: int) -> dict:
         times = []
         for epoch in range(1, epochs + 2):  # the first epoch warms up
             started = time.perf_counter()
-            trainer.train_epoch(epoch, 0)
+            trainer.train_epoch(epoch)
             times.append(time.perf_counter() - started)
         trainer.close()
         medians[name] = round(sorted(times[1:])[len(times[1:]) // 2], 3)

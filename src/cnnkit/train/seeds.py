@@ -14,12 +14,13 @@ from __future__ import annotations
 import copy
 import fcntl
 import json
+import math
 import os
 import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TextIO
@@ -31,8 +32,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.outputs import atomic_write
 from cnnkit.data import load_source
-from cnnkit.data.augment import random_flip, random_shift
-from cnnkit.data.batches import epoch_order, num_batches
+from cnnkit.data.batches import num_batches
 from cnnkit.data.safety import read_bytes
 from cnnkit.models import main_logits
 from cnnkit.models.stats import count_macs
@@ -40,17 +40,13 @@ from cnnkit.store.checkpoint import build_model, model_spec
 from cnnkit.store.metadata import parse_json
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.data import PreparedData, image_size, prepare_data
-from cnnkit.train.evaluation import (
-    best_checkpoint_record,
-    better_than,
-    final_test,
-    settle_bn_statistics,
-    validation_metrics,
-)
+from cnnkit.train.distributed import World
+from cnnkit.train.epoch import Trainee, TrainState, augment, begin_epoch, end_epoch, epoch_record, keep_final
+from cnnkit.train.evaluation import final_test
 from cnnkit.train.log import EpochLog
-from cnnkit.train.loop import RunResult, augment_seed, dropout_seed, make_optimizer
+from cnnkit.train.loop import RunResult, make_optimizer, run_result
 from cnnkit.train.losses import describe_objective, make_loss
-from cnnkit.train.run_dir import RunDirectory, optimizer_tensors
+from cnnkit.train.run_dir import RunDirectory
 from cnnkit.train.schedule import lr_at
 from cnnkit.train.seed_dropout import draw_masks, dropout_inputs, mask_dropout
 from cnnkit.train.seed_parallel import ParallelSeeds
@@ -157,8 +153,36 @@ def _check_seeds_folder(out: Path | None) -> None:
 
 def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochLog, device: torch.device,
                overwrite: bool, started: float) -> SeedsResult:
+    """Prepare every seed as its single run, train them together epoch by epoch, test each, sum up the spread."""
     config = configs[0]
     datas, models = _data_and_models(configs, device, log)
+    summary_path = _open_runs(runs, configs, datas, overwrite)
+    per_epoch = num_batches(len(datas[0][0].train[1]), config.batch_size, config.drop_last)
+    lr_of_step = partial(lr_at, total_steps=per_epoch * config.epochs, steps_per_epoch=per_epoch, config=config)
+    loss_fn = make_loss(config.loss, config.label_smoothing)
+    trainer = _trainer(models, configs, [d for d, _ in datas], loss_fn, lr_of_step, device, log)
+    log.note(f"training objective: {describe_objective(config.loss, config.label_smoothing)}; validation and test "
+             "losses are plain cross-entropy")
+    if summary_path:
+        log.note(f"runs in {summary_path.parent}/seed-K, the spread in {summary_path}")
+    log.note(f"each epoch line is the mean over the {len(configs)} seeds")
+    log.start(1)
+    trainees = [Trainee(c, d, r, s, World(device=device))
+                for c, (d, _), r, s in zip(configs, datas, runs, trainer.states, strict=True)]
+    try:
+        for epoch in range(1, config.epochs + 1):
+            _seeds_epoch(trainer, trainees, epoch, lr_of_step, log)
+        log.close()
+        results = trainer.map(partial(_finish, started=started), trainees)
+    finally:
+        trainer.close()
+    return _sum_up(SeedsResult(results, time.perf_counter() - started), configs, summary_path, log)
+
+
+def _open_runs(runs: list[RunDirectory], configs: list[TrainConfig], datas: list[tuple[PreparedData, dict]],
+               overwrite: bool) -> Path | None:
+    """Lock every seed's folder, then seeds.json (every seed unfinished), then open and describe each run; returns
+    seeds.json's path (None without --out)."""
     summary_path = runs[0].path.parent / SUMMARY_FILE if runs[0].writes else None
     for run in runs:  # every seed's folder, before any is emptied: a seed being resumed elsewhere stops us here
         run.lock()
@@ -166,41 +190,37 @@ def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochL
         _write_summary(summary_path, {**seeds_summary([_unfinished(run) for run in runs]), "seconds": None})
     for run, seed_config, (data, spec) in zip(runs, configs, datas, strict=True):
         run.open(overwrite)
-        run.describe(seed_config, spec, data.dataset.class_names, data.description(seed_config.seed))
+        run.describe(seed_config, spec, data)
         run.write_config(seed_config)
-    n = len(datas[0][0].train[1])
-    per_epoch = num_batches(n, config.batch_size, config.drop_last)
-    total_steps = per_epoch * config.epochs
-    loss_fn = make_loss(config.loss, config.label_smoothing)
-    trainer = _trainer(models, configs, [d for d, _ in datas], loss_fn,
-                       lambda s: lr_at(s, total_steps, per_epoch, config), device, log)
-    log.note(f"training objective: {describe_objective(config.loss, config.label_smoothing)}; validation and test "
-             "losses are plain cross-entropy")
-    if summary_path:
-        log.note(f"runs in {summary_path.parent}/seed-K, the spread in {summary_path}")
-    log.note(f"each epoch line is the mean over the {len(configs)} seeds")
-    log.start(1)
-    seeds = [_Seed(c, d, r) for c, (d, _), r in zip(configs, datas, runs, strict=True)]
-    every = range(len(seeds))
-    step = 0
-    try:
-        for epoch in range(1, config.epochs + 1):
-            epoch_started = time.perf_counter()
-            sums = trainer.train_epoch(epoch, step)  # loss sum, correct, per seed
-            _refuse_diverged(sums, configs, runs, epoch)
-            step += per_epoch
-            means = [(float(loss) / n, float(correct) / n) for loss, correct in sums]
-            when = (epoch, step, lr_at(step - 1, total_steps, per_epoch, config), epoch_started)
-            trainer.map(lambda k, m=means, w=when: seeds[k].record_epoch(
-                trainer.models[k], m[k], partial(trainer.optimizer_state, k), *w, device, log), every)
-            trainer.evaluated()
-            log.epoch(_mean_record([seed.history for seed in seeds], epoch, config))
-        log.close()
-        results = trainer.map(lambda k: seeds[k].finish(trainer.models[k], config.epochs, step, device, started),
-                              every)
-    finally:
-        trainer.close()
-    outcome = SeedsResult(results, time.perf_counter() - started)
+    return summary_path
+
+
+def _seeds_epoch(trainer: ParallelSeeds | BatchedSeeds, trainees: list[Trainee], epoch: int,
+                 lr_of_step: Callable[[int], float], log: EpochLog) -> None:
+    """One epoch of every seed, ended as its single run ends it; the log line is the mean over the seeds."""
+    started = time.perf_counter()
+    sums = trainer.train_epoch(epoch)
+    _refuse_diverged(sums, trainees, epoch)
+    records = [epoch_record(s, epoch, t.state.step, lr_of_step(t.state.step - 1))
+               for s, t in zip(sums, trainees, strict=True)]
+    end_epoch(trainees, records, started, log, lambda done: log.epoch(_mean_record(done, epoch)), trainer.map)
+    trainer.evaluated()
+
+
+def _finish(trainee: Trainee, started: float) -> RunResult:
+    """A seed's test on its best weights, its final checkpoint and record, and its entry in seeds.json."""
+    state = trainee.state
+    final = final_test(state.model, state.best_state, trainee.data, trainee.config, trainee.world.device,
+                       state.epoch)
+    keep_final(trainee, final)
+    result = run_result(trainee, final, started)
+    refresh_seeds_summary(result, lambda _: None)  # a finished run's resume is refused: its entry, now
+    return result
+
+
+def _sum_up(outcome: SeedsResult, configs: list[TrainConfig], summary_path: Path | None, log: EpochLog
+            ) -> SeedsResult:
+    """seeds.json with every seed's result and the spread; the log's closing lines."""
     summary = outcome.summary()
     if summary_path:
         _write_summary(summary_path, summary)
@@ -209,49 +229,6 @@ def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochL
     log.note(f"test accuracy over {len(configs)} seeds: {100 * summary['test_accuracy_mean']:.2f}% +- "
              f"{100 * summary['test_accuracy_std']:.2f}% (mean +- standard deviation)")
     return outcome
-
-
-@dataclass
-class _Seed:
-    """One seed's config, data, run directory and progress: what its single run's `fit` keeps."""
-
-    config: TrainConfig
-    data: PreparedData
-    run: RunDirectory
-    history: list[dict] = field(default_factory=list)
-    best: dict | None = None
-    best_state: dict | None = None
-
-    def record_epoch(self, model: nn.Module, means: tuple[float, float],
-                     optimizer_state: Callable[[], tuple[dict, list | None]], epoch: int, step: int, lr: float,
-                     started_at: float, device: torch.device, log: EpochLog) -> None:
-        """The epoch's record (`means`: training loss and accuracy); on evaluated epochs validated, checkpointed
-        and kept as the best when it is, as the single run does."""
-        config, data, run = self.config, self.data, self.run
-        record = {"epoch": epoch, "step": step, "lr": lr, "train_loss": means[0], "train_accuracy": means[1]}
-        if epoch % config.eval_every == 0 or epoch == config.epochs:
-            record["bn_statistics"] = settle_bn_statistics(model, data, config, step, device, log)
-            record.update(validation_metrics(model, data, config))
-            if record.get("val_accuracy") is not None and better_than(record, self.best):
-                self.best = {"epoch": epoch, "val_accuracy": record["val_accuracy"], "val_loss": record["val_loss"]}
-                self.best_state = copy.deepcopy(model.state_dict())
-                run.save("best", model, record, epoch, step, self.best, data.preprocessing)
-            run.append_metrics(record)
-            run.save("last", model, record, epoch, step, self.best, data.preprocessing, optimizer_state())
-        record["seconds"] = round(time.perf_counter() - started_at, 4)
-        self.history.append(record)
-
-    def finish(self, model: nn.Module, epoch: int, step: int, device: torch.device, started: float) -> RunResult:
-        """The test on the best weights, and the final checkpoint."""
-        final = final_test(model, self.best_state, self.data, self.config, device, epoch)
-        self.run.save("best", model, *best_checkpoint_record(self.history, self.best, final, epoch, step), self.best,
-                      self.data.preprocessing)
-        self.run.append_metrics({"final": final})
-        result = RunResult(self.run.path, final["test_accuracy"], final["test_loss"],
-                           self.best and self.best["val_accuracy"], epoch, time.perf_counter() - started,
-                           self.history + [{"final": final}], model)
-        refresh_seeds_summary(result, lambda _: None)  # a finished run's resume is refused: its entry, now
-        return result
 
 
 def refresh_seeds_summary(run: RunResult, say: Callable[[str], None]) -> None:
@@ -342,14 +319,15 @@ def _data_and_models(configs: list[TrainConfig], device: torch.device, log: Epoc
     return datas, models
 
 
-def _refuse_diverged(sums: torch.Tensor, configs: list[TrainConfig], runs: list[RunDirectory], epoch: int) -> None:
+def _refuse_diverged(sums: list[dict], trainees: list[Trainee], epoch: int) -> None:
     """Stop, as a single run does, when any seed's training loss is no longer finite (naming the seeds)."""
-    bad = [k for k in range(len(configs)) if not torch.isfinite(sums[k, 0])]
+    bad = [k for k, seed_sums in enumerate(sums) if not math.isfinite(float(seed_sums["loss_sum"]))]
     if not bad:
         return
-    which = ", ".join(f"seed {configs[k].seed} ({float(sums[k, 0])})" for k in bad)
-    kept = f"; the last good checkpoints are {runs[0].path.parent}/seed-K/last (epoch {epoch - 1})" \
-        if runs[0].writes and epoch > 1 else ""
+    which = ", ".join(f"seed {trainees[k].config.seed} ({float(sums[k]['loss_sum'])})" for k in bad)
+    run = trainees[0].run
+    kept = f"; the last good checkpoints are {run.path.parent}/seed-K/last (epoch {epoch - 1})" \
+        if run.writes and epoch > 1 else ""
     raise CnnkitError(f"the training loss became non-finite at epoch {epoch} for {which}; training stopped{kept}. "
                       "Try a lower --lr or --grad-clip")
 
@@ -382,7 +360,7 @@ def _trainer(models: list[nn.Module], configs: list[TrainConfig], datas: list[Pr
 
 
 class BatchedSeeds:
-    """train_epoch(epoch, step) for every seed through one vmap over stacked parameters; `evaluated()` after the
+    """train_epoch(epoch) for every seed through one vmap over stacked parameters; `evaluated()` after the
     per-seed models (current after each epoch) have been evaluated."""
 
     def __init__(self, models: list[nn.Module], configs: list[TrainConfig], datas: list[PreparedData],
@@ -391,6 +369,9 @@ class BatchedSeeds:
             device
         self.params, self.buffers = stack_module_state(models)
         self.optimizer = make_optimizer(configs[0], _Stacked(self.params), stacked=1)
+        # Each seed's state: its own model, its slice of the stacked optimiser, its own dropout stream.
+        self.states = [TrainState(m, self.optimizer, dropout=torch.Generator(), seed_slice=k)
+                       for k, m in enumerate(models)]
         template = copy.deepcopy(models[0]).to("meta")
         config, n = configs[0], len(datas[0].train[1])
         last = 0 if config.drop_last else n % config.batch_size
@@ -399,41 +380,42 @@ class BatchedSeeds:
         mask_dropout(template)
         self.step_fn = _step_function(template, loss_fn)
 
-    def train_epoch(self, epoch: int, step: int) -> torch.Tensor:
-        """One epoch of every seed; (seeds, 2) sums of training loss and correct predictions."""
-        configs, datas, config = self.configs, self.datas, self.configs[0]
-        n = len(datas[0].train[1])
-        orders = [epoch_order(n, c.shuffle, c.seed, epoch).to(self.device) for c in configs]
-        generators = [torch.Generator().manual_seed(augment_seed(c.seed, epoch)) for c in configs]
-        dropout_generators = [torch.Generator().manual_seed(dropout_seed(c.seed, epoch)) for c in configs]
-        sums = torch.zeros(len(configs), 2)
-        for index in range(num_batches(n, config.batch_size, config.drop_last)):
-            picked = [order[index * config.batch_size:(index + 1) * config.batch_size] for order in orders]
-            xs = torch.stack([_augment(data.train[0][p], config, g) for data, p, g in
-                              zip(datas, picked, generators, strict=True)])
+    def train_epoch(self, epoch: int) -> list[dict]:
+        """One epoch of every seed; each seed's sums of training loss, correct predictions and images."""
+        config, datas, states = self.configs[0], self.datas, self.states
+        n, size = len(datas[0].train[1]), config.batch_size
+        orders = [begin_epoch(s, c, epoch, n, self.device) for s, c in zip(states, self.configs, strict=True)]
+        sums, count, steps = torch.zeros(len(states), 2), 0, num_batches(n, size, config.drop_last)
+        for index in range(steps):
+            picked = [order[index * size:(index + 1) * size] for order in orders]
+            xs = torch.stack([augment(data.train[0][p], config, s.augment) for data, p, s in
+                              zip(datas, picked, states, strict=True)])
             ys = torch.stack([data.train[1][p] for data, p in zip(datas, picked, strict=True)])
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.lr_of_step(step + index)
-            masks = draw_masks(self.dropout_calls[len(picked[0])], dropout_generators)
-            losses, logits = self.step_fn(self.params, {**self.buffers, **masks}, xs, ys)
-            self.optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            if config.grad_clip:
-                _clip_per_seed(self.params.values(), config.grad_clip)
-            self.optimizer.step()
+            losses, logits = self._step(xs, ys, states[0].step + index)
             sums[:, 0] += losses.detach() * ys.shape[1]
             sums[:, 1] += (logits.detach().argmax(-1) == ys).sum(1)
+            count += ys.shape[1]
         _unstack(self.params, self.buffers, self.models)
-        return sums
+        for state in states:
+            state.step += steps
+        return [{"loss_sum": sums[k, 0], "correct": sums[k, 1], "count": count} for k in range(len(states))]
+
+    def _step(self, xs: torch.Tensor, ys: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step of every seed on its batch (xs: (seeds, B, ...)); each seed's loss and logits."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_of_step(step)
+        masks = draw_masks(self.dropout_calls[ys.shape[1]], [state.dropout for state in self.states])
+        losses, logits = self.step_fn(self.params, {**self.buffers, **masks}, xs, ys)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        if self.configs[0].grad_clip:
+            _clip_per_seed(self.params.values(), self.configs[0].grad_clip)
+        self.optimizer.step()
+        return losses, logits
 
     def evaluated(self) -> None:
         """Copy back the buffers evaluation may have changed (recomputed batch-norm statistics)."""
         _restack(self.models, self.params, self.buffers)
-
-    def optimizer_state(self, k: int) -> tuple[dict[str, torch.Tensor], list[dict]]:
-        """Seed k's slice of the stacked optimiser state, in the single-run checkpoint format (so `--resume`
-        works)."""
-        return optimizer_tensors(self.optimizer, seed=k)
 
     def map(self, function: Callable, items: Iterable) -> list:
         """function(item) for each item, in turn (the batched step already uses every core)."""
@@ -481,15 +463,6 @@ def _step_function(template: nn.Module, loss_fn):
     return step
 
 
-def _augment(images: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
-    """One seed's batch augmented as its single run would (shift, then flip, from its epoch generator)."""
-    if config.shift:
-        images = random_shift(images, config.shift, generator)
-    if config.flip:
-        images = random_flip(images, generator)
-    return images
-
-
 def _unstack(params: dict, buffers: dict, models: list[nn.Module]) -> None:
     """Copy each seed's slice of the stacked tensors into its own model (for evaluation and checkpoints)."""
     with torch.no_grad():
@@ -506,9 +479,8 @@ def _restack(models: list[nn.Module], params: dict, buffers: dict) -> None:
                 stacked[k].copy_(state[name])
 
 
-def _mean_record(histories: list[list[dict]], epoch: int, config: TrainConfig) -> dict:
+def _mean_record(records: list[dict], epoch: int) -> dict:
     """The epoch's record averaged over seeds, for the log line."""
-    records = [history[-1] for history in histories]
     mean = {"epoch": epoch, "lr": records[0]["lr"], "seconds": records[0]["seconds"]}
     for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
         values = [r[key] for r in records if r.get(key) is not None]
