@@ -15,8 +15,8 @@ from cnnkit.store.checkpoint import build_model, model_spec
 from cnnkit.train import TrainConfig
 from cnnkit.train.data import prepare_data
 from cnnkit.train.losses import make_loss
+from cnnkit.train.seed_batched import BatchedSeeds
 from cnnkit.train.seed_parallel import ParallelSeeds
-from cnnkit.train.seeds import BatchedSeeds
 
 MODELS = ("digits_cnn", "digitsnet")
 SEEDS = 8

@@ -22,13 +22,11 @@ from cnnkit.train.compiled import CompiledStep, should_compile
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.data import PreparedData, prepare_data, training_batches
 from cnnkit.train.distributed import World, all_sum, setup_world, teardown
-from cnnkit.train.epoch import (  # noqa: F401 - augment_seed, dropout_seed: their old home, for other callers
+from cnnkit.train.epoch import (
     StepPlan,
     Trainee,
     TrainState,
-    augment_seed,
     begin_epoch,
-    dropout_seed,
     end_epoch,
     epoch_record,
     keep_final,
