@@ -178,8 +178,7 @@ class CompiledStep:
         return torch.tensor(rows, dtype=torch.float64).to(self.flat)
 
     def convolutions(self) -> contextlib.AbstractContextManager:
-        """The context the step's graphs are traced in, and a run using the step evaluates in (so its numbers are
-        the graphs' arithmetic): on tiny maps the model's convolutions run as im2col + matmul."""
+        """Where the graphs are traced and a run using them evaluates: on tiny maps, convolutions as im2col + matmul."""
         return im2col_convolutions(self.tiny_convs)
 
     def _run(self, graph: Callable, *args):

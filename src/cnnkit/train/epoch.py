@@ -105,8 +105,8 @@ def augment_seed(seed: int, epoch: int) -> int:
 
 
 def begin_epoch(state: TrainState, config: TrainConfig, epoch: int, n: int, device: torch.device) -> torch.Tensor:
-    """Start `epoch`: its dropout and augmentation streams seeded from (seed, epoch) alone, so a resumed or a seed's
-    epoch draws what the single run draws; returns the epoch's order of the `n` training images."""
+    """Start `epoch`: seed its dropout and augmentation streams, and return its order of the `n` training images."""
+    # From (seed, epoch) alone: a resumed epoch, or a seed's among several, draws what the single run draws.
     state.epoch = epoch
     if state.dropout is None:
         torch.manual_seed(dropout_seed(config.seed, epoch))  # every device's global generator
@@ -208,8 +208,7 @@ def end_epoch(trainees: list[Trainee], records: list[dict], started: float, log:
 
 
 def _evaluate(trainee: Trainee, record: dict, started: float, log: EpochLog) -> None:
-    """On evaluated epochs: sound BN statistics, validation and the best so far; then the record joins the
-    history, with the epoch's seconds."""
+    """Validate an evaluated epoch (sound BN statistics first) and keep the best; the record joins the history."""
     state, config, model = trainee.state, trainee.config, trainee.state.model
     if evaluates(config, state.epoch):
         broadcast_buffers(model, trainee.world)

@@ -129,8 +129,7 @@ def _fit(config: TrainConfig, run: RunDirectory, world: World, log: EpochLog, ca
 
 
 def _refuse_early(config: TrainConfig, run: RunDirectory, world: World, call: _Call) -> None:
-    """Fail fast: a refused run prints nothing else and touches nothing (nothing is created until the data and the
-    model are known good)."""
+    """Fail fast on fp16 off CUDA, a refused resume or a taken --out: a refused run prints and touches nothing."""
     if config.precision == "fp16" and world.device.type != "cuda":
         raise CnnkitError("precision fp16 (AMP with loss scaling) needs a CUDA device; use bf16 on CPU")
     if call.resume:
@@ -153,8 +152,7 @@ def _open(trainee: Trainee, spec: dict, log: EpochLog, call: _Call) -> Restored:
 
 
 def _plan(trainee: Trainee, restored: Restored, log: EpochLog, call: _Call) -> StepPlan:
-    """The run's schedule, objective and step (compiled or eager, DDP under torchrun), with a resumed run's
-    optimiser state back in place; config.json written once nothing more can be refused."""
+    """The run's schedule, objective and step (compiled or eager, DDP), a resumed optimiser state, config.json."""
     config, run, world, state = trainee.config, trainee.run, trainee.world, trainee.state
     recorded_epochs = TrainConfig.from_run_dir(run.path).epochs if call.resume and run.path else config.epochs
     lr_of_step, total_steps = _schedule(trainee)

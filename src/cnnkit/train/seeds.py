@@ -176,8 +176,7 @@ def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochL
 
 def _open_runs(runs: list[RunDirectory], configs: list[TrainConfig], datas: list[tuple[PreparedData, dict]],
                overwrite: bool) -> Path | None:
-    """Lock every seed's folder, then seeds.json (every seed unfinished), then open and describe each run; returns
-    seeds.json's path (None without --out)."""
+    """Lock every seed's folder, write seeds.json (all unfinished), open each run; seeds.json's path (or None)."""
     summary_path = runs[0].path.parent / SUMMARY_FILE if runs[0].writes else None
     for run in runs:  # every seed's folder, before any is emptied: a seed being resumed elsewhere stops us here
         run.lock()
