@@ -15,8 +15,8 @@ from cnnkit.store.checkpoint import build_model, model_spec
 from cnnkit.train import TrainConfig
 from cnnkit.train.data import prepare_data
 from cnnkit.train.losses import make_loss
+from cnnkit.train.seed_batched import BatchedSeeds
 from cnnkit.train.seed_parallel import ParallelSeeds
-from cnnkit.train.seeds import BatchedSeeds
 
 MODELS = ("digits_cnn", "digitsnet")
 SEEDS = 8
@@ -49,7 +49,7 @@ def epoch_seconds(epochs: int) -> dict:
         times = []
         for epoch in range(1, epochs + 2):  # the first epoch warms up
             started = time.perf_counter()
-            trainer.train_epoch(epoch, 0)
+            trainer.train_epoch(epoch)
             times.append(time.perf_counter() - started)
         trainer.close()
         medians[name] = round(sorted(times[1:])[len(times[1:]) // 2], 3)

@@ -14,6 +14,7 @@ from common import machine
 from cnnkit.models import get_model
 from cnnkit.train import TrainConfig
 from cnnkit.train.compiled import CompiledStep
+from cnnkit.train.epoch import StepPlan, TrainState
 from cnnkit.train.loop import make_optimizer, train_one_epoch
 from cnnkit.train.losses import make_loss
 
@@ -49,8 +50,8 @@ def measure(name: str, channels: int, size: int, precision: str, channels_last: 
     cast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
     def ours_train() -> None:
-        train_one_epoch(ours, [(x, y)], ours_opt, loss_fn, lambda s: 1e-3, 0, config, torch.device("cpu"),
-                        torch.Generator(), None, step)
+        train_one_epoch(TrainState(ours, ours_opt, compiled=step), [(x, y)],
+                        StepPlan(config, loss_fn, lambda s: 1e-3, torch.device("cpu")))
 
     def plain_train() -> None:
         plain.train()

@@ -17,6 +17,7 @@ from cnnkit.cli import main
 from cnnkit.models import get_model, model_info
 from cnnkit.store.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnkit.train import TrainConfig, fit, train_one_epoch
+from cnnkit.train.epoch import StepPlan, TrainState
 from cnnkit.train.evaluation import best_checkpoint_record
 from cnnkit.train.losses import article_loss, make_loss
 
@@ -273,8 +274,8 @@ def test_one_training_step_per_family_lowers_the_loss(name):
 
     before = training_loss()
     for _ in range(3):
-        train_one_epoch(model, [(x, y)], optimizer, loss_fn, lambda s: 1e-4, 0, config, torch.device("cpu"),
-                        torch.Generator())
+        train_one_epoch(TrainState(model, optimizer), [(x, y)], StepPlan(config, loss_fn, lambda s: 1e-4,
+                                                                          torch.device("cpu")))
     assert training_loss() < before
 
 

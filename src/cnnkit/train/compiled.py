@@ -9,10 +9,11 @@ gathers each batch, steps, and sums loss and accuracy, so no Python runs between
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -68,10 +69,8 @@ class CompiledStep:
         self.step_count = torch.zeros((), dtype=self.flat.dtype, device=self.flat.device)
         self.steps_taken = 0  # step_count on the host, for the bias corrections (no device read per step)
         tiny_maps = min(input_size) ** 2 <= TINY_MAP
-        if tiny_maps:
-            for module in model.modules():
-                if isinstance(module, Conv2d):
-                    module.im2col = True
+        # On maps this small, gather + matmul beats oneDNN's convolution; only while the step says so (`convolutions`).
+        self.tiny_convs = [m for m in model.modules() if isinstance(m, Conv2d)] if tiny_maps else []
         self._step_graph = self._compile(CompiledStep._step, {})
         self._epoch_graph = self._compile(CompiledStep._epoch, epoch_graph_options(tiny_maps))
 
@@ -178,16 +177,21 @@ class CompiledStep:
             rows.append((lr, lr / (1 - BETA1 ** t), math.sqrt(1 - BETA2 ** t), float(t == 1)))
         return torch.tensor(rows, dtype=torch.float64).to(self.flat)
 
+    def convolutions(self) -> contextlib.AbstractContextManager:
+        """Where the graphs are traced and a run using them evaluates: on tiny maps, convolutions as im2col + matmul."""
+        return im2col_convolutions(self.tiny_convs)
+
     def _run(self, graph: Callable, *args):
-        """Call a compiled graph, on one thread for tiny CPU networks."""
-        if not self.single_thread:
-            return graph(*args)
+        """Call a compiled graph in `convolutions()`, on one thread for tiny CPU networks."""
         threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return graph(*args)
-        finally:
-            torch.set_num_threads(threads)
+        with self.convolutions():
+            if not self.single_thread:
+                return graph(*args)
+            torch.set_num_threads(1)
+            try:
+                return graph(*args)
+            finally:
+                torch.set_num_threads(threads)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimiser step on a batch."""
@@ -245,6 +249,19 @@ class CompiledStep:
         self.exp_avg_sq.copy_(tensors["optim.flat.exp_avg_sq"])
         self.step_count.copy_(tensors["optim.flat.step"])
         self.steps_taken = int(self.step_count)
+
+
+@contextlib.contextmanager
+def im2col_convolutions(convolutions: list[Conv2d]) -> Iterator[None]:
+    """Within: these convolutions run as im2col + matmul; afterwards each runs as it did before."""
+    switched = [conv for conv in convolutions if not conv.im2col]  # nested: the outer context's stay as they are
+    for conv in switched:
+        conv.im2col = True
+    try:
+        yield
+    finally:
+        for conv in switched:
+            conv.im2col = False
 
 
 def epoch_graph_options(tiny_maps: bool) -> dict:

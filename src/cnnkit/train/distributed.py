@@ -45,6 +45,14 @@ def all_sum(tensor: torch.Tensor, world: World) -> torch.Tensor:
     return tensor
 
 
+def broadcast_buffers(model: torch.nn.Module, world: World) -> None:
+    """Give every process rank 0's buffers (a no-op for one)."""
+    # Each process updated BN running statistics with its own batches; evaluate with rank 0's everywhere.
+    if world.size > 1:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def teardown(world: World) -> None:
     """Leave the process group."""
     if world.size > 1 and dist.is_initialized():

@@ -1,12 +1,13 @@
-"""The trainer: train_one_epoch, evaluate and fit, with checkpoints, resume and multi-process training."""
+"""The trainer: fit checks, prepares, trains epoch by epoch (cnnkit.train.epoch) and tests; resume and torchrun."""
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -14,27 +15,29 @@ import torch
 from torch import nn
 
 from cnnkit.core.errors import CnnkitError
-from cnnkit.data.augment import random_flip, random_shift
-from cnnkit.data.batches import epoch_order, num_batches
+from cnnkit.data.batches import num_batches
 from cnnkit.layers.batchnorm import BatchNorm2d
-from cnnkit.models import main_logits
 from cnnkit.store.checkpoint import build_model, model_spec
 from cnnkit.train.compiled import CompiledStep, should_compile
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.data import PreparedData, prepare_data, training_batches
 from cnnkit.train.distributed import World, all_sum, setup_world, teardown
-from cnnkit.train.evaluation import (
-    autocast,
-    best_checkpoint_record,
-    better_than,
-    final_test,
-    settle_bn_statistics,
-    validation_metrics,
+from cnnkit.train.epoch import (
+    StepPlan,
+    Trainee,
+    TrainState,
+    begin_epoch,
+    end_epoch,
+    epoch_record,
+    keep_final,
+    train_one_epoch,
+    use_channels_last,
 )
+from cnnkit.train.evaluation import final_test
 from cnnkit.train.log import EpochLog
 from cnnkit.train.losses import describe_objective, make_loss
 from cnnkit.train.optimizers import Optimizer
-from cnnkit.train.run_dir import Restored, RunDirectory, optimizer_tensors, restore_optimizer
+from cnnkit.train.run_dir import Restored, RunDirectory, restore_optimizer
 from cnnkit.train.schedule import lr_at
 from cnnkit.train.threads import choose_threads
 from cnnkit.train.transfer import adapt, freeze_features, read_start
@@ -62,23 +65,15 @@ class RunResult:
                 "epochs_run": self.epochs_run, "seconds": round(self.seconds, 3)}
 
 
-def use_channels_last(config: TrainConfig, input_size: tuple[int, int], device: torch.device) -> bool:
-    """'auto' picks NHWC on the CPU, and on a GPU for inputs of 32x32 and up."""
-    # On one CPU thread (cnnkit's choice for small steps) NHWC measured 1.3x faster for the digits CNN at 8x8
-    # (max-pool 9x, convolution backward 1.6x) and no slower for digitsnet or LeNet-5 at 28x28.
-    if config.channels_last != "auto":
-        return config.channels_last == "on"
-    return device.type == "cpu" or min(input_size) >= 32
+@dataclass(frozen=True)
+class _Call:
+    """What one call of `fit` asks for beyond the config."""
 
-
-def dropout_seed(seed: int, epoch: int) -> int:
-    """The seed of an epoch's dropout masks (the global generator's, in a single run)."""
-    return seed * 1_000_003 + epoch
-
-
-def augment_seed(seed: int, epoch: int) -> int:
-    """The seed of an epoch's shifts and flips."""
-    return seed * 7_919 + epoch
+    overwrite: bool
+    resume: bool
+    stop_after_epochs: int | None
+    epoch_callback: Callable[[int, nn.Module], None] | None
+    started: float
 
 
 def make_optimizer(config: TrainConfig, model: nn.Module, stacked: int = 0) -> Optimizer:
@@ -90,64 +85,6 @@ def make_optimizer(config: TrainConfig, model: nn.Module, stacked: int = 0) -> O
     if config.optimizer == "sgd":
         return Optimizer("sgd", groups, config.lr, config.momentum, config.nesterov)
     return Optimizer(config.optimizer, groups, config.lr)  # Adam's weight decay is L2 in the gradient, as in TF 1
-
-
-def train_one_epoch(
-    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], optimizer: Optimizer,
-    loss_fn: Callable, lr_of_step: Callable[[int], float], step: int, config: TrainConfig, device: torch.device,
-    generator: torch.Generator, scaler: torch.amp.GradScaler | None = None, compiled: CompiledStep | None = None,
-    in_memory: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-) -> tuple[int, dict]:
-    """One pass over `batches`; returns the next step and summed loss/correct/count tensors (no per-step syncs).
-
-    `in_memory` = (images, labels, order) behind `batches`, when they are tensors in memory: the compiled step
-    then trains the whole epoch in one call where it can (`CompiledStep.runs_epochs`).
-    """
-    scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
-    model.train()
-    if compiled is not None and in_memory is not None and compiled.runs_epochs(config, in_memory[0]):
-        return compiled.run_epoch(*in_memory, config.batch_size, config.drop_last, lr_of_step, step)
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    first_bad = torch.full((), -1, device=device, dtype=torch.long)
-    count = 0
-    for batch_index, (x, y) in enumerate(batches):
-        if config.shift:
-            x = random_shift(x, config.shift, generator)
-        if use_channels_last(config, tuple(x.shape[-2:]), device):
-            x = x.contiguous(memory_format=torch.channels_last)
-        if config.flip:
-            x = random_flip(x, generator)
-        if compiled is not None:
-            detached, logits = compiled(x, y, lr_of_step(step))
-        else:
-            detached, logits = _eager_step(model, x, y, optimizer, loss_fn, lr_of_step(step), config, device, scaler)
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached), batch_index, first_bad)
-        loss_sum += detached * len(y)
-        correct += (logits.argmax(1) == y).sum()
-        count += len(y)
-        step += 1
-    return step, {"loss_sum": loss_sum, "correct": correct, "count": count, "first_bad": first_bad}
-
-
-def _eager_step(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: Optimizer, loss_fn: Callable,
-    lr: float, config: TrainConfig, device: torch.device, scaler: torch.amp.GradScaler | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward, backward and optimiser step; the scaler only scales when fp16 enabled it (nanoGPT's way)."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    with autocast(config, device):
-        output = model(x)
-        loss = loss_fn(output, y)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)
-    if config.grad_clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    return loss.detach(), main_logits(output).detach()
 
 
 def fit(
@@ -162,13 +99,13 @@ def fit(
     (benchmarks use it to watch held-out accuracy). Every log line goes to `stream` (default stdout).
     """
     config.validate()
-    started = time.perf_counter()
+    call = _Call(overwrite, resume, stop_after_epochs, epoch_callback, time.perf_counter())
     world = setup_world(config.device)
     log = EpochLog(config, world.is_main, progress, stream)
     run = RunDirectory(Path(out) if out else None, world.is_main, log.note)
     threads = torch.get_num_threads()  # the run picks its own; the caller's setting comes back afterwards
     try:
-        return _fit(config, run, world, log, overwrite, resume, stop_after_epochs, epoch_callback, started)
+        return _fit(config, run, world, log, call)
     finally:
         log.close()
         run.close()
@@ -176,95 +113,155 @@ def fit(
         torch.set_num_threads(threads)
 
 
-def _fit(
-    config: TrainConfig, run: RunDirectory, world: World, log: EpochLog, overwrite: bool, resume: bool,
-    stop_after_epochs: int | None, epoch_callback: Callable[[int, nn.Module], None] | None, started: float,
-) -> RunResult:
-    device = world.device
-    if config.precision == "fp16" and device.type != "cuda":
-        raise CnnkitError("precision fp16 (AMP with loss scaling) needs a CUDA device; use bf16 on CPU")
-    if resume:
-        run.check_resumable(config)  # fail fast: a refused resume prints nothing else and touches nothing
-    else:
-        run.check_free(overwrite)  # fail fast; nothing is created until the data and the model are known good
+def _fit(config: TrainConfig, run: RunDirectory, world: World, log: EpochLog, call: _Call) -> RunResult:
+    """Refuse what cannot run, prepare the run, train its epochs, test the best weights."""
+    _refuse_early(config, run, world, call)
     log.note(f"training {config.model} on {config.data}")
-    config, data, spec, model = _data_and_model(config, device, log)
-    h, w = spec["input_size"]
-    optimizer = make_optimizer(config, model)
-    run.open(overwrite, resume)
+    config, data, spec, model = _data_and_model(config, world.device, log)
+    trainee = Trainee(config, data, run, TrainState(model, make_optimizer(config, model)), world)
+    restored = _open(trainee, spec, log, call)
+    plan = _plan(trainee, restored, log, call)
+    with _convolutions(trainee.state):
+        interrupted = _train(trainee, plan, log, call)
+        log.close()
+        final = None if interrupted else _test(trainee, log)
+    return run_result(trainee, final, call.started)
+
+
+def _refuse_early(config: TrainConfig, run: RunDirectory, world: World, call: _Call) -> None:
+    """Fail fast on fp16 off CUDA, a refused resume or a taken --out: a refused run prints and touches nothing."""
+    if config.precision == "fp16" and world.device.type != "cuda":
+        raise CnnkitError("precision fp16 (AMP with loss scaling) needs a CUDA device; use bf16 on CPU")
+    if call.resume:
+        run.check_resumable(config)
+    else:
+        run.check_free(call.overwrite)
+
+
+def _open(trainee: Trainee, spec: dict, log: EpochLog, call: _Call) -> Restored:
+    """Open (lock) the run folder; a resumed run's checkpoint into the model and the state; describe the run."""
+    run, state = trainee.run, trainee.state
+    run.open(call.overwrite, call.resume)
     if run.path:  # said once the folder exists: a run refused earlier never names one
         log.note(f"run directory {run.path}")
-    restored = run.restore(model, config.eval_every) if resume else Restored()
-    run.describe(config, spec, data.dataset.class_names, data.description(config.seed))
-    recorded_epochs = TrainConfig.from_run_dir(run.path).epochs if resume and run.path else config.epochs
-    per_epoch = num_batches(len(data.train[1]), config.batch_size, config.drop_last, world.size)
-    if per_epoch == 0:
-        raise CnnkitError(f"the training split ({len(data.train[1])} images) is smaller than one batch of "
-                          f"{config.batch_size}")
-    total_steps = per_epoch * config.epochs
+    restored = run.restore(state.model, trainee.config.eval_every) if call.resume else Restored()
+    run.describe(trainee.config, spec, trainee.data)
+    state.step, state.epoch, state.best = restored.step, restored.start_epoch - 1, restored.best
+    state.best_state, state.history = restored.best_state, restored.history
+    return restored
+
+
+def _plan(trainee: Trainee, restored: Restored, log: EpochLog, call: _Call) -> StepPlan:
+    """The run's schedule, objective and step (compiled or eager, DDP), a resumed optimiser state, config.json."""
+    config, run, world, state = trainee.config, trainee.run, trainee.world, trainee.state
+    recorded_epochs = TrainConfig.from_run_dir(run.path).epochs if call.resume and run.path else config.epochs
+    lr_of_step, total_steps = _schedule(trainee)
     if recorded_epochs != config.epochs:
-        log.note(_extension_note(config, recorded_epochs, restored, lr_at(restored.step, total_steps, per_epoch,
-                                                                          config)))
+        log.note(_extension_note(config, recorded_epochs, restored, lr_of_step(restored.step)))
     loss_fn = make_loss(config.loss, config.label_smoothing)
     log.note(f"training objective: {describe_objective(config.loss, config.label_smoothing)}; validation and test "
              "losses are plain cross-entropy")
-    compiled = CompiledStep(model, config, loss_fn, (h, w)) \
-        if should_compile(_step_kind(config, restored), total_steps, world.size, log.note) else None
-    _restore_optimizer_state(restored, optimizer, compiled, run.path)
-    if not resume or recorded_epochs != config.epochs:  # after every refusal: a refused resume changes nothing
+    if should_compile(_step_kind(config, restored), total_steps, world.size, log.note):
+        state.compiled = CompiledStep(state.model, config, loss_fn, tuple(trainee.data.dataset.image_shape[1:]))
+    _restore_optimizer_state(restored, state, run.path)
+    if not call.resume or recorded_epochs != config.epochs:  # after every refusal: a refused resume changes nothing
         run.write_config(config)
-    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
-    train_model = _distributed(model, config, world)
-    log.start(restored.start_epoch, run.path / "tensorboard" if config.tensorboard and run.path else None)
-    step, best, best_state, history = restored.step, restored.best, restored.best_state, restored.history
-    epoch, interrupted = restored.start_epoch - 1, False
-    for epoch in range(restored.start_epoch, config.epochs + 1):
-        epoch_started = time.perf_counter()
-        torch.manual_seed(dropout_seed(config.seed, epoch))  # dropout masks depend on (seed, epoch) only
-        generator = torch.Generator().manual_seed(augment_seed(config.seed, epoch))
-        order = epoch_order(len(data.train[1]), config.shuffle, config.seed, epoch).to(device)
-        batches = training_batches(data, config, order, device, world.rank, world.size)
-        step, sums = train_one_epoch(train_model, batches, optimizer, loss_fn,
-                                     lambda s: lr_at(s, total_steps, per_epoch, config), step, config, device,
-                                     generator, scaler, compiled,
-                                     (*data.train, order) if data.stream is None and world.size == 1 else None)
-        record = _epoch_record(sums, world, epoch, step, lr_at(step - 1, total_steps, per_epoch, config), run.path)
-        evaluate_now = epoch % config.eval_every == 0 or epoch == config.epochs
-        if evaluate_now:
-            _sync_buffers(model, world)
-            record["bn_statistics"] = settle_bn_statistics(model, data, config, step, device, log)
-            record.update(validation_metrics(model, data, config))
-            improved = record.get("val_accuracy") is not None and better_than(record, best)
-            if improved:
-                best = {"epoch": epoch, "val_accuracy": record["val_accuracy"], "val_loss": record["val_loss"]}
-                best_state = copy.deepcopy(model.state_dict())
-        record["seconds"] = round(time.perf_counter() - epoch_started, 4)
-        history.append(record)
-        if epoch_callback is not None:
-            epoch_callback(epoch, model)
-        log.epoch(record)
-        if evaluate_now:  # metrics first, checkpoints after: an interrupted epoch is redone, never half-recorded
-            run.append_metrics(record)
-            if improved:
-                run.save("best", model, record, epoch, step, best, data.preprocessing)
-            run.save("last", model, record, epoch, step, best, data.preprocessing,
-                     optimizer_state(optimizer, compiled))
-        if config.patience and best is not None and epoch - best["epoch"] >= config.patience:
-            log.note(f"early stopping: no better validation accuracy for {config.patience} epochs")
-            break
-        if stop_after_epochs is not None and epoch - restored.start_epoch + 1 >= stop_after_epochs \
+    state.scaler = torch.amp.GradScaler(world.device.type, enabled=config.precision == "fp16")
+    state.ddp = _distributed(state.model, config, world)
+    log.start(state.epoch + 1, run.path / "tensorboard" if config.tensorboard and run.path else None)
+    return StepPlan(config, loss_fn, lr_of_step, world.device)
+
+
+def _schedule(trainee: Trainee) -> tuple[Callable[[int], float], int]:
+    """(learning rate of each step, total steps) over the run's epochs."""
+    config, train_count, world = trainee.config, len(trainee.data.train[1]), trainee.world
+    per_epoch = num_batches(train_count, config.batch_size, config.drop_last, world.size)
+    if per_epoch == 0:
+        raise CnnkitError(f"the training split ({train_count} images) is smaller than one batch of "
+                          f"{config.batch_size}")
+    total_steps = per_epoch * config.epochs
+    return partial(lr_at, total_steps=total_steps, steps_per_epoch=per_epoch, config=config), total_steps
+
+
+def _convolutions(state: TrainState) -> contextlib.AbstractContextManager:
+    """The compiled step's convolution arithmetic for the whole run (training, validation, test), or none."""
+    return state.compiled.convolutions() if state.compiled is not None else contextlib.nullcontext()
+
+
+def _train(trainee: Trainee, plan: StepPlan, log: EpochLog, call: _Call) -> bool:
+    """Every epoch after the state's; True when `stop_after_epochs` cut the run short, as an interruption would."""
+    config, state = trainee.config, trainee.state
+    first = state.epoch + 1
+    for epoch in range(first, config.epochs + 1):
+        started = time.perf_counter()
+        record = _train_epoch(trainee, plan, epoch)
+        end_epoch([trainee], [record], started, log, partial(_report, trainee, log, call.epoch_callback))
+        if _patience_spent(config, state, log):
+            return False
+        if call.stop_after_epochs is not None and epoch - first + 1 >= call.stop_after_epochs \
                 and epoch < config.epochs:
-            interrupted = True
-            break
-    log.close()
-    final = None if interrupted else final_test(model, best_state, data, config, device, epoch)
-    if final is not None:
-        run.save("best", model, *best_checkpoint_record(history, best, final, epoch, step), best, data.preprocessing)
-        run.append_metrics({"final": final})
-        log.final(final, best)
-    return RunResult(run.path, final and final["test_accuracy"], final and final["test_loss"],
-                     best and best["val_accuracy"], epoch, time.perf_counter() - started,
-                     history + ([{"final": final}] if final else []), model, world.is_main, compiled is not None)
+            return True
+    return False
+
+
+def _train_epoch(trainee: Trainee, plan: StepPlan, epoch: int) -> dict:
+    """Train `epoch` on this process's share of the batches; its record, summed over the processes."""
+    data, world, state, config = trainee.data, trainee.world, trainee.state, trainee.config
+    order = begin_epoch(state, config, epoch, len(data.train[1]), world.device)
+    batches = training_batches(data, config, order, world.device, world.rank, world.size)
+    in_memory = (*data.train, order) if data.stream is None and world.size == 1 else None
+    sums = train_one_epoch(state, batches, plan, in_memory)
+    return _summed_record(sums, trainee, plan.lr_of_step(state.step - 1))
+
+
+def _summed_record(sums: dict, trainee: Trainee, lr: float) -> dict:
+    """Training loss and accuracy of an epoch, summed over processes; a non-finite loss stops the run."""
+    world, epoch, out = trainee.world, trainee.state.epoch, trainee.run.path
+    for key in ("loss_sum", "correct"):
+        all_sum(sums[key], world)
+    record = epoch_record({**sums, "count": sums["count"] * world.size}, epoch, trainee.state.step, lr)
+    if not math.isfinite(record["train_loss"]):
+        bad = int(sums["first_bad"])
+        where = f"epoch {epoch}, batch {bad + 1}" if bad >= 0 else f"epoch {epoch}"
+        kept = f"; the last good checkpoint is {out / 'last'} (epoch {epoch - 1})" if out and epoch > 1 else ""
+        raise CnnkitError(f"the training loss became {record['train_loss']} at {where}; training stopped{kept}. "
+                          "Try a lower --lr or --grad-clip")
+    return record
+
+
+def _report(trainee: Trainee, log: EpochLog, callback: Callable[[int, nn.Module], None] | None,
+            records: list[dict]) -> None:
+    """A single run's report of an epoch: the caller's callback, then the log line."""
+    if callback is not None:
+        callback(trainee.state.epoch, trainee.state.model)
+    log.epoch(records[0])
+
+
+def _patience_spent(config: TrainConfig, state: TrainState, log: EpochLog) -> bool:
+    """Early stopping: `patience` epochs without a better validation accuracy (said when it stops the run)."""
+    if not (config.patience and state.best is not None and state.epoch - state.best["epoch"] >= config.patience):
+        return False
+    log.note(f"early stopping: no better validation accuracy for {config.patience} epochs")
+    return True
+
+
+def _test(trainee: Trainee, log: EpochLog) -> dict:
+    """The held-out test on the best weights, kept in `best` and metrics.jsonl, and said."""
+    state = trainee.state
+    final = final_test(state.model, state.best_state, trainee.data, trainee.config, trainee.world.device,
+                       state.epoch)
+    keep_final(trainee, final)
+    log.final(final, state.best)
+    return final
+
+
+def run_result(trainee: Trainee, final: dict | None, started: float) -> RunResult:
+    """What a run reports: its test (None when cut short), best validation accuracy, epochs, time and history."""
+    state = trainee.state
+    return RunResult(trainee.run.path, final and final["test_accuracy"], final and final["test_loss"],
+                     state.best and state.best["val_accuracy"], state.epoch, time.perf_counter() - started,
+                     state.history + ([{"final": final}] if final else []), state.model, trainee.world.is_main,
+                     state.compiled is not None)
 
 
 def _data_and_model(config: TrainConfig, device: torch.device, log: EpochLog
@@ -327,10 +324,10 @@ def _fit_to_start(config: TrainConfig, spec: dict, log: EpochLog) -> TrainConfig
     return config
 
 
-def _distributed(model: nn.Module, config: TrainConfig, world: World) -> nn.Module:
-    """The module the training step calls: the model itself, or its DDP wrapper under torchrun."""
+def _distributed(model: nn.Module, config: TrainConfig, world: World) -> nn.Module | None:
+    """The DDP wrapper the training steps call under torchrun; None for a single process."""
     if world.size == 1:
-        return model
+        return None
     if config.sync_bn:
         for module in model.modules():
             if isinstance(module, BatchNorm2d):
@@ -349,10 +346,9 @@ def _distributed(model: nn.Module, config: TrainConfig, world: World) -> nn.Modu
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.index else None)
 
 
-def _restore_optimizer_state(restored: Restored, optimizer: Optimizer, compiled: CompiledStep | None,
-                             out: Path | None) -> None:
+def _restore_optimizer_state(restored: Restored, state: TrainState, out: Path | None) -> None:
     """Put a resumed run's optimiser state back, into the compiled step or the eager optimiser."""
-    saved = restored.tensors
+    saved, compiled = restored.tensors, state.compiled
     if saved is None:
         return
     if (compiled is not None) != restored.compiled:
@@ -362,37 +358,7 @@ def _restore_optimizer_state(restored: Restored, optimizer: Optimizer, compiled:
         if compiled is not None:
             compiled.load_state_tensors(saved)
         else:
-            restore_optimizer(optimizer, saved, restored.param_groups)
+            restore_optimizer(state.optimizer, saved, restored.param_groups)
     except (ValueError, KeyError, IndexError, TypeError, AttributeError, RuntimeError) as error:
         reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
         raise CnnkitError(f"{out / 'last' if out else 'last'}: cannot resume its optimiser state ({reason})") from None
-
-
-def optimizer_state(optimizer: Optimizer, compiled: CompiledStep | None) -> tuple[dict, list | None]:
-    """What a 'last' checkpoint needs to resume the optimiser."""
-    if compiled is not None:
-        return compiled.state_tensors(), None
-    return optimizer_tensors(optimizer)
-
-
-def _epoch_record(sums: dict, world: World, epoch: int, step: int, lr: float, out: Path | None) -> dict:
-    """Training loss and accuracy of an epoch, summed over processes; a non-finite loss stops the run."""
-    for key in ("loss_sum", "correct"):
-        all_sum(sums[key], world)
-    count = sums["count"] * world.size
-    train_loss = float(sums["loss_sum"]) / count
-    if not math.isfinite(train_loss):
-        bad = int(sums["first_bad"])
-        where = f"epoch {epoch}, batch {bad + 1}" if bad >= 0 else f"epoch {epoch}"
-        kept = f"; the last good checkpoint is {out / 'last'} (epoch {epoch - 1})" if out and epoch > 1 else ""
-        raise CnnkitError(f"the training loss became {train_loss} at {where}; training stopped{kept}. "
-                          "Try a lower --lr or --grad-clip")
-    return {"epoch": epoch, "step": step, "lr": lr, "train_loss": train_loss,
-            "train_accuracy": int(sums["correct"]) / count}
-
-
-def _sync_buffers(model: nn.Module, world: World) -> None:
-    # Each process updated BN running statistics with its own batches; evaluate with rank 0's everywhere.
-    if world.size > 1:
-        for buffer in model.buffers():
-            torch.distributed.broadcast(buffer, src=0)

@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -26,7 +27,11 @@ from cnnkit.models.registry import resolved_options
 from cnnkit.store.checkpoint import load_checkpoint, read_metadata, repair_json_copy, save_checkpoint
 from cnnkit.store.metadata import metrics_records
 from cnnkit.train.config import TrainConfig
+from cnnkit.train.data import PreparedData
 from cnnkit.train.optimizers import Optimizer
+
+if TYPE_CHECKING:  # the state's module imports this one
+    from cnnkit.train.epoch import TrainState
 
 RUN_FILES = ("config.json", "metrics.jsonl", "last.json", "last.safetensors", "best.json", "best.safetensors")
 LOCK_FILE = ".cnnkit.lock"
@@ -84,6 +89,7 @@ class RunDirectory:
         self.writes = path is not None and is_main
         self.say = say
         self.description: dict = {}
+        self.preprocessing: Preprocessing | None = None
         self._lock: int | None = None
 
     def check_free(self, overwrite: bool) -> None:
@@ -159,9 +165,11 @@ class RunDirectory:
             if not any(board.iterdir()):
                 board.rmdir()
 
-    def describe(self, config: TrainConfig, spec: dict, class_names: list[str], data: dict) -> None:
-        """The metadata every checkpoint of this run shares: config, model spec, classes, data description."""
-        self.description = {"model": spec, "class_names": class_names, "config": config.to_dict(), "data": data}
+    def describe(self, config: TrainConfig, spec: dict, data: PreparedData) -> None:
+        """What every checkpoint of this run shares: config, model spec, classes, data description, preprocessing."""
+        self.description = {"model": spec, "class_names": data.dataset.class_names, "config": config.to_dict(),
+                            "data": data.description(config.seed)}
+        self.preprocessing = data.preprocessing
 
     def write_config(self, config: TrainConfig) -> None:
         """config.json: what `--resume` reads back."""
@@ -174,21 +182,21 @@ class RunDirectory:
             with open(self.path / "metrics.jsonl", "a") as file:
                 file.write(json.dumps(record) + "\n")
 
-    def save(
-        self, name: str, model: nn.Module, metrics: dict, epoch: int, step: int, best: dict | None,
-        preprocessing: Preprocessing | None, state: tuple[dict[str, torch.Tensor], list[dict] | None] | None = None,
-    ) -> None:
-        """Write checkpoint `name` ('last' or 'best'); `state` is (optimiser tensors, param groups) to resume."""
+    def save(self, name: str, state: TrainState, record: dict | None = None) -> None:
+        """Write checkpoint `name` of `state` with the metrics `record` (default: its latest epoch's) and that
+        record's epoch and step; 'last' also keeps the optimiser state, to resume."""
         if not self.writes:
             return
-        meta = {**self.description, "metrics": dict(metrics), "epoch": epoch, "global_step": step, "best": best}
+        record = state.history[-1] if record is None else record
+        meta = {**self.description, "metrics": dict(record), "epoch": record.get("epoch", state.epoch),
+                "global_step": record.get("step", state.step), "best": state.best}
         extra = {"rng.torch": torch.get_rng_state()}
-        if state is not None:
-            tensors, groups = state
+        if name == "last":
+            tensors, groups = state.optimizer_state()
             extra.update(tensors)
             if groups is not None:
                 meta["optimizer_param_groups"] = groups
-        save_checkpoint(self.path / name, model, meta, preprocessing, extra)
+        save_checkpoint(self.path / name, state.model, meta, self.preprocessing, extra)
 
     def check_resumable(self, config: TrainConfig) -> None:
         """Refuse, before anything is loaded or written, a run with no last checkpoint, one whose last checkpoint

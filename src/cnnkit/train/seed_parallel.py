@@ -17,11 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch import nn
 
-from cnnkit.data.batches import epoch_order
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.data import PreparedData, training_batches
-from cnnkit.train.loop import augment_seed, dropout_seed, make_optimizer, train_one_epoch, use_channels_last
-from cnnkit.train.run_dir import optimizer_tensors
+from cnnkit.train.epoch import StepPlan, TrainState, begin_epoch, train_one_epoch, use_channels_last
+from cnnkit.train.loop import make_optimizer
 
 
 class SeedDropout(nn.Module):
@@ -69,37 +68,31 @@ def _until(stopping: threading.Event, batches: Iterable) -> Iterator:
 
 
 class ParallelSeeds:
-    """train_epoch(epoch, step) for every seed at once; the models are always current (nothing to unstack)."""
+    """train_epoch(epoch) for every seed at once; the models are always current (nothing to unstack)."""
 
     def __init__(self, models: list[nn.Module], configs: list[TrainConfig], datas: list[PreparedData],
                  loss_fn: Callable, lr_of_step: Callable[[int], float], workers: int, device: torch.device) -> None:
-        self.configs, self.datas, self.loss_fn, self.lr_of_step, self.device = configs, datas, loss_fn, lr_of_step, \
-            device
+        self.datas = datas
+        self.plans = [StepPlan(c, loss_fn, lr_of_step, device) for c in configs]
         size = tuple(datas[0].train[0].shape[-2:])
-        self.models = [m.to(memory_format=torch.channels_last) if use_channels_last(c, size, device) else m
+        models = [m.to(memory_format=torch.channels_last) if use_channels_last(c, size, device) else m
+                  for m, c in zip(models, configs, strict=True)]
+        self.states = [TrainState(m, make_optimizer(c, m), dropout=torch.Generator())
                        for m, c in zip(models, configs, strict=True)]
-        self.optimizers = [make_optimizer(c, m) for m, c in zip(self.models, configs, strict=True)]
-        self.generators = [torch.Generator() for _ in models]
-        self.restores = [own_dropout(m, g) for m, g in zip(self.models, self.generators, strict=True)]
+        self.restores = [own_dropout(s.model, s.dropout) for s in self.states]
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="cnnkit-seed")
         self.stopping = threading.Event()  # set by close(): the workers stop at their next batch (Ctrl-C, an error)
 
-    def train_epoch(self, epoch: int, step: int) -> torch.Tensor:
-        """One epoch of every seed; (seeds, 2) sums of training loss and correct predictions."""
-        results = list(self.pool.map(lambda k: self._seed_epoch(k, epoch, step), range(len(self.models))))
-        return torch.tensor([[float(r["loss_sum"]), float(r["correct"])] for r in results])
+    def train_epoch(self, epoch: int) -> list[dict]:
+        """One epoch of every seed; each seed's sums of training loss, correct predictions and images."""
+        return list(self.pool.map(lambda k: self._seed_epoch(k, epoch), range(len(self.states))))
 
-    def _seed_epoch(self, k: int, epoch: int, step: int) -> dict:
+    def _seed_epoch(self, k: int, epoch: int) -> dict:
         """Seed k's epoch, as its single run trains it (see loop.fit)."""
-        config, data = self.configs[k], self.datas[k]
-        self.generators[k].manual_seed(dropout_seed(config.seed, epoch))
-        generator = torch.Generator().manual_seed(augment_seed(config.seed, epoch))
-        order = epoch_order(len(data.train[1]), config.shuffle, config.seed, epoch).to(self.device)
-        batches = _until(self.stopping, training_batches(data, config, order, self.device))
-        _, sums = train_one_epoch(self.models[k], batches,
-                                  self.optimizers[k], self.loss_fn, self.lr_of_step, step, config, self.device,
-                                  generator)
-        return sums
+        state, plan, data = self.states[k], self.plans[k], self.datas[k]
+        order = begin_epoch(state, plan.config, epoch, len(data.train[1]), plan.device)
+        batches = _until(self.stopping, training_batches(data, plan.config, order, plan.device))
+        return train_one_epoch(state, batches, plan)
 
     def map(self, function: Callable, items: Iterable) -> list:
         """function(item) for each item on the workers (evaluation and checkpoints of the seeds side by side)."""
@@ -107,10 +100,6 @@ class ParallelSeeds:
 
     def evaluated(self) -> None:
         """Nothing to copy back: evaluation ran on the models that train."""
-
-    def optimizer_state(self, k: int) -> tuple[dict[str, torch.Tensor], list[dict]]:
-        """Seed k's optimiser state in the checkpoint format."""
-        return optimizer_tensors(self.optimizers[k])
 
     def close(self) -> None:
         """Stop the workers (within a batch) and give the models their own dropout layers back."""

@@ -2,57 +2,48 @@
 
 N models are built exactly as N single runs would build them (seed k: its own split, preprocessing,
 initialisation, order and augmentation). Seeds whose steps keep a thread busy train side by side, each with its
-single run's exact arithmetic (`seed_parallel.ParallelSeeds`); tiny ones train as one batched computation: their
-parameters and buffers are stacked (torch.func's `stack_module_state`) and each step runs all of them at once
-through `vmap`, the optimiser working on the stacked tensors (Adam, AdamW and SGD are element-wise, so each seed's
-update is its own). Every seed gets a normal run directory (OUT/seed-K), loadable by every command, and the report
-shows the spread.
+single run's exact arithmetic (`seed_parallel.ParallelSeeds`); tiny ones train as one batched computation
+through `vmap` (`seed_batched.BatchedSeeds`). Both end each epoch as a single run does (`epoch.end_epoch`).
+Every seed gets a normal run directory (OUT/seed-K), loadable by every command, and the report shows the spread.
 """
 
 from __future__ import annotations
 
-import copy
 import fcntl
 import json
+import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TextIO
 
 import torch
 from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
 
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.outputs import atomic_write
 from cnnkit.data import load_source
-from cnnkit.data.augment import random_flip, random_shift
-from cnnkit.data.batches import epoch_order, num_batches
+from cnnkit.data.batches import num_batches
 from cnnkit.data.safety import read_bytes
-from cnnkit.models import main_logits
 from cnnkit.models.stats import count_macs
 from cnnkit.store.checkpoint import build_model, model_spec
 from cnnkit.store.metadata import parse_json
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.data import PreparedData, image_size, prepare_data
-from cnnkit.train.evaluation import (
-    best_checkpoint_record,
-    better_than,
-    final_test,
-    settle_bn_statistics,
-    validation_metrics,
-)
+from cnnkit.train.distributed import World
+from cnnkit.train.epoch import Trainee, end_epoch, epoch_record, keep_final
+from cnnkit.train.evaluation import final_test
 from cnnkit.train.log import EpochLog
-from cnnkit.train.loop import RunResult, augment_seed, dropout_seed, make_optimizer
+from cnnkit.train.loop import RunResult, run_result
 from cnnkit.train.losses import describe_objective, make_loss
-from cnnkit.train.run_dir import RunDirectory, optimizer_tensors
+from cnnkit.train.run_dir import RunDirectory
 from cnnkit.train.schedule import lr_at
-from cnnkit.train.seed_dropout import draw_masks, dropout_inputs, mask_dropout
+from cnnkit.train.seed_batched import BatchedSeeds
 from cnnkit.train.seed_parallel import ParallelSeeds
 from cnnkit.train.threads import available_cores, choose_threads
 
@@ -157,8 +148,35 @@ def _check_seeds_folder(out: Path | None) -> None:
 
 def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochLog, device: torch.device,
                overwrite: bool, started: float) -> SeedsResult:
+    """Prepare every seed as its single run, train them together epoch by epoch, test each, sum up the spread."""
     config = configs[0]
     datas, models = _data_and_models(configs, device, log)
+    summary_path = _open_runs(runs, configs, datas, overwrite)
+    per_epoch = num_batches(len(datas[0][0].train[1]), config.batch_size, config.drop_last)
+    lr_of_step = partial(lr_at, total_steps=per_epoch * config.epochs, steps_per_epoch=per_epoch, config=config)
+    loss_fn = make_loss(config.loss, config.label_smoothing)
+    trainer = _trainer(models, configs, [d for d, _ in datas], loss_fn, lr_of_step, device, log)
+    log.note(f"training objective: {describe_objective(config.loss, config.label_smoothing)}; validation and test "
+             "losses are plain cross-entropy")
+    if summary_path:
+        log.note(f"runs in {summary_path.parent}/seed-K, the spread in {summary_path}")
+    log.note(f"each epoch line is the mean over the {len(configs)} seeds")
+    log.start(1)
+    trainees = [Trainee(c, d, r, s, World(device=device))
+                for c, (d, _), r, s in zip(configs, datas, runs, trainer.states, strict=True)]
+    try:
+        for epoch in range(1, config.epochs + 1):
+            _seeds_epoch(trainer, trainees, epoch, lr_of_step, log)
+        log.close()
+        results = trainer.map(partial(_finish, started=started), trainees)
+    finally:
+        trainer.close()
+    return _sum_up(SeedsResult(results, time.perf_counter() - started), configs, summary_path, log)
+
+
+def _open_runs(runs: list[RunDirectory], configs: list[TrainConfig], datas: list[tuple[PreparedData, dict]],
+               overwrite: bool) -> Path | None:
+    """Lock every seed's folder, write seeds.json (all unfinished), open each run; seeds.json's path (or None)."""
     summary_path = runs[0].path.parent / SUMMARY_FILE if runs[0].writes else None
     for run in runs:  # every seed's folder, before any is emptied: a seed being resumed elsewhere stops us here
         run.lock()
@@ -166,41 +184,37 @@ def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochL
         _write_summary(summary_path, {**seeds_summary([_unfinished(run) for run in runs]), "seconds": None})
     for run, seed_config, (data, spec) in zip(runs, configs, datas, strict=True):
         run.open(overwrite)
-        run.describe(seed_config, spec, data.dataset.class_names, data.description(seed_config.seed))
+        run.describe(seed_config, spec, data)
         run.write_config(seed_config)
-    n = len(datas[0][0].train[1])
-    per_epoch = num_batches(n, config.batch_size, config.drop_last)
-    total_steps = per_epoch * config.epochs
-    loss_fn = make_loss(config.loss, config.label_smoothing)
-    trainer = _trainer(models, configs, [d for d, _ in datas], loss_fn,
-                       lambda s: lr_at(s, total_steps, per_epoch, config), device, log)
-    log.note(f"training objective: {describe_objective(config.loss, config.label_smoothing)}; validation and test "
-             "losses are plain cross-entropy")
-    if summary_path:
-        log.note(f"runs in {summary_path.parent}/seed-K, the spread in {summary_path}")
-    log.note(f"each epoch line is the mean over the {len(configs)} seeds")
-    log.start(1)
-    seeds = [_Seed(c, d, r) for c, (d, _), r in zip(configs, datas, runs, strict=True)]
-    every = range(len(seeds))
-    step = 0
-    try:
-        for epoch in range(1, config.epochs + 1):
-            epoch_started = time.perf_counter()
-            sums = trainer.train_epoch(epoch, step)  # loss sum, correct, per seed
-            _refuse_diverged(sums, configs, runs, epoch)
-            step += per_epoch
-            means = [(float(loss) / n, float(correct) / n) for loss, correct in sums]
-            when = (epoch, step, lr_at(step - 1, total_steps, per_epoch, config), epoch_started)
-            trainer.map(lambda k, m=means, w=when: seeds[k].record_epoch(
-                trainer.models[k], m[k], partial(trainer.optimizer_state, k), *w, device, log), every)
-            trainer.evaluated()
-            log.epoch(_mean_record([seed.history for seed in seeds], epoch, config))
-        log.close()
-        results = trainer.map(lambda k: seeds[k].finish(trainer.models[k], config.epochs, step, device, started),
-                              every)
-    finally:
-        trainer.close()
-    outcome = SeedsResult(results, time.perf_counter() - started)
+    return summary_path
+
+
+def _seeds_epoch(trainer: ParallelSeeds | BatchedSeeds, trainees: list[Trainee], epoch: int,
+                 lr_of_step: Callable[[int], float], log: EpochLog) -> None:
+    """One epoch of every seed, ended as its single run ends it; the log line is the mean over the seeds."""
+    started = time.perf_counter()
+    sums = trainer.train_epoch(epoch)
+    _refuse_diverged(sums, trainees, epoch)
+    records = [epoch_record(s, epoch, t.state.step, lr_of_step(t.state.step - 1))
+               for s, t in zip(sums, trainees, strict=True)]
+    end_epoch(trainees, records, started, log, lambda done: log.epoch(_mean_record(done, epoch)), trainer.map)
+    trainer.evaluated()
+
+
+def _finish(trainee: Trainee, started: float) -> RunResult:
+    """A seed's test on its best weights, its final checkpoint and record, and its entry in seeds.json."""
+    state = trainee.state
+    final = final_test(state.model, state.best_state, trainee.data, trainee.config, trainee.world.device,
+                       state.epoch)
+    keep_final(trainee, final)
+    result = run_result(trainee, final, started)
+    refresh_seeds_summary(result, lambda _: None)  # a finished run's resume is refused: its entry, now
+    return result
+
+
+def _sum_up(outcome: SeedsResult, configs: list[TrainConfig], summary_path: Path | None, log: EpochLog
+            ) -> SeedsResult:
+    """seeds.json with every seed's result and the spread; the log's closing lines."""
     summary = outcome.summary()
     if summary_path:
         _write_summary(summary_path, summary)
@@ -209,49 +223,6 @@ def _fit_seeds(configs: list[TrainConfig], runs: list[RunDirectory], log: EpochL
     log.note(f"test accuracy over {len(configs)} seeds: {100 * summary['test_accuracy_mean']:.2f}% +- "
              f"{100 * summary['test_accuracy_std']:.2f}% (mean +- standard deviation)")
     return outcome
-
-
-@dataclass
-class _Seed:
-    """One seed's config, data, run directory and progress: what its single run's `fit` keeps."""
-
-    config: TrainConfig
-    data: PreparedData
-    run: RunDirectory
-    history: list[dict] = field(default_factory=list)
-    best: dict | None = None
-    best_state: dict | None = None
-
-    def record_epoch(self, model: nn.Module, means: tuple[float, float],
-                     optimizer_state: Callable[[], tuple[dict, list | None]], epoch: int, step: int, lr: float,
-                     started_at: float, device: torch.device, log: EpochLog) -> None:
-        """The epoch's record (`means`: training loss and accuracy); on evaluated epochs validated, checkpointed
-        and kept as the best when it is, as the single run does."""
-        config, data, run = self.config, self.data, self.run
-        record = {"epoch": epoch, "step": step, "lr": lr, "train_loss": means[0], "train_accuracy": means[1]}
-        if epoch % config.eval_every == 0 or epoch == config.epochs:
-            record["bn_statistics"] = settle_bn_statistics(model, data, config, step, device, log)
-            record.update(validation_metrics(model, data, config))
-            if record.get("val_accuracy") is not None and better_than(record, self.best):
-                self.best = {"epoch": epoch, "val_accuracy": record["val_accuracy"], "val_loss": record["val_loss"]}
-                self.best_state = copy.deepcopy(model.state_dict())
-                run.save("best", model, record, epoch, step, self.best, data.preprocessing)
-            run.append_metrics(record)
-            run.save("last", model, record, epoch, step, self.best, data.preprocessing, optimizer_state())
-        record["seconds"] = round(time.perf_counter() - started_at, 4)
-        self.history.append(record)
-
-    def finish(self, model: nn.Module, epoch: int, step: int, device: torch.device, started: float) -> RunResult:
-        """The test on the best weights, and the final checkpoint."""
-        final = final_test(model, self.best_state, self.data, self.config, device, epoch)
-        self.run.save("best", model, *best_checkpoint_record(self.history, self.best, final, epoch, step), self.best,
-                      self.data.preprocessing)
-        self.run.append_metrics({"final": final})
-        result = RunResult(self.run.path, final["test_accuracy"], final["test_loss"],
-                           self.best and self.best["val_accuracy"], epoch, time.perf_counter() - started,
-                           self.history + [{"final": final}], model)
-        refresh_seeds_summary(result, lambda _: None)  # a finished run's resume is refused: its entry, now
-        return result
 
 
 def refresh_seeds_summary(run: RunResult, say: Callable[[str], None]) -> None:
@@ -342,14 +313,15 @@ def _data_and_models(configs: list[TrainConfig], device: torch.device, log: Epoc
     return datas, models
 
 
-def _refuse_diverged(sums: torch.Tensor, configs: list[TrainConfig], runs: list[RunDirectory], epoch: int) -> None:
+def _refuse_diverged(sums: list[dict], trainees: list[Trainee], epoch: int) -> None:
     """Stop, as a single run does, when any seed's training loss is no longer finite (naming the seeds)."""
-    bad = [k for k in range(len(configs)) if not torch.isfinite(sums[k, 0])]
+    bad = [k for k, seed_sums in enumerate(sums) if not math.isfinite(float(seed_sums["loss_sum"]))]
     if not bad:
         return
-    which = ", ".join(f"seed {configs[k].seed} ({float(sums[k, 0])})" for k in bad)
-    kept = f"; the last good checkpoints are {runs[0].path.parent}/seed-K/last (epoch {epoch - 1})" \
-        if runs[0].writes and epoch > 1 else ""
+    which = ", ".join(f"seed {trainees[k].config.seed} ({float(sums[k]['loss_sum'])})" for k in bad)
+    run = trainees[0].run
+    kept = f"; the last good checkpoints are {run.path.parent}/seed-K/last (epoch {epoch - 1})" \
+        if run.writes and epoch > 1 else ""
     raise CnnkitError(f"the training loss became non-finite at epoch {epoch} for {which}; training stopped{kept}. "
                       "Try a lower --lr or --grad-clip")
 
@@ -381,134 +353,8 @@ def _trainer(models: list[nn.Module], configs: list[TrainConfig], datas: list[Pr
     return BatchedSeeds(models, configs, datas, loss_fn, lr_of_step, device)
 
 
-class BatchedSeeds:
-    """train_epoch(epoch, step) for every seed through one vmap over stacked parameters; `evaluated()` after the
-    per-seed models (current after each epoch) have been evaluated."""
-
-    def __init__(self, models: list[nn.Module], configs: list[TrainConfig], datas: list[PreparedData],
-                 loss_fn: Callable, lr_of_step: Callable[[int], float], device: torch.device) -> None:
-        self.models, self.configs, self.datas, self.lr_of_step, self.device = models, configs, datas, lr_of_step, \
-            device
-        self.params, self.buffers = stack_module_state(models)
-        self.optimizer = make_optimizer(configs[0], _Stacked(self.params), stacked=1)
-        template = copy.deepcopy(models[0]).to("meta")
-        config, n = configs[0], len(datas[0].train[1])
-        last = 0 if config.drop_last else n % config.batch_size
-        self.dropout_calls = {size: dropout_inputs(template, (size, *datas[0].train[0].shape[1:]))
-                              for size in {config.batch_size, last} - {0}}
-        mask_dropout(template)
-        self.step_fn = _step_function(template, loss_fn)
-
-    def train_epoch(self, epoch: int, step: int) -> torch.Tensor:
-        """One epoch of every seed; (seeds, 2) sums of training loss and correct predictions."""
-        configs, datas, config = self.configs, self.datas, self.configs[0]
-        n = len(datas[0].train[1])
-        orders = [epoch_order(n, c.shuffle, c.seed, epoch).to(self.device) for c in configs]
-        generators = [torch.Generator().manual_seed(augment_seed(c.seed, epoch)) for c in configs]
-        dropout_generators = [torch.Generator().manual_seed(dropout_seed(c.seed, epoch)) for c in configs]
-        sums = torch.zeros(len(configs), 2)
-        for index in range(num_batches(n, config.batch_size, config.drop_last)):
-            picked = [order[index * config.batch_size:(index + 1) * config.batch_size] for order in orders]
-            xs = torch.stack([_augment(data.train[0][p], config, g) for data, p, g in
-                              zip(datas, picked, generators, strict=True)])
-            ys = torch.stack([data.train[1][p] for data, p in zip(datas, picked, strict=True)])
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.lr_of_step(step + index)
-            masks = draw_masks(self.dropout_calls[len(picked[0])], dropout_generators)
-            losses, logits = self.step_fn(self.params, {**self.buffers, **masks}, xs, ys)
-            self.optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            if config.grad_clip:
-                _clip_per_seed(self.params.values(), config.grad_clip)
-            self.optimizer.step()
-            sums[:, 0] += losses.detach() * ys.shape[1]
-            sums[:, 1] += (logits.detach().argmax(-1) == ys).sum(1)
-        _unstack(self.params, self.buffers, self.models)
-        return sums
-
-    def evaluated(self) -> None:
-        """Copy back the buffers evaluation may have changed (recomputed batch-norm statistics)."""
-        _restack(self.models, self.params, self.buffers)
-
-    def optimizer_state(self, k: int) -> tuple[dict[str, torch.Tensor], list[dict]]:
-        """Seed k's slice of the stacked optimiser state, in the single-run checkpoint format (so `--resume`
-        works)."""
-        return optimizer_tensors(self.optimizer, seed=k)
-
-    def map(self, function: Callable, items: Iterable) -> list:
-        """function(item) for each item, in turn (the batched step already uses every core)."""
-        return [function(item) for item in items]
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
-class _Stacked(nn.Module):
-    """The stacked parameters as a module, so the single-run optimiser setup (decay groups) applies to them."""
-
-    def __init__(self, params: dict[str, torch.Tensor]) -> None:
-        super().__init__()
-        self.tensors = list(params.values())
-
-    def parameters(self, recurse: bool = True):  # noqa: ARG002 - the interface of nn.Module
-        """Every stacked tensor; the stacking axis counts as one more dimension, so decay groups shift by one."""
-        return iter(self.tensors)
-
-
-def _clip_per_seed(stacked: Iterable[torch.Tensor], max_norm: float) -> None:
-    """clip_grad_norm_ for each seed's slice of the stacked gradients: seed k's gradients scaled by
-    min(1, max_norm / (its total norm + 1e-6)), as its single run clips them."""
-    grads = [p.grad for p in stacked if p.grad is not None]
-    norms = torch.stack([g.flatten(1).pow(2).sum(1) for g in grads]).sum(0).sqrt()
-    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    for grad in grads:
-        grad.mul_(scale.view(-1, *[1] * (grad.dim() - 1)))
-
-
-def _step_function(template: nn.Module, loss_fn):
-    """(stacked params, stacked buffers, xs (S, B, ...), ys (S, B)) -> (loss per seed, logits per seed)."""
-
-    def loss_of(params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        output = functional_call(template, (params, buffers), (x,))
-        return loss_fn(output, y), main_logits(output)
-
-    batched = vmap(loss_of, randomness="error")  # dropout masks come in as buffers, drawn as each single run does
-
-    def step(params: dict, buffers: dict, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        template.train()
-        return batched(params, buffers, xs, ys)
-
-    return step
-
-
-def _augment(images: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
-    """One seed's batch augmented as its single run would (shift, then flip, from its epoch generator)."""
-    if config.shift:
-        images = random_shift(images, config.shift, generator)
-    if config.flip:
-        images = random_flip(images, generator)
-    return images
-
-
-def _unstack(params: dict, buffers: dict, models: list[nn.Module]) -> None:
-    """Copy each seed's slice of the stacked tensors into its own model (for evaluation and checkpoints)."""
-    with torch.no_grad():
-        for k, model in enumerate(models):
-            model.load_state_dict({**{n: p[k] for n, p in params.items()}, **{n: b[k] for n, b in buffers.items()}})
-
-
-def _restack(models: list[nn.Module], params: dict, buffers: dict) -> None:
-    """Copy back the buffers evaluation may have changed (recomputed batch-norm statistics)."""
-    with torch.no_grad():
-        for k, model in enumerate(models):
-            state = model.state_dict()
-            for name, stacked in buffers.items():
-                stacked[k].copy_(state[name])
-
-
-def _mean_record(histories: list[list[dict]], epoch: int, config: TrainConfig) -> dict:
+def _mean_record(records: list[dict], epoch: int) -> dict:
     """The epoch's record averaged over seeds, for the log line."""
-    records = [history[-1] for history in histories]
     mean = {"epoch": epoch, "lr": records[0]["lr"], "seconds": records[0]["seconds"]}
     for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
         values = [r[key] for r in records if r.get(key) is not None]
