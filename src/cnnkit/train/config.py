@@ -32,8 +32,8 @@ class TrainConfig(BaseModel):
                               protected_namespaces=())
 
     model: str = _setting("digits_cnn", "registered model name (see `cnnkit models`); default digits_cnn. Every "
-                          "other setting defaults to that model's own recipe (see docs/training.md), and any flag given "
-                          "overrides it")
+                          "other setting defaults to that model's own recipe (see docs/training.md), and any flag "
+                          "given overrides it")
     model_options: dict = _setting(dict, "model builder options, e.g. {'width': 32}")
     data: str = _setting("digits", "'digits' (built in), an image folder (ROOT/CLASS/IMAGES), MNIST IDX files, "
                          "CIFAR-10 .bin, .npz or .csv")
