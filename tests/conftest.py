@@ -1,4 +1,8 @@
-"""Shared test settings: deterministic torch, few threads so the suite fits on 2 cores."""
+"""Shared test settings: deterministic torch, few threads so the suite fits on 2 cores, and one trained run."""
+
+import io
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,3 +13,26 @@ torch.set_num_threads(2)
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """(RunResult, run folder) of one 5-epoch default digits run with TensorBoard logs, trained once per session.
+
+    READ-ONLY: a test that writes into a run (resume, export next to it, overwrite) copies it first with
+    `copy_run(trained[1], tmp_path)`."""
+    from cnnkit.train import TrainConfig, fit
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    return fit(TrainConfig(epochs=5, tensorboard=True), out=out, progress=False, stream=io.StringIO()), out
+
+
+@pytest.fixture(scope="session")
+def trained_run(trained) -> Path:
+    """The folder of the shared trained run (read-only; see `trained`)."""
+    return trained[1]
+
+
+def copy_run(run: Path, tmp_path: Path) -> Path:
+    """A private copy of a shared run, for a test that changes it."""
+    return Path(shutil.copytree(run, tmp_path / run.name))

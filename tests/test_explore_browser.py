@@ -14,7 +14,6 @@ from playwright.sync_api import sync_playwright
 
 from cnnkit.explore.server import ExploreServer
 from cnnkit.explore.session import Explorer
-from cnnkit.train import TrainConfig, fit
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -23,10 +22,8 @@ SETTLED = "body[data-settled='1']"  # the prediction and the visible maps belong
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    out = tmp_path_factory.mktemp("browser") / "run"
-    fit(TrainConfig(epochs=3), out=out, progress=False)
-    running = ExploreServer(Explorer.open(str(out))).start()
+def server(trained_run):
+    running = ExploreServer(Explorer.open(str(trained_run))).start()  # the session's run, read-only
     yield running
     running.stop()
 
