@@ -33,6 +33,17 @@ def trained_run(trained) -> Path:
     return trained[1]
 
 
+@pytest.fixture(scope="session")
+def trained_digitsnet(tmp_path_factory) -> Path:
+    """The article's digitsnet trained 3 epochs, evaluated the article's way too (batch statistics, so the
+    article-style accuracy is recorded): the folder, read-only like `trained`."""
+    from cnnkit.train import TrainConfig, fit
+
+    out = tmp_path_factory.mktemp("digitsnet") / "run"
+    fit(TrainConfig(model="digitsnet", epochs=3, eval_mode="batch"), out=out, progress=False, stream=io.StringIO())
+    return out
+
+
 def copy_run(run: Path, tmp_path: Path) -> Path:
     """A private copy of a shared run, for a test that changes it."""
     return Path(shutil.copytree(run, tmp_path / run.name))

@@ -32,6 +32,7 @@ def number(text: str) -> float:
     return float(text.strip())
 
 
+@pytest.mark.slow  # a real Chromium
 def test_draw_predict_explain_a_cell_and_browse_the_mistakes(server, tmp_path):
     assert Path(CHROMIUM).exists(), "the browser test needs Debian's chromium (apt-get install chromium)"
     strip = httpx.get(server.url + "api/heldout", timeout=30).json()

@@ -35,7 +35,10 @@ def depends_on_input(graph, value: str) -> bool:
     return False
 
 
-@pytest.mark.parametrize("name", list_models())
+DEEP = {"resnet101", "resnet152"}  # resnet50's blocks, more of them: 5-10 s of export each, so in the slow set
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in DEEP else n for n in list_models()])
 def test_every_model_exports_to_onnx_and_torchscript(name, tmp_path):
     shape = small(name)
     torch.manual_seed(0)

@@ -255,7 +255,10 @@ def test_bn_recompute_and_seed_faithful_init():
 FAMILY = ["lenet5", "lenet5_modern", "alexnet", "vgg11_bn", "googlenet", "resnet18", "digitsnet"]
 
 
-@pytest.mark.parametrize("name", sorted(FAMILY))
+BIG = {"alexnet", "googlenet", "vgg11_bn"}  # 2-3 s each (AlexNet's and VGG's 4096-wide classifiers)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n for n in sorted(FAMILY)])
 def test_one_training_step_per_family_lowers_the_loss(name):
     channels, size, _ = model_info(name).test_size
     model = get_model(name, num_classes=4, in_channels=channels, input_size=size)
