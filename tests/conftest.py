@@ -24,7 +24,10 @@ def trained(tmp_path_factory):
     from cnnkit.train import TrainConfig, fit
 
     out = tmp_path_factory.mktemp("trained") / "run"
-    return fit(TrainConfig(epochs=5, tensorboard=True), out=out, progress=False, stream=io.StringIO()), out
+    result = fit(TrainConfig(epochs=5, tensorboard=True), out=out, progress=False, stream=io.StringIO())
+    before = _files(out)
+    yield result, out
+    assert _files(out) == before, "a test changed the shared trained run: copy it with copy_run first"
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +44,14 @@ def trained_digitsnet(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("digitsnet") / "run"
     fit(TrainConfig(model="digitsnet", epochs=3, eval_mode="batch"), out=out, progress=False, stream=io.StringIO())
-    return out
+    before = _files(out)
+    yield out
+    assert _files(out) == before, "a test changed the shared digitsnet run: copy it with copy_run first"
+
+
+def _files(run: Path) -> dict[str, tuple[int, int]]:
+    """Every file of a run with its size and modification time, to catch a test writing into a shared run."""
+    return {str(p.relative_to(run)): (p.stat().st_size, p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file()}
 
 
 def copy_run(run: Path, tmp_path: Path) -> Path:
