@@ -1,5 +1,6 @@
 """The compiled training step and the compiled epoch give the eager trainer's results, and resume."""
 
+import pytest
 import torch
 
 from cnnkit.layers import Conv2d
@@ -44,6 +45,7 @@ def _eager_and_compiled(config: TrainConfig, name: str, steps: int = 6, batch: i
     return eager_model, compiled_model
 
 
+@pytest.mark.slow  # torch.compile: 15-40 s per graph with a cold inductor cache
 def test_compiled_adam_step_matches_eager_on_the_seed_recipe():
     # Batches of 3: the step graph the short-last-batch test below also needs (compiled once).
     eager, compiled = _eager_and_compiled(seed_recipe(), "digitsnet", batch=3)
@@ -55,6 +57,7 @@ def test_compiled_adam_step_matches_eager_on_the_seed_recipe():
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
 
 
+@pytest.mark.slow  # torch.compile: 15-40 s per graph with a cold inductor cache
 def test_compiled_sgd_with_decay_matches_eager():
     config = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3, grad_clip=1.0,
                          label_smoothing=0.0)
@@ -94,6 +97,7 @@ def _assert_same_weights(expected, actual, tolerance=1e-4):
             torch.testing.assert_close(b, a, rtol=tolerance, atol=tolerance, msg=name)
 
 
+@pytest.mark.slow  # torch.compile: 15-40 s per graph with a cold inductor cache
 def test_compiled_epoch_matches_the_eager_loop_over_200_steps():
     config, eager, optimizer, compiled = _article_pair()
     images, labels = torch.rand(1600, 1, 8, 8), torch.randint(0, 10, (1600,))
@@ -115,6 +119,7 @@ def test_compiled_epoch_matches_the_eager_loop_over_200_steps():
     _assert_same_weights(eager, compiled.model, tolerance=1e-3)
 
 
+@pytest.mark.slow  # torch.compile: 15-40 s per graph with a cold inductor cache
 def test_compiled_epoch_takes_a_short_last_batch_as_the_eager_loop():
     config, eager, optimizer, compiled = _article_pair()
     images, labels = torch.rand(1600, 1, 8, 8), torch.randint(0, 10, (1600,))  # the 200-step test's shapes
@@ -127,6 +132,7 @@ def test_compiled_epoch_takes_a_short_last_batch_as_the_eager_loop():
     _assert_same_weights(eager, compiled.model)
 
 
+@pytest.mark.slow  # torch.compile: 15-40 s per graph with a cold inductor cache
 def test_compiled_sgd_epoch_with_decay_and_clipping_matches_eager():
     config = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3, grad_clip=1.0,
                          label_smoothing=0.0, loss="article")
@@ -169,6 +175,7 @@ def test_the_epoch_graph_steps_aside_for_augmentation_dropout_and_big_networks()
     assert big.flat.numel() > 100_000 and not big.runs_epochs(TrainConfig(shift=0), images)
 
 
+@pytest.mark.slow  # torch.compile: 15-40 s per graph with a cold inductor cache
 def test_fit_with_compile_resumes(tmp_path):
     config = seed_recipe(epochs=2, eval_every=1, compile="on", test_fraction=0.5)
     fit(config, out=tmp_path / "run", progress=False, stop_after_epochs=1)

@@ -22,17 +22,15 @@ from cnnkit.explore.app import MAX_JSON_BYTES, create_app
 from cnnkit.explore.server import ExploreServer
 from cnnkit.explore.session import MAX_UPLOAD_BYTES, Explorer, map_page
 from cnnkit.models import get_model
-from cnnkit.train import TrainConfig, fit
 
 STATIC = Path(__file__).resolve().parents[1] / "src" / "cnnkit" / "explore" / "static"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """The article's digitsnet, trained briefly: its conv2 is the SAME stride-2 conv the article explains."""
-    out = tmp_path_factory.mktemp("explore") / "run"
-    fit(TrainConfig(model="digitsnet", epochs=3), out=out, progress=False)
-    return out
+def run(trained_digitsnet):
+    """The article's digitsnet, trained briefly (tests/conftest.py, read-only): its conv2 is the SAME stride-2 conv
+    the article explains."""
+    return trained_digitsnet
 
 
 @pytest.fixture(scope="module")

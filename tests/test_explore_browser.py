@@ -14,7 +14,6 @@ from playwright.sync_api import sync_playwright
 
 from cnnkit.explore.server import ExploreServer
 from cnnkit.explore.session import Explorer
-from cnnkit.train import TrainConfig, fit
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -23,10 +22,8 @@ SETTLED = "body[data-settled='1']"  # the prediction and the visible maps belong
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    out = tmp_path_factory.mktemp("browser") / "run"
-    fit(TrainConfig(epochs=3), out=out, progress=False)
-    running = ExploreServer(Explorer.open(str(out))).start()
+def server(trained_run):
+    running = ExploreServer(Explorer.open(str(trained_run))).start()  # the session's run, read-only
     yield running
     running.stop()
 
@@ -35,6 +32,7 @@ def number(text: str) -> float:
     return float(text.strip())
 
 
+@pytest.mark.slow  # a real Chromium
 def test_draw_predict_explain_a_cell_and_browse_the_mistakes(server, tmp_path):
     assert Path(CHROMIUM).exists(), "the browser test needs Debian's chromium (apt-get install chromium)"
     strip = httpx.get(server.url + "api/heldout", timeout=30).json()

@@ -11,7 +11,6 @@ import torch
 from cnnkit.cli import main
 from cnnkit.interop.export import compare, export_onnx, export_torchscript
 from cnnkit.models import get_model, list_models, model_info
-from cnnkit.train import TrainConfig, fit
 
 
 def small(name: str) -> tuple[int, int, int]:
@@ -36,7 +35,10 @@ def depends_on_input(graph, value: str) -> bool:
     return False
 
 
-@pytest.mark.parametrize("name", list_models())
+DEEP = {"resnet101", "resnet152"}  # resnet50's blocks, more of them: 5-10 s of export each, so in the slow set
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in DEEP else n for n in list_models()])
 def test_every_model_exports_to_onnx_and_torchscript(name, tmp_path):
     shape = small(name)
     torch.manual_seed(0)
@@ -61,15 +63,14 @@ def test_every_model_exports_to_onnx_and_torchscript(name, tmp_path):
         assert result["max_abs_diff"] <= 1e-4 * max(1.0, scale), (fmt, result, scale)
 
 
-def test_trained_checkpoint_export_cli(tmp_path, capsys):
-    fit(TrainConfig(epochs=2), out=tmp_path / "run", progress=False)
-    capsys.readouterr()
+def test_trained_checkpoint_export_cli(trained_run, tmp_path, capsys):
+    run = trained_run  # the session's trained run (tests/conftest.py): exports go to tmp_path, beside nothing of it
     baked = tmp_path / "baked.onnx"
-    assert main(["export", str(tmp_path / "run"), "--out", str(baked), "--with-preprocessing", "--json"]) == 0
+    assert main(["export", str(run), "--out", str(baked), "--with-preprocessing", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["max_abs_diff"] <= 1e-4 and report["top1_agree"]
     plain = tmp_path / "plain.onnx"
-    assert main(["export", str(tmp_path / "run"), "--out", str(plain)]) == 0
+    assert main(["export", str(run), "--out", str(plain)]) == 0
     capsys.readouterr()
     side = json.loads((tmp_path / "plain.onnx.json").read_text())
     assert side["preprocessing"]["kind"] == "standardize" and side["class_names"][3] == "3"
@@ -79,8 +80,8 @@ def test_trained_checkpoint_export_cli(tmp_path, capsys):
     baked_out = ort.InferenceSession(str(baked)).run(None, {"images": raw})[0]
     plain_out = ort.InferenceSession(str(plain)).run(None, {"images": ((raw - shift) * scale).astype(np.float32)})[0]
     np.testing.assert_allclose(baked_out, plain_out, rtol=1e-4, atol=1e-4)
-    assert main(["export", str(tmp_path / "run"), "--out", str(plain)]) == 2  # no silent overwrite
+    assert main(["export", str(run), "--out", str(plain)]) == 2  # no silent overwrite
     assert "already exists" in capsys.readouterr().err
     ts = tmp_path / "m.pt"
-    assert main(["export", str(tmp_path / "run"), "--format", "torchscript", "--out", str(ts)]) == 0
+    assert main(["export", str(run), "--format", "torchscript", "--out", str(ts)]) == 0
     assert torch.jit.load(str(ts))(torch.zeros(4, 1, 8, 8)).shape == (4, 10)

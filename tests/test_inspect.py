@@ -14,14 +14,12 @@ from cnnkit.analysis.inference import evaluate_trained, evaluation_data, load_tr
 from cnnkit.analysis.summary import summarize
 from cnnkit.cli import main
 from cnnkit.models import get_model, list_models
-from cnnkit.train import TrainConfig, fit
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("inspect") / "run"
-    fit(TrainConfig(epochs=4, tensorboard=True), out=out, progress=False)
-    return out
+@pytest.fixture
+def run_dir(trained_run):
+    """The session's trained default run with TensorBoard logs (tests/conftest.py), read-only."""
+    return trained_run
 
 
 def test_summary_of_digitsnet_by_hand():

@@ -15,15 +15,12 @@ from cnnkit.analysis.saliency import input_gradient
 from cnnkit.cli import main
 from cnnkit.layers import BatchNorm2d
 from cnnkit.models import get_model
-from cnnkit.train import TrainConfig, fit
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(trained_digitsnet):
     """digitsnet evaluated the article's way too (batch statistics), so the article-style accuracy is recorded."""
-    out = tmp_path_factory.mktemp("pictures") / "run"
-    fit(TrainConfig(model="digitsnet", epochs=2, eval_mode="batch"), out=out, progress=False)
-    return out
+    return trained_digitsnet
 
 
 @pytest.fixture(scope="module")

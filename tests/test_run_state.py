@@ -40,6 +40,7 @@ KILLER = textwrap.dedent("""
 """).replace("CONFIG", repr(CONFIG))
 
 
+@pytest.mark.slow  # a killed subprocess and two trainings
 def test_kill_between_the_two_checkpoint_writes_then_resume_is_bit_identical(tmp_path):
     fit(TrainConfig(**CONFIG), out=tmp_path / "straight", progress=False)
     threads = str(torch.get_num_threads())

@@ -22,6 +22,7 @@ from cnnkit.train.seeds import fit_seeds
 CONFIG = TrainConfig.for_model("lenet5_modern", epochs=5, compile="off", threads=1)
 
 
+@pytest.mark.slow  # three 5-epoch lenet5_modern runs
 def test_each_seed_follows_its_single_run_loss_curve(tmp_path):
     batched = fit_seeds(CONFIG, 2, out=tmp_path / "seeds", progress=False, stream=io.StringIO())
     for k, run in enumerate(batched.runs):
@@ -59,6 +60,7 @@ def test_batched_seeds_draw_the_dropout_masks_of_their_single_runs():
         assert abs(ours - theirs) / theirs < 1e-5, (ours, theirs)
 
 
+@pytest.mark.slow  # three 10-epoch runs
 def test_side_by_side_seeds_equal_their_single_runs_bit_for_bit():
     """The default recipe (digits_cnn: batch norm and dropout) trains its seeds side by side: 10 epochs are the
     first 100 steps, and every loss and weight is its single run's exactly."""
@@ -203,6 +205,7 @@ def test_resuming_one_seed_updates_the_folders_summary(tmp_path, capsys):
     assert (folder / "seeds.json").read_text() == '{"seeds": 7}'
 
 
+@pytest.mark.slow  # two batched fits and two single ones
 def test_batched_seeds_clip_gradients_as_their_single_runs():
     config = TrainConfig.for_model("digitsnet", epochs=1, grad_clip=1e-4)  # tiny: the vmap path
     clipped = fit_seeds(config, 2, progress=False, stream=io.StringIO())

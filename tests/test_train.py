@@ -22,11 +22,10 @@ from cnnkit.train.evaluation import best_checkpoint_record
 from cnnkit.train.losses import article_loss, make_loss
 
 
-@pytest.fixture(scope="module")
-def five_epochs(tmp_path_factory):
-    """One 5-epoch default run, shared by the tests that only read it."""
-    out = tmp_path_factory.mktemp("train") / "run"
-    return fit(TrainConfig(epochs=5), out=out, progress=False), out
+@pytest.fixture
+def five_epochs(trained):
+    """The session's 5-epoch default run (tests/conftest.py), read-only."""
+    return trained
 
 
 def test_short_digits_training_learns(five_epochs):
@@ -257,7 +256,10 @@ def test_bn_recompute_and_seed_faithful_init():
 FAMILY = ["lenet5", "lenet5_modern", "alexnet", "vgg11_bn", "googlenet", "resnet18", "digitsnet"]
 
 
-@pytest.mark.parametrize("name", sorted(FAMILY))
+BIG = {"alexnet", "googlenet", "vgg11_bn"}  # 2-3 s each (AlexNet's and VGG's 4096-wide classifiers)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n for n in sorted(FAMILY)])
 def test_one_training_step_per_family_lowers_the_loss(name):
     channels, size, _ = model_info(name).test_size
     model = get_model(name, num_classes=4, in_channels=channels, input_size=size)
@@ -384,21 +386,41 @@ def test_a_folder_run_resumes_from_anywhere_and_by_any_spelling_of_its_path(tmp_
     assert main(["train", "--resume", str(tmp_path / "run"), "--epochs", "3", "--no-progress"]) == 0
 
 
+# The child of the Ctrl-C test: `python -m cnnkit` whose first `last` checkpoint write, once on disk, says so in a
+# file and then waits for the signal, so the SIGINT always lands after a checkpoint and before the run ends.
+PAUSED_TRAINER = """
+import sys, time
+from pathlib import Path
+import cnnkit.train.run_dir as run_dir
+from cnnkit.cli import main
+write, ready = run_dir.save_checkpoint, Path(sys.argv[1])
+def save_then_wait(path, *args, **kwargs):
+    write(path, *args, **kwargs)
+    if Path(path).name == "last" and not ready.exists():
+        ready.write_text("saved")
+        time.sleep(300)  # the test's SIGINT interrupts this sleep
+run_dir.save_checkpoint = save_then_wait
+raise SystemExit(main(sys.argv[2:]))
+"""
+
+
 def test_ctrl_c_says_how_to_resume(tmp_path):
     """A SIGINT after the first checkpoint: exit 130, and a command (quoted for a shell) that continues the run."""
-    run = tmp_path / "a run"
-    command = [sys.executable, "-m", "cnnkit", "train", "--out", str(run), "--no-progress", "--model-option",
-               "width=4", "--epochs", "20"]
+    run, ready = tmp_path / "a run", tmp_path / "ready"
+    command = [sys.executable, "-c", PAUSED_TRAINER, str(ready), "train", "--out", str(run), "--no-progress",
+               "--model-option", "width=4", "--epochs", "3"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not (run / "last.safetensors").exists() and time.monotonic() < deadline and process.poll() is None:
+    while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert ready.exists() and (run / "last.safetensors").exists(), process.communicate(timeout=60)[1]
     process.send_signal(signal.SIGINT)
     err = process.communicate(timeout=60)[1]
     assert process.returncode == 130 and "cnnkit train: interrupted" in err, err
     hint = next(line for line in err.splitlines() if "continue with: " in line).split("continue with: ")[1]
-    assert shlex.split(hint) == ["cnnkit", "train", "--resume", str(run), "--epochs", "20"]
+    assert shlex.split(hint) == ["cnnkit", "train", "--resume", str(run), "--epochs", "3"]
     assert main(shlex.split(hint)[1:] + ["--no-progress"]) == 0
+    assert load_checkpoint(run / "last")[1]["epoch"] == 3
 
 
 def test_the_ctrl_c_hint_names_only_a_resume_that_would_be_accepted(tmp_path):
