@@ -3,9 +3,9 @@ GoogLeNet's auxiliary classifiers at inference, are not part of it)."""
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
+from cnnkit.analysis.tracer import trace
 from cnnkit.core.arithmetic import pair, same_padding
 from cnnkit.core.errors import CnnkitError
 from cnnkit.interop.graph import Op, canonical_order, pads_after
@@ -32,51 +32,28 @@ def op_kind(module: nn.Module) -> str | None:
     return None if any(True for _ in module.children()) else type(module).__name__
 
 
-@torch.no_grad()
 def traced_ops(model: nn.Module, input_shape: tuple[int, int, int]) -> list[Op]:
     """The ops a forward pass of one (C, H, W) input runs, in canonical order."""
-    producer: dict[int, str] = {}
-    alive: list[torch.Tensor] = []  # keeps every traced tensor alive, so that no id() is reused
+    run = trace(model, input_shape)
+    producer: dict[int, str] = {}  # id of a traced tensor -> the op that made it
     ops: dict[str, Op] = {}
-    handles = []
-
-    def before(module: nn.Module, args: tuple) -> None:
-        tensors = args[0] if args and isinstance(args[0], (list, tuple)) else args[:1]
-        alive.extend(tensors)
-        module._cnnkit_inputs = [producer.get(id(t), "input") for t in tensors]
-        module._cnnkit_in_shape = tuple(tensors[0].shape[1:])
-
-    def after(name: str, kind: str):
-        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            if name in ops:
-                raise CnnkitError(f"{name} runs twice in one forward pass; cnnkit cannot pair a shared layer")
-            alive.append(output)
-            op = Op(kind, name, type(module).__name__, module._cnnkit_inputs, module._cnnkit_in_shape,
-                    tuple(output.shape[1:]), source=module)
-            if kind in ("conv", "maxpool", "avgpool"):
-                op.window = _window(module, kind, op.in_shape, op.out_shape)
-            if kind == "flatten":
-                op.extra["order"] = getattr(module, "order", "NCHW")
-            ops[name] = op
-            producer[id(output)] = op.inputs[0] if kind in PASS_THROUGH else name
-        return hook
-
-    for name, module in model.named_modules():
-        kind = op_kind(module) if name else None
-        if kind is not None:
-            handles.append(module.register_forward_pre_hook(before))
-            handles.append(module.register_forward_hook(after(name, kind)))
-    try:
-        was_training = model.training
-        output = model.eval()(torch.zeros(1, *input_shape))
-        model.train(was_training)
-    finally:
-        for handle in handles:
-            handle.remove()
-    for module in model.modules():
-        for attribute in ("_cnnkit_inputs", "_cnnkit_in_shape"):
-            module.__dict__.pop(attribute, None)
-    return canonical_order(ops, producer.get(id(output), ""))
+    for call in run.calls:
+        kind = None if call.entry else op_kind(call.module)
+        if kind is None:
+            continue
+        if call.name in ops:
+            raise CnnkitError(f"{call.name} runs twice in one forward pass; cnnkit cannot pair a shared layer")
+        args = call.args
+        fed = args[0] if args and isinstance(args[0], (list, tuple)) else args[:1]  # a merge takes a list
+        op = Op(kind, call.name, type(call.module).__name__, [producer.get(id(t), "input") for t in fed],
+                tuple(fed[0].shape[1:]), tuple(call.output.shape[1:]), source=call.module)
+        if kind in ("conv", "maxpool", "avgpool"):
+            op.window = _window(call.module, kind, op.in_shape, op.out_shape)
+        if kind == "flatten":
+            op.extra["order"] = getattr(call.module, "order", "NCHW")
+        ops[call.name] = op
+        producer[id(call.output)] = op.inputs[0] if kind in PASS_THROUGH else call.name
+    return canonical_order(ops, producer.get(id(run.output), ""))
 
 
 def _window(module: nn.Module, kind: str, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple:
