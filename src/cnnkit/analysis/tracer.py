@@ -71,7 +71,7 @@ def trace(model: nn.Module, input_shape: tuple[int, int, int]) -> Trace:
                 for m in names if not is_leaf(m)]
     handles.append(model.register_forward_pre_hook(lambda _m, a: ends.setdefault("input", a[0])))
     handles.append(model.register_forward_hook(lambda _m, _a, o: ends.setdefault("output", o)))
-    forward_once(model, input_shape, next(model.parameters()).device, handles)
+    forward_once(model, input_shape, next((p.device for p in model.parameters()), "cpu"), handles)
     return Trace(ends["input"], calls, ends["output"])
 
 
