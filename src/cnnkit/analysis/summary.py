@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from cnnkit.analysis.inference import open_model
+from cnnkit.analysis.trace import window_of
 from cnnkit.analysis.tracer import Call, carry, trace
 from cnnkit.core.arithmetic import batchnorm_params, conv_params, dense_params
 from cnnkit.layers import BatchNorm2d, Flatten, GlobalAvgPool2d
@@ -72,20 +73,6 @@ class Summary:
         return "\n".join(text)
 
 
-def _geometry(module: nn.Module) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None:
-    """(kernel, stride, dilation) of a sliding-window layer, else None."""
-    def two(v):
-        return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-
-    if isinstance(module, nn.Conv2d):
-        return two(module.kernel_size), two(module.stride), two(module.dilation)
-    if hasattr(module, "kernel_size") and hasattr(module, "stride"):  # pools, LeNet's subsampling
-        stride = module.stride if module.stride is not None else module.kernel_size
-        dilation = getattr(module, "dilation", 1)
-        return two(module.kernel_size), two(stride), two(dilation)
-    return None
-
-
 def _formula(module: nn.Module, own: int) -> str:
     """The article-style parameter formula with cnnkit.core.arithmetic's count (equal to the layer's own count)."""
     if isinstance(module, nn.Conv2d):
@@ -117,10 +104,10 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int], name: str = "
 def _field(call: Call, field: tuple[int | None, int | None]) -> tuple[int | None, int | None]:
     """(receptive field, jump) after a leaf: a sliding window widens it; flattening and dense layers see all."""
     rf, jump = field
-    geometry = _geometry(call.module)
-    if rf is not None and geometry is not None:
-        (k, _), (s, _), (d, _) = geometry
-        rf, jump = rf + (k - 1) * d * jump, jump * s
+    x, out = call.inputs[:1], call.outputs[:1]
+    window = window_of(call.module, x[0], tuple(out[0].shape[-2:])) if x and out else None
+    if rf is not None and window is not None:  # along the height, as the article counts
+        rf, jump = rf + (window.kernel[0] - 1) * window.dilation[0] * jump, jump * window.stride[0]
     if isinstance(call.module, (Flatten, GlobalAvgPool2d, nn.Linear, nn.AdaptiveAvgPool2d, nn.Flatten)):
         return None, None
     return rf, jump

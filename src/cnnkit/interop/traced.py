@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from cnnkit.analysis.tracer import trace
-from cnnkit.core.arithmetic import pair, same_padding
+from cnnkit.analysis.trace import window_of
+from cnnkit.analysis.tracer import Call, trace
+from cnnkit.core.arithmetic import pair
 from cnnkit.core.errors import CnnkitError
-from cnnkit.interop.graph import Op, canonical_order, pads_after
+from cnnkit.interop.graph import Op, canonical_order
 from cnnkit.layers import AvgPool2d, BatchNorm2d, Flatten, Fuse, GlobalAvgPool2d, MaxPool2d, SoftmaxOutput
 
 PASS_THROUGH = ("dropout", "identity")
@@ -48,7 +49,7 @@ def traced_ops(model: nn.Module, input_shape: tuple[int, int, int]) -> list[Op]:
         op = Op(kind, call.name, type(call.module).__name__, [producer.get(id(t), "input") for t in fed],
                 tuple(fed[0].shape[1:]), tuple(call.output.shape[1:]), source=call.module)
         if kind in ("conv", "maxpool", "avgpool"):
-            op.window = _window(call.module, kind, op.in_shape, op.out_shape)
+            op.window = _window(call, kind)
         if kind == "flatten":
             op.extra["order"] = getattr(call.module, "order", "NCHW")
         ops[call.name] = op
@@ -56,23 +57,13 @@ def traced_ops(model: nn.Module, input_shape: tuple[int, int, int]) -> list[Op]:
     return canonical_order(ops, producer.get(id(run.output), ""))
 
 
-def _window(module: nn.Module, kind: str, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple:
+def _window(call: Call, kind: str) -> tuple:
     """((kh, kw), (sh, sw), (dh, dw), (top, left), groups, pad rule) of a conv or pool on this input."""
-    kernel = pair(module.kernel_size, "kernel_size")
-    stride = pair(module.stride, "stride")
-    dilation = pair(getattr(module, "dilation", 1), "dilation")
-    mode = getattr(module, "tf_padding", None)
-    padding = module.padding
-    if mode == "same" or padding == "same":
-        before = tuple(same_padding(n, k, s, d)[0] for n, k, s, d in zip(in_shape[1:], kernel, stride, dilation,
-                                                                       strict=True))
-    elif mode == "valid" or padding == "valid":
-        before = (0, 0)
-    else:
-        before = tuple(padding) if isinstance(padding, (tuple, list)) else (padding, padding)
+    module = call.module
+    window = window_of(module, call.inputs[0], tuple(call.output.shape[-2:]))
+    top, _, left, _ = window.pads
     rule = None
-    if kind == "avgpool" and any(b > 0 or pads_after(n, o, k, s, 1, b) > 0 for n, o, k, s, b in
-                                 zip(in_shape[1:], out_shape[1:], kernel, stride, before, strict=True)):
-        counted = getattr(module, "count_include_pad", mode == "explicit")
+    if kind == "avgpool" and any(pad > 0 for pad in window.pads):
+        counted = getattr(module, "count_include_pad", getattr(module, "tf_padding", None) == "explicit")
         rule = "pads counted" if counted else "pads not counted"
-    return (kernel, stride, dilation, before, getattr(module, "groups", 1), rule)
+    return (window.kernel, window.stride, window.dilation, (top, left), getattr(module, "groups", 1), rule)
