@@ -104,7 +104,8 @@ def test_report_gains_top_losses_best_epoch_config_table_and_article_accuracy(ru
     log_softmax = logits - logits.max(1, keepdims=True)
     log_softmax -= np.log(np.exp(log_softmax).sum(1, keepdims=True))
     losses = -log_softmax[np.arange(len(labels)), labels.numpy()]  # cross-entropy by hand
-    worst = np.argsort(-losses)[:12]
+    correct = logits.argmax(1) == labels.numpy()
+    worst = np.lexsort((-losses, correct))[:12]  # misclassified first, each group by loss
     table = re.search(r"<h2>Top losses</h2><table>(.*?)</table>", page).group(1)
     rows = re.findall(r"<tr><td>(\d+)</td><td>\d+</td><td>\d+</td><td>([\d.]+)</td>", table)
     assert [int(i) for i, _ in rows] == worst.tolist()

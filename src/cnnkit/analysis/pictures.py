@@ -9,7 +9,6 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-matplotlib.rcParams["text.parse_math"] = False  # labels are text: a class folder named "$x" is not math
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -23,6 +22,9 @@ from cnnkit.core.errors import CnnkitError  # noqa: E402
 from cnnkit.core.outputs import ensure_parent, refuse_existing  # noqa: E402
 
 LOG_AXIS_RATIO = 100  # a curve whose largest value is this many times its smallest gets a log axis
+# Text that holds names (classes, files, layers) is drawn as typed: a class folder named "$x" is not math. Set per
+# text, never globally, where it would also print a log axis' ticks as raw "$\\mathdefault{10^{-2}}$".
+PLAIN = {"parse_math": False}
 
 
 def module_names(model: nn.Module) -> list[str]:
@@ -127,10 +129,11 @@ def maps_figure(title: str, maps: torch.Tensor, image: torch.Tensor, caption: st
     fig, (ax_in, ax_maps) = plt.subplots(1, 2, figsize=(0.9 * cols + 4.4, max(2.8, 0.9 * rows + 1.2)),
                                          width_ratios=[2.2, 0.9 * cols + 1])
     show_image(ax_in, image, pixel_max)
-    ax_in.set_title(caption, fontsize=8)
+    ax_in.set_title(caption, fontsize=8, **PLAIN)
     picture = show_mosaic(ax_maps, shown, "viridis", float(shown.min()), float(shown.max()))
     ax_maps.set_title(f"{title}: {maps.shape[0]} maps of {maps.shape[-2]}x{maps.shape[-1]}"
-                      + (f" (first {limit})" if maps.shape[0] > limit else "") + "; map = row + column", fontsize=9)
+                      + (f" (first {limit})" if maps.shape[0] > limit else "") + "; map = row + column",
+                      fontsize=9, **PLAIN)
     fig.colorbar(picture, ax=ax_maps, shrink=0.7, label="activation")
     return fig
 
@@ -201,8 +204,8 @@ def plot_confusion(matrix: list[list[int]], class_names: list[str], path: Path) 
     fig, ax = plt.subplots(figsize=(size + 1, size))
     image = ax.imshow(matrix, cmap="Blues")
     ticks = range(len(class_names))
-    ax.set_xticks(ticks, class_names, rotation=45 if max(map(len, class_names)) > 2 else 0)
-    ax.set_yticks(ticks, class_names)
+    ax.set_xticks(ticks, class_names, rotation=45 if max(map(len, class_names)) > 2 else 0, **PLAIN)
+    ax.set_yticks(ticks, class_names, **PLAIN)
     ax.set(xlabel="predicted class", ylabel="true class", title="confusion matrix (test)")
     peak = max(max(row) for row in matrix) or 1
     for i, row in enumerate(matrix):
@@ -223,8 +226,8 @@ def plot_examples(images: torch.Tensor, titles: list[str], path: Path, title: st
         ax.axis("off")
         if i < len(images):
             show_image(ax, images[i], pixel_max)
-            ax.set_title(titles[i], fontsize=7)
-    fig.suptitle(title, fontsize=9)
+            ax.set_title(titles[i], fontsize=7, **PLAIN)
+    fig.suptitle(title, fontsize=9, **PLAIN)
     return _save(fig, path)
 
 
@@ -270,7 +273,7 @@ def why_figure(image: torch.Tensor, heat: torch.Tensor, pixel_max: float, what: 
     ax_in.set_title("input", fontsize=8)
     heat = heat.detach().float().cpu().numpy()
     shown = ax_heat.imshow(heat, cmap="inferno")
-    ax_heat.set_title(what, fontsize=8)
+    ax_heat.set_title(what, fontsize=8, **PLAIN)
     fig.colorbar(shown, ax=ax_heat, shrink=0.8)
     show_image(ax_over, image, pixel_max)
     ax_over.imshow(heat, cmap="inferno", alpha=0.55)
@@ -278,7 +281,7 @@ def why_figure(image: torch.Tensor, heat: torch.Tensor, pixel_max: float, what: 
     for ax in (ax_heat, ax_over):
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, **PLAIN)
     return fig
 
 

@@ -60,15 +60,34 @@ def config_table(config: dict, columns: int = CONFIG_COLUMNS) -> str:
 
 
 def top_losses(trained: Trained, images: torch.Tensor, labels: torch.Tensor, count: int = TOP_LOSSES) -> list[dict]:
-    """The test images with the highest cross-entropy loss, worst first (fastai's plot_top_losses)."""
-    logits = logits_of(trained, images)
+    """The misclassified test images, highest cross-entropy loss first, then (when fewer are wrong than `count`)
+    the correctly classified ones with the highest loss (fastai's plot_top_losses, wrong ones first)."""
+    return rank_losses(logits_of(trained, images), labels, trained.class_names, count)
+
+
+def rank_losses(logits: torch.Tensor, labels: torch.Tensor, class_names: list[str], count: int) -> list[dict]:
+    """The `count` images most wrong about: misclassified before correct (a correct guess can cost more loss
+    than a near miss), each group by loss, highest first."""
     losses = F.cross_entropy(logits, labels, reduction="none")
     probabilities = torch.softmax(logits, dim=1)
-    worst = losses.topk(min(count, len(losses))).indices
-    return [{"index": int(i), "loss": float(losses[i]), "true": trained.class_names[int(labels[i])],
-             "predicted": trained.class_names[int(probabilities[i].argmax())],
+    correct = probabilities.argmax(dim=1) == labels
+    worst = sorted(range(len(losses)), key=lambda i: (bool(correct[i]), -float(losses[i])))[:count]
+    return [{"index": i, "loss": float(losses[i]), "true": class_names[int(labels[i])],
+             "predicted": class_names[int(probabilities[i].argmax())], "correct": bool(correct[i]),
              "p_true": float(probabilities[i, labels[i]]), "p_predicted": float(probabilities[i].max())}
             for i in worst]
+
+
+def losses_caption(worst: list[dict]) -> str:
+    """What the top-losses picture shows: only misclassified images, or how many of them before the correct."""
+    wrong = sum(not w["correct"] for w in worst)
+    if wrong == len(worst):
+        return "top losses: the test images the model is most wrong about (misclassified, highest loss first)"
+    if wrong == 0:
+        return (f"top losses: no test image is misclassified; the {len(worst)} correctly classified ones with the "
+                "highest loss")
+    return (f"top losses: all {wrong} misclassified test images (highest loss first), then the "
+            f"{len(worst) - wrong} correctly classified ones with the highest loss")
 
 
 def _read_history(run: Path) -> list[dict]:
@@ -106,7 +125,7 @@ def build_report(run_dir: str | Path, out: Path | None = None, max_examples: int
         worst = top_losses(trained, images, labels)
         titles = [f"true {w['true']} / pred {w['predicted']}\nloss {w['loss']:.2f}, p(true) {w['p_true']:.2f}"
                   for w in worst]
-        add("top losses: the test images the model is most wrong about",
+        add(losses_caption(worst),
             plot_examples(images[[w["index"] for w in worst]], titles, folder / "losses.png",
                           "top losses (true / predicted, loss, probability of the true class)", trained.pixel_max))
         predicted = torch.tensor(metrics["predicted"])
@@ -145,6 +164,7 @@ def build_report(run_dir: str | Path, out: Path | None = None, max_examples: int
         "<h2>Per-class metrics</h2>", _table(["class", "precision", "recall", "F1", "support"], per_class),
         "<h2>Top losses</h2>",
         _table(["test image", "true", "predicted", "loss", "p(true)", "p(predicted)"], losses),
+        f"<p>{html.escape(losses_caption(worst).removeprefix('top losses: '))}.</p>",
         "<h2>Model summary</h2>",
         _table(["layer", "type", "output", "params", "non-trainable", "mult-adds", "RF", "formula"], layers),
         f"<p>trainable parameters {totals['trainable']:,}; multiply-adds per image {totals['macs']:,}</p>",

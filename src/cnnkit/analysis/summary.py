@@ -8,9 +8,11 @@ import torch
 from torch import nn
 
 from cnnkit.analysis.inference import open_model
+from cnnkit.analysis.trace import window_of
+from cnnkit.analysis.tracer import Call, carry, trace
 from cnnkit.core.arithmetic import batchnorm_params, conv_params, dense_params
 from cnnkit.layers import BatchNorm2d, Flatten, GlobalAvgPool2d
-from cnnkit.models.stats import count_parameters, forward_once, layer_macs
+from cnnkit.models.stats import count_parameters, layer_macs
 
 
 @dataclass
@@ -71,20 +73,6 @@ class Summary:
         return "\n".join(text)
 
 
-def _geometry(module: nn.Module) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None:
-    """(kernel, stride, dilation) of a sliding-window layer, else None."""
-    def two(v):
-        return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-
-    if isinstance(module, nn.Conv2d):
-        return two(module.kernel_size), two(module.stride), two(module.dilation)
-    if hasattr(module, "kernel_size") and hasattr(module, "stride"):  # pools, LeNet's subsampling
-        stride = module.stride if module.stride is not None else module.kernel_size
-        dilation = getattr(module, "dilation", 1)
-        return two(module.kernel_size), two(stride), two(dilation)
-    return None
-
-
 def _formula(module: nn.Module, own: int) -> str:
     """The article-style parameter formula with cnnkit.core.arithmetic's count (equal to the layer's own count)."""
     if isinstance(module, nn.Conv2d):
@@ -107,71 +95,44 @@ def _formula(module: nn.Module, own: int) -> str:
 def summarize(model: nn.Module, input_shape: tuple[int, int, int], name: str = "") -> Summary:
     """Run one (C, H, W) zero image through `model` in eval mode and describe every layer that holds parameters
     or does work. Receptive fields follow the path each tensor takes (branches merge by the largest field)."""
-    device = next(model.parameters()).device
-    fields: dict[int, tuple[int | None, int | None]] = {}
-    rows: list[LayerRow] = []
-    last = [(1, 1)]
-    enclosing: list[tuple[int | None, int | None]] = []  # fields of the inputs of the containers now running
-    alive: list[torch.Tensor] = []  # keeps tracked tensors alive so Python never reuses their ids
-
-    def field_of(inputs) -> tuple[int | None, int | None]:
-        items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-        tensors = [t for t in items if isinstance(t, torch.Tensor)]
-        if tensors and isinstance(inputs, (list, tuple)) and len(tensors) > 1:
-            known = [fields.get(id(t), fallback()) for t in tensors]
-            if any(k[0] is None for k in known):
-                return (None, None)
-            return (max(k[0] for k in known), max(k[1] for k in known))
-        return fields.get(id(tensors[0]), fallback()) if tensors else fallback()
-
-    def fallback() -> tuple[int | None, int | None]:
-        # A tensor no layer produced (index_select, cat inside a container) derives from the container's input.
-        return enclosing[-1] if enclosing else last[0]
-
-    def enter(module: nn.Module, inputs: tuple) -> None:
-        enclosing.append(field_of(inputs[0] if len(inputs) == 1 else list(inputs)))
-
-    def hook(module: nn.Module, inputs: tuple, output) -> None:
-        qualified = names[module]
-        outputs = [out for out in (output if isinstance(output, (list, tuple)) else [output])
-                   if isinstance(out, torch.Tensor)]
-        leaf = not any(True for _ in module.children())
-        if not leaf:  # a container: its children already placed their outputs; only fill in functional results
-            enclosing.pop()
-            for out in outputs:
-                fields.setdefault(id(out), last[0])
-                alive.append(out)
-        rf, jump = field_of(inputs[0] if len(inputs) == 1 else list(inputs))
-        geometry = _geometry(module)
-        if rf is not None and geometry is not None:
-            (k, _), (s, _), (d, _) = geometry
-            rf, jump = rf + (k - 1) * d * jump, jump * s
-        if isinstance(module, (Flatten, GlobalAvgPool2d, nn.Linear, nn.AdaptiveAvgPool2d, nn.Flatten)):
-            rf, jump = None, None
-        if leaf:
-            for out in outputs:
-                fields[id(out)] = (rf, jump)
-                alive.append(out)
-            last[0] = (rf, jump)
-        else:
-            rf, jump = field_of(outputs)
-        own = sum(p.numel() for p in module.parameters(recurse=False) if p.requires_grad)
-        frozen = sum(p.numel() for p in module.parameters(recurse=False) if not p.requires_grad)
-        frozen += sum(b.numel() for n, b in module.named_buffers(recurse=False)
-                      if b.is_floating_point() and n in module.state_dict(keep_vars=True))
-        if not (leaf or own or frozen):
-            return
-        first = output[0] if isinstance(output, (list, tuple)) else output
-        shape = list(first.shape[1:]) if isinstance(first, torch.Tensor) else []
-        rows.append(LayerRow(qualified, type(module).__name__, shape, own, frozen, layer_macs(module, first),
-                             rf, jump, _formula(module, own)))
-
-    names = {m: n for n, m in model.named_modules() if n}
-    handles = [m.register_forward_hook(hook) for m in names]
-    handles += [m.register_forward_pre_hook(enter) for m in names if any(True for _ in m.children())]
-    forward_once(model, input_shape, device, handles)
+    rows = [_row(call, rf, jump) for call, (rf, jump) in carry(trace(model, input_shape), (1, 1), _field, _widest)
+            if call.leaf or _counts(call.module) != (0, 0)]
     return Summary(name or getattr(model, "model_name", type(model).__name__), list(input_shape), rows,
                    count_parameters(model))
+
+
+def _field(call: Call, field: tuple[int | None, int | None]) -> tuple[int | None, int | None]:
+    """(receptive field, jump) after a leaf: a sliding window widens it; flattening and dense layers see all."""
+    rf, jump = field
+    x, out = call.inputs[:1], call.outputs[:1]
+    window = window_of(call.module, x[0], tuple(out[0].shape[-2:])) if x and out else None
+    if rf is not None and window is not None:  # along the height, as the article counts
+        rf, jump = rf + (window.kernel[0] - 1) * window.dilation[0] * jump, jump * window.stride[0]
+    if isinstance(call.module, (Flatten, GlobalAvgPool2d, nn.Linear, nn.AdaptiveAvgPool2d, nn.Flatten)):
+        return None, None
+    return rf, jump
+
+
+def _widest(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    return max(a[0], b[0]), max(a[1], b[1])
+
+
+def _counts(module: nn.Module) -> tuple[int, int]:
+    """(trainable, non-trainable) values a module holds itself: frozen parameters and float buffers it saves."""
+    own = sum(p.numel() for p in module.parameters(recurse=False) if p.requires_grad)
+    frozen = sum(p.numel() for p in module.parameters(recurse=False) if not p.requires_grad)
+    frozen += sum(b.numel() for n, b in module.named_buffers(recurse=False)
+                  if b.is_floating_point() and n in module.state_dict(keep_vars=True))
+    return own, frozen
+
+
+def _row(call: Call, rf: int | None, jump: int | None) -> LayerRow:
+    module, output = call.module, call.output
+    first = output[0] if isinstance(output, (list, tuple)) else output
+    shape = list(first.shape[1:]) if isinstance(first, torch.Tensor) else []
+    own, frozen = _counts(module)
+    return LayerRow(call.name, type(module).__name__, shape, own, frozen, layer_macs(module, first), rf, jump,
+                    _formula(module, own))
 
 
 def summarize_source(source: str, input_shape: tuple[int, int, int] | None = None,

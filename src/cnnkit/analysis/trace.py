@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from cnnkit.analysis.tracer import Call, carry, tensors, trace
 from cnnkit.core.errors import CnnkitError
 from cnnkit.layers import AvgPool2d, BatchNorm2d, Fuse, MaxPool2d
 from cnnkit.layers.padding import TFPadding
@@ -150,99 +151,46 @@ def _kind(module: nn.Module) -> str:
     return "pool" if isinstance(module, POOLS) else "other"
 
 
-def _tensors(value) -> list[torch.Tensor]:
-    """The tensors in a module's inputs or outputs, nested lists and tuples flattened."""
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [tensor for item in value for tensor in _tensors(item)]
-    return []
-
-
-def _is_leaf(module: nn.Module) -> bool:
-    return not any(True for _ in module.children())
-
-
-@torch.no_grad()
 def trace_units(model: nn.Module, input_shape: tuple[int, int, int]) -> list[Unit]:
     """The model's units in execution order, from one zero image in eval mode, with receptive fields."""
-    names = {m: n for n, m in model.named_modules() if n}
-    fields: dict[int, Field | None] = {}
-    keep: list[torch.Tensor] = []  # every tracked tensor stays alive, so Python never reuses its id
-    enclosing: list[Field | None] = []  # fields of the inputs of the containers now running
-    last: list[Field | None] = [Field((0, 0), (1, 1), (1, 1))]
-    calls: list[tuple[str, nn.Module, list[int], torch.Tensor, Field | None]] = []
     seen: set[str] = set()
-
-    def field_in(inputs) -> Field | None:
-        known = [fields[id(t)] if id(t) in fields else (enclosing[-1] if enclosing else last[0])
-                 for t in _tensors(inputs)]
-        if not known or any(f is None for f in known):
-            return None if known else last[0]
-        merged = known[0]
-        for other in known[1:]:
-            merged = merged.union(other)
-        return merged
-
-    def enter(module: nn.Module, inputs: tuple) -> None:
-        enclosing.append(field_in(inputs))
-
-    def leave(module: nn.Module, inputs: tuple, output) -> None:
-        outputs = _tensors(output)
-        if not _is_leaf(module):
-            enclosing.pop()
-            for out in outputs:
-                if id(out) not in fields:  # a functional result inside the container (LeNet's channel gather)
-                    fields[id(out)] = last[0]
-                    keep.append(out)
-            return
-        if not outputs or names[module] in seen:
-            return  # a layer called twice is shown at its first call
-        seen.add(names[module])
-        source, out = field_in(inputs), outputs[0]
-        x = _tensors(inputs)[0] if _tensors(inputs) else None
-        window = window_of(module, x, tuple(out.shape[-2:])) if x is not None and x.dim() == 4 else None
-        if source is not None and window is not None and out.dim() == 4:
-            source = source.through(window)
-        elif out.dim() != 4 or x is None or x.dim() != 4 or out.shape[-2:] != x.shape[-2:]:
-            source = None  # flattening, dense, global or adaptive pooling: every cell sees everything
-        for tensor in outputs:
-            fields[id(tensor)] = source
-            keep.append(tensor)
-        last[0] = source
-        calls.append((names[module], module, [id(t) for t in _tensors(inputs)], out, source))
-
-    handles = [m.register_forward_hook(leave) for m in names]
-    handles += [m.register_forward_pre_hook(enter) for m in names if not _is_leaf(m)]
-    x = torch.zeros((1, *input_shape), device=next(model.parameters()).device)
-    fields[id(x)] = last[0]
-    was_training = model.training
-    model.eval()
-    try:
-        model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    calls = []
+    for call, source in carry(trace(model, input_shape), Field((0, 0), (1, 1), (1, 1)), _through, Field.union):
+        if call.leaf and call.outputs and call.name not in seen:  # a layer called twice is shown at its first call
+            seen.add(call.name)
+            calls.append((call, source))
     units = _group(calls)
-    _place_in_blocks(model, units, [c[0] for c in calls])
+    _place_in_blocks(model, units, [call.name for call, _ in calls])
     return units
 
 
-def _group(calls: list) -> list[Unit]:
+def _through(call: Call, source: Field | None) -> Field | None:
+    """The field of a leaf's output: through its window, unchanged where it keeps the size, else everything."""
+    x = call.inputs[0] if call.inputs else None
+    out = call.outputs[0] if call.outputs else None
+    if x is None or out is None or x.dim() != 4 or out.dim() != 4:
+        return None  # flattening, dense layers: every cell sees everything
+    window = window_of(call.module, x, tuple(out.shape[-2:]))
+    if window is not None:
+        return None if source is None else source.through(window)
+    return source if out.shape[-2:] == x.shape[-2:] else None  # global or adaptive pooling: everything
+
+
+def _group(calls: list[tuple[Call, Field | None]]) -> list[Unit]:
     """Join each batch norm / activation to the unit whose output it consumes, up to the first activation."""
     units: list[Unit] = []
     last_output: torch.Tensor | None = None
-    for name, module, inputs, out, source in calls:
-        unit = units[-1] if units else None
+    for call, source in calls:
+        module, out, unit = call.module, call.outputs[0], units[-1] if units else None
         joins = (unit is not None and (isinstance(module, NORMS) or is_activation(module))
-                 and not unit.has_activation and inputs == [id(last_output)] and out.shape == last_output.shape)
+                 and not unit.has_activation and [id(t) for t in call.inputs] == [id(last_output)]
+                 and out.shape == last_output.shape)
         if joins:
-            unit.names.append(name)
+            unit.names.append(call.name)
             unit.types.append(type(module).__name__)
             unit.members.append(module)
         else:
-            units.append(Unit([name], [type(module).__name__], tuple(out.shape[1:]), source, _kind(module),
+            units.append(Unit([call.name], [type(module).__name__], tuple(out.shape[1:]), source, _kind(module),
                               members=[module]))
         last_output = out
     return units
@@ -290,9 +238,9 @@ def record(model: nn.Module, x: torch.Tensor, outputs: set[str], inputs: set[str
 
     def hook(name: str, module_inputs: tuple, output) -> None:
         if name in outputs and name not in got_out:
-            got_out[name] = _tensors(output)[0].detach().clone()
+            got_out[name] = tensors(output)[0].detach().clone()
         if name in inputs and name not in got_in:
-            got_in[name] = _tensors(module_inputs)[0].detach().clone()
+            got_in[name] = tensors(module_inputs)[0].detach().clone()
 
     handles = [modules[n].register_forward_hook(lambda _m, i, o, n=n: hook(n, i, o)) for n in outputs | set(inputs)]
     try:

@@ -3,12 +3,13 @@ GoogLeNet's auxiliary classifiers at inference, are not part of it)."""
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from cnnkit.core.arithmetic import pair, same_padding
+from cnnkit.analysis.trace import window_of
+from cnnkit.analysis.tracer import Call, trace
+from cnnkit.core.arithmetic import pair
 from cnnkit.core.errors import CnnkitError
-from cnnkit.interop.graph import Op, canonical_order, pads_after
+from cnnkit.interop.graph import Op, canonical_order
 from cnnkit.layers import AvgPool2d, BatchNorm2d, Flatten, Fuse, GlobalAvgPool2d, MaxPool2d, SoftmaxOutput
 
 PASS_THROUGH = ("dropout", "identity")
@@ -32,70 +33,37 @@ def op_kind(module: nn.Module) -> str | None:
     return None if any(True for _ in module.children()) else type(module).__name__
 
 
-@torch.no_grad()
 def traced_ops(model: nn.Module, input_shape: tuple[int, int, int]) -> list[Op]:
     """The ops a forward pass of one (C, H, W) input runs, in canonical order."""
-    producer: dict[int, str] = {}
-    alive: list[torch.Tensor] = []  # keeps every traced tensor alive, so that no id() is reused
+    run = trace(model, input_shape)
+    producer: dict[int, str] = {}  # id of a traced tensor -> the op that made it
     ops: dict[str, Op] = {}
-    handles = []
-
-    def before(module: nn.Module, args: tuple) -> None:
-        tensors = args[0] if args and isinstance(args[0], (list, tuple)) else args[:1]
-        alive.extend(tensors)
-        module._cnnkit_inputs = [producer.get(id(t), "input") for t in tensors]
-        module._cnnkit_in_shape = tuple(tensors[0].shape[1:])
-
-    def after(name: str, kind: str):
-        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            if name in ops:
-                raise CnnkitError(f"{name} runs twice in one forward pass; cnnkit cannot pair a shared layer")
-            alive.append(output)
-            op = Op(kind, name, type(module).__name__, module._cnnkit_inputs, module._cnnkit_in_shape,
-                    tuple(output.shape[1:]), source=module)
-            if kind in ("conv", "maxpool", "avgpool"):
-                op.window = _window(module, kind, op.in_shape, op.out_shape)
-            if kind == "flatten":
-                op.extra["order"] = getattr(module, "order", "NCHW")
-            ops[name] = op
-            producer[id(output)] = op.inputs[0] if kind in PASS_THROUGH else name
-        return hook
-
-    for name, module in model.named_modules():
-        kind = op_kind(module) if name else None
-        if kind is not None:
-            handles.append(module.register_forward_pre_hook(before))
-            handles.append(module.register_forward_hook(after(name, kind)))
-    try:
-        was_training = model.training
-        output = model.eval()(torch.zeros(1, *input_shape))
-        model.train(was_training)
-    finally:
-        for handle in handles:
-            handle.remove()
-    for module in model.modules():
-        for attribute in ("_cnnkit_inputs", "_cnnkit_in_shape"):
-            module.__dict__.pop(attribute, None)
-    return canonical_order(ops, producer.get(id(output), ""))
+    for call in run.calls:
+        kind = None if call.entry else op_kind(call.module)
+        if kind is None:
+            continue
+        if call.name in ops:
+            raise CnnkitError(f"{call.name} runs twice in one forward pass; cnnkit cannot pair a shared layer")
+        args = call.args
+        fed = args[0] if args and isinstance(args[0], (list, tuple)) else args[:1]  # a merge takes a list
+        op = Op(kind, call.name, type(call.module).__name__, [producer.get(id(t), "input") for t in fed],
+                tuple(fed[0].shape[1:]), tuple(call.output.shape[1:]), source=call.module)
+        if kind in ("conv", "maxpool", "avgpool"):
+            op.window = _window(call, kind)
+        if kind == "flatten":
+            op.extra["order"] = getattr(call.module, "order", "NCHW")
+        ops[call.name] = op
+        producer[id(call.output)] = op.inputs[0] if kind in PASS_THROUGH else call.name
+    return canonical_order(ops, producer.get(id(run.output), ""))
 
 
-def _window(module: nn.Module, kind: str, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple:
+def _window(call: Call, kind: str) -> tuple:
     """((kh, kw), (sh, sw), (dh, dw), (top, left), groups, pad rule) of a conv or pool on this input."""
-    kernel = pair(module.kernel_size, "kernel_size")
-    stride = pair(module.stride, "stride")
-    dilation = pair(getattr(module, "dilation", 1), "dilation")
-    mode = getattr(module, "tf_padding", None)
-    padding = module.padding
-    if mode == "same" or padding == "same":
-        before = tuple(same_padding(n, k, s, d)[0] for n, k, s, d in zip(in_shape[1:], kernel, stride, dilation,
-                                                                       strict=True))
-    elif mode == "valid" or padding == "valid":
-        before = (0, 0)
-    else:
-        before = tuple(padding) if isinstance(padding, (tuple, list)) else (padding, padding)
+    module = call.module
+    window = window_of(module, call.inputs[0], tuple(call.output.shape[-2:]))
+    top, _, left, _ = window.pads
     rule = None
-    if kind == "avgpool" and any(b > 0 or pads_after(n, o, k, s, 1, b) > 0 for n, o, k, s, b in
-                                 zip(in_shape[1:], out_shape[1:], kernel, stride, before, strict=True)):
-        counted = getattr(module, "count_include_pad", mode == "explicit")
+    if kind == "avgpool" and any(pad > 0 for pad in window.pads):
+        counted = getattr(module, "count_include_pad", getattr(module, "tf_padding", None) == "explicit")
         rule = "pads counted" if counted else "pads not counted"
-    return (kernel, stride, dilation, before, getattr(module, "groups", 1), rule)
+    return (window.kernel, window.stride, window.dilation, (top, left), getattr(module, "groups", 1), rule)
