@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
 
+from cnnkit.analysis.metrics import confusion_matrix, macro_average, precision_recall_f1
 from cnnkit.core.errors import CnnkitError
 from cnnkit.data import ImageDataset, Preprocessing, load_source
 from cnnkit.data.safety import decode_image
@@ -179,10 +179,10 @@ def evaluate_trained(trained: Trained, images: torch.Tensor, labels: torch.Tenso
     top = (logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
     classes = list(range(len(trained.class_names)))
     # A class never predicted has no precision, one absent from the data no recall: None (not a misleading 0).
-    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=classes,
-                                                                     zero_division=np.nan)
+    true, guessed = labels.cpu().numpy(), predicted.cpu().numpy()
+    precision, recall, f1, support = precision_recall_f1(true, guessed, classes)
     present = sorted(set(labels.tolist()))
-    macro = precision_recall_fscore_support(labels, predicted, labels=present, average="macro", zero_division=np.nan)
+    macro = macro_average(true, guessed, present)
     return {
         "count": len(labels), "accuracy": float((predicted == labels).float().mean()),
         f"top{k}_accuracy": float(top.float().mean()),
@@ -191,7 +191,7 @@ def evaluate_trained(trained: Trained, images: torch.Tensor, labels: torch.Tenso
                       for name, p, r, f, s in zip(trained.class_names, precision, recall, f1, support, strict=True)],
         "macro_average": {"precision": _defined(macro[0]), "recall": _defined(macro[1]), "f1": _defined(macro[2]),
                           "classes": len(present)},
-        "confusion_matrix": confusion_matrix(labels, predicted, labels=classes).tolist(),
+        "confusion_matrix": confusion_matrix(true, guessed, classes).tolist(),
         "predicted": predicted.tolist(),
     }
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import webbrowser
 from pathlib import Path
 
 from cnnkit.cli.common import dims, percent
@@ -53,6 +52,8 @@ def run_explore(args: argparse.Namespace) -> int:
         print(f"cnnkit explore: warning: {warning}", file=sys.stderr, flush=True)
     print(f"exploring {explorer.title} at {server.url}  (Ctrl+C stops)", flush=True)
     if not args.no_browser:
+        import webbrowser  # only here: it imports subprocess and friends
+
         webbrowser.open(server.url)
     server.run()
     return 0

@@ -150,7 +150,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def run_models(args: argparse.Namespace) -> int:
     """Print the registry."""
-    from cnnkit.models.stats import model_table
+    from cnnkit.models.catalog import model_table
 
     rows = model_table()
     if args.json:

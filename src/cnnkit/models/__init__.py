@@ -1,20 +1,20 @@
 """The model zoo: the article's networks, built from cnnkit.layers and looked up by name.
 
-Importing this package imports every model family, and each family registers its models with the registry
-(which itself imports no family), as torchvision's `models/__init__.py` does.
+Each family registers its models with the registry, which imports the families on its first lookup. Names are
+imported on first use (PEP 562), so `cnnkit.models.catalog` (the `cnnkit models` table) imports without torch.
 """
 
-from cnnkit.models import alexnet, digits, googlenet, lenet, resnet, vgg  # noqa: F401  (registers the models)
-from cnnkit.models.base import TrainingOutputs, auxiliary_logits, main_logits
-from cnnkit.models.registry import (
-    ModelInfo,
-    check_options,
-    get_model,
-    list_models,
-    model_info,
-    register_model,
-    resolved_options,
-)
+from importlib import import_module
 
-__all__ = ["ModelInfo", "TrainingOutputs", "auxiliary_logits", "check_options", "get_model", "list_models",
-           "main_logits", "model_info", "register_model", "resolved_options"]
+_HOMES = {
+    "ModelInfo": "registry", "check_options": "registry", "get_model": "registry", "list_models": "registry",
+    "model_info": "registry", "register_model": "registry", "resolved_options": "registry",
+    "TrainingOutputs": "base", "auxiliary_logits": "base", "main_logits": "base",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> object:
+    if name in _HOMES:
+        return getattr(import_module(f"cnnkit.models.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'cnnkit.models' has no attribute {name!r}")

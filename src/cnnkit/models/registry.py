@@ -1,7 +1,9 @@
 """A small model registry: register_model, get_model, list_models (torchvision's `_api.py` pattern).
 
-The registry is a leaf: it imports no model family. `cnnkit.models` imports the families, which register
-themselves here, as torchvision's and timm's packages do.
+The families register themselves here when they are imported, as torchvision's and timm's do. The registry
+imports them itself on its first lookup, not when it is imported: the families import torch (1-2 s), which
+`cnnkit models`, `--help` and the light modules never need, and a lookup through any path (`cnnkit.models` or
+this module) still sees every built-in model.
 """
 
 from __future__ import annotations
@@ -9,13 +11,17 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from torch import nn
+from importlib import import_module
+from typing import TYPE_CHECKING
 
 from cnnkit.core.arithmetic import pair
 from cnnkit.core.errors import CnnkitError
 
+if TYPE_CHECKING:
+    from torch import nn
+
 FIXED_ARGUMENTS = ("num_classes", "in_channels", "input_size")  # every builder takes these; the rest are options
+FAMILIES = ("alexnet", "digits", "googlenet", "lenet", "resnet", "vgg")  # modules of cnnkit.models that register
 
 
 def sgd_recipe(lr: float, **changes: object) -> dict:
@@ -48,6 +54,22 @@ class ModelInfo:
 
 
 _MODELS: dict[str, ModelInfo] = {}
+_families_loading = False  # True once the built-in families have started importing (a family's own import too)
+
+
+def load_families() -> None:
+    """Import every built-in family once, so that its models are registered (a no-op afterwards)."""
+    global _families_loading
+    if _families_loading:
+        return
+    _families_loading = True
+    for family in FAMILIES:
+        import_module(f"cnnkit.models.{family}")
+
+
+def registered_names() -> list[str]:
+    """Sorted names registered so far, without importing any family (list_models imports them)."""
+    return sorted(_MODELS)
 
 
 def register_model(
@@ -57,6 +79,7 @@ def register_model(
     """Decorator adding a builder `fn(num_classes, in_channels, input_size, **options)` under `name`."""
 
     def add(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        load_families()  # a name of the zoo is refused whichever is registered first
         if name in _MODELS:
             raise CnnkitError(f"a model named {name!r} is already registered")
         small = test_size or (input_size[0], *(min(s, 32) for s in input_size[1:]))
@@ -68,6 +91,7 @@ def register_model(
 
 def model_info(name: str) -> ModelInfo:
     """The registry entry for `name`; unknown names list the known ones."""
+    load_families()
     if name not in _MODELS:
         raise CnnkitError(f"unknown model {name!r}; known models: {', '.join(sorted(_MODELS))}")
     return _MODELS[name]
@@ -75,6 +99,7 @@ def model_info(name: str) -> ModelInfo:
 
 def list_models() -> list[str]:
     """Sorted names of every registered model."""
+    load_families()
     return sorted(_MODELS)
 
 

@@ -1,4 +1,4 @@
-"""What a model holds and costs, counted from the model itself: parameters, multiply-adds, the models table."""
+"""What a model holds and costs, counted from the model itself: parameters, multiply-adds, a models-table row."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from cnnkit.core.arithmetic import conv_macs, dense_macs
-from cnnkit.models.registry import get_model, list_models, model_info
+from cnnkit.models.registry import get_model, model_info
 
 
 def count_parameters(model: nn.Module, trainable: bool = True) -> int:
@@ -61,16 +61,13 @@ def forward_once(model: nn.Module, input_shape: tuple[int, ...], device, handles
         model.train(was_training)
 
 
-def model_table() -> list[dict]:
-    """One row per registered model: name, paper, trainable parameters (all, and in the inference path where
-    training-only modules such as auxiliary classifiers make them differ), default input size and classes."""
-    rows = []
-    for name in list_models():
-        info = model_info(name)
-        with torch.device("meta"):  # shapes only: no arithmetic, no memory for VGG's 138 M weights
-            model = get_model(name)
-            inference = inference_parameters(model)
-        rows.append({"name": name, "paper": info.paper, "parameters": count_parameters(model),
-                     "inference_parameters": inference, "input_size": "x".join(map(str, info.input_size)),
-                     "num_classes": info.num_classes})
-    return rows
+def model_row(name: str) -> dict:
+    """A registered model's row of the models table, counted from the model built on the meta device (shapes only:
+    no arithmetic, no memory for VGG's 138 M weights): name, paper, trainable parameters (all, and in the
+    inference path), default input size and classes."""
+    info = model_info(name)
+    with torch.device("meta"):
+        model = get_model(name)
+    return {"name": name, "paper": info.paper, "parameters": count_parameters(model),
+            "inference_parameters": inference_parameters(model), "input_size": "x".join(map(str, info.input_size)),
+            "num_classes": info.num_classes}
