@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
+from cnnkit.core.arithmetic import effective_kernel, output_size, padding_mode, same_padding
+from cnnkit.core.errors import CnnkitError
+from cnnkit.core.outputs import ensure_parent
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from cnnkit.core.arithmetic import effective_kernel, output_size, padding_mode, same_padding  # noqa: E402
-from cnnkit.core.errors import CnnkitError  # noqa: E402
-from cnnkit.core.outputs import ensure_parent  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 MAX_SIDE = 100_000  # input sides, kernel, stride, dilation and padding for the arithmetic
 MAX_DRAWN_SIDE = 64  # padded cells per side of a picture
@@ -54,12 +51,17 @@ def explain_window(kind: str, size: tuple[int, int], kernel: int, stride: int = 
             "pad_left": pads[1][0], "pad_right": pads[1][1], "output": outs, "formulas": formulas}
 
 
-def _frame(info: dict, position: tuple[int, int] | None) -> plt.Figure:
+def _frame(info: dict, position: tuple[int, int] | None) -> Figure:
     """The padded input grid; with `position`, the receptive field of that output cell."""
+    # A bare Figure (no pyplot): the numbers alone (--json) never import matplotlib, and no GUI backend is touched.
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
     (h, w), k, s, d = info["input"], info["kernel"], info["stride"], info["dilation"]
     top, left = info["pad_top"], info["pad_left"]
     total_h, total_w = h + top + info["pad_bottom"], w + left + info["pad_right"]
-    fig, ax = plt.subplots(figsize=(max(3.0, 0.45 * total_w + 1.5), max(3.0, 0.45 * total_h + 1.2)))
+    fig = Figure(figsize=(max(3.0, 0.45 * total_w + 1.5), max(3.0, 0.45 * total_h + 1.2)))
+    ax = fig.add_subplot()
     for r in range(total_h):
         for c in range(total_w):
             real = top <= r < top + h and left <= c < left + w
@@ -103,15 +105,15 @@ def draw_window(info: dict, path: Path, gif: bool = False) -> Path:
     if not gif:
         fig = _frame(info, (0, 0))
         fig.savefig(path, dpi=100, bbox_inches="tight")
-        plt.close(fig)
         return path
+    from PIL import Image
+
     frames = []
     for i in range(info["output"][0]):
         for j in range(info["output"][1]):
             fig = _frame(info, (i, j))
             buffer = io.BytesIO()
             fig.savefig(buffer, dpi=80, format="png")
-            plt.close(fig)
             frames.append(Image.open(io.BytesIO(buffer.getvalue())).convert("P", palette=Image.Palette.ADAPTIVE))
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=500, loop=0)
     return path
