@@ -205,7 +205,8 @@ def create_app(explorer: Explorer) -> Starlette:
         Route("/", index), Route("/api/model", model), Route("/api/heldout", heldout),
         Route("/api/predict", predict, methods=["POST"]), Route("/api/cell", cell, methods=["POST"]),
         Route("/api/why", why, methods=["POST"]), Route("/api/scan", scan, methods=["POST"]),
-        Route("/api/dense", dense, methods=["POST"]), Route("/api/window", window, methods=["POST"]), Route("/api/upload", upload, methods=["POST"]),
+        Route("/api/dense", dense, methods=["POST"]), Route("/api/window", window, methods=["POST"]),
+        Route("/api/upload", upload, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     handlers = {ApiError: api_error, CnnkitError: bad_input, HTTPException: http_error, Exception: crashed}
