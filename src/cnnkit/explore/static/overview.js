@@ -1,0 +1,207 @@
+// The overview: every unit as a column of small maps from the input to the class probabilities, with the
+// connections drawn; branches of a block are drawn side by side (one row each) and merge into the fusion.
+// Hovering a map highlights the maps that feed it; clicking opens its detail below.
+import {$, element, floats, fmt, hideTooltip, mapCanvas, status, tooltip} from "./util.js";
+import {api} from "./api.js";
+import {latestWins} from "./latest.js";
+import {state} from "./state.js";
+import {drawInput} from "./input.js";
+
+const PER_COLUMN = 6;  // maps drawn per unit
+const SIDE = 16;       // cells a side before a map is averaged down
+const PX = 30;         // CSS pixels a map is drawn at
+const SVG = "http://www.w3.org/2000/svg";
+// Layers that read one channel to make the same channel (the others read every input map).
+const PER_CHANNEL = new Set(["MaxPool2d", "AvgPool2d", "BatchNorm2d", "ReLU", "Identity", "LocalResponseNorm", "Dropout"]);
+let clickHandler = null;
+
+export const onOverviewClick = (handler) => { clickHandler = handler; };
+
+const request = latestWins(
+  async (version) => ({version, result: await api("/api/predict", {image: state.image, layers: allLayers(),
+    activation: state.activation, top_k: 1, page_size: PER_COLUMN, max_side: SIDE})}),
+  {apply: ({version, result}) => { if (version === state.version) paint(result); }, fail: (e) => status(e.message)});
+
+function allLayers() {
+  return Object.fromEntries(state.model.units.map((u) => [u.id, 0]));
+}
+
+export function refreshOverview() {
+  if (state.image) request(state.version);
+}
+
+function column(unit) {
+  const col = element("div", "ov-col");
+  col.dataset.unit = unit.id;
+  col.dataset.inputs = JSON.stringify(unit.inputs);
+  const kind = unit.types.filter((t) => t !== "Dropout").join("+") || unit.types[0];
+  const label = element("div", "ov-label", kind);
+  label.title = `${unit.id}: ${unit.types.join(" → ")}, output ${unit.shape.join("x")}`;
+  col.append(label, element("div", "ov-maps"), element("div", "ov-shape", unit.shape.join("x")));
+  return col;
+}
+
+export function buildOverview() {
+  const box = $("overview");
+  const row = element("div", "ov-row");
+  const inputCol = element("div", "ov-col ov-input");
+  inputCol.dataset.unit = "";
+  const canvas = element("canvas");
+  canvas.width = canvas.height = 2 * PX;
+  inputCol.append(element("div", "ov-label", "input"), canvas, element("div", "ov-shape", state.model.input_shape.join("x")));
+  row.append(inputCol);
+  let block = null;
+  for (const unit of state.model.units) {
+    if (!unit.block) { block = null; row.append(column(unit)); continue; }
+    if (!block || block.name !== unit.block) {
+      const node = element("div", "ov-block");
+      node.title = unit.block;
+      const branches = element("div", "ov-branches");
+      const fusion = element("div", "ov-fusion");
+      node.append(branches, fusion);
+      row.append(node);
+      block = {name: unit.block, branches, fusion, rows: {}};
+    }
+    if (unit.branch) {
+      if (!block.rows[unit.branch]) {
+        block.rows[unit.branch] = element("div", "ov-branch");
+        block.branches.append(block.rows[unit.branch]);
+      }
+      block.rows[unit.branch].append(column(unit));
+    } else {
+      block.fusion.append(column(unit));
+    }
+  }
+  const svg = document.createElementNS(SVG, "svg");
+  svg.classList.add("ov-lines");
+  box.replaceChildren(svg, row);
+  new ResizeObserver(drawEdges).observe(row);
+}
+
+function colOf(id) {
+  return document.querySelector(`#overview .ov-col[data-unit="${CSS.escape(id)}"]`);
+}
+
+function anchor(node, side) {
+  const base = $("overview").getBoundingClientRect();
+  const box = node.getBoundingClientRect();
+  const scroll = $("overview");
+  return [(side === "right" ? box.right : box.left) - base.left + scroll.scrollLeft,
+    box.top + box.height / 2 - base.top + scroll.scrollTop];
+}
+
+function line(svg, from, to, className) {
+  const path = document.createElementNS(SVG, "path");
+  const mid = (from[0] + to[0]) / 2;
+  path.setAttribute("d", `M${from[0]},${from[1]} C${mid},${from[1]} ${mid},${to[1]} ${to[0]},${to[1]}`);
+  path.setAttribute("class", className);
+  svg.append(path);
+}
+
+// One curve from each input column to each column it feeds.
+function drawEdges() {
+  const box = $("overview");
+  const svg = box.querySelector(".ov-lines");
+  const row = box.querySelector(".ov-row");
+  svg.setAttribute("width", row.scrollWidth);
+  svg.setAttribute("height", row.scrollHeight);
+  svg.replaceChildren();
+  for (const unit of state.model.units) {
+    const target = colOf(unit.id);
+    for (const source of (unit.inputs.length ? unit.inputs : [""])) {
+      line(svg, anchor(colOf(source), "right"), anchor(target, "left"), "edge");
+    }
+  }
+}
+
+// Highlight the maps that feed map `channel` of `unit` and draw their connections.
+function highlight(unit, channel, figure) {
+  clearHighlight();
+  const svg = $("overview").querySelector(".ov-lines");
+  figure.classList.add("hot");
+  const perChannel = PER_CHANNEL.has(unit.types[0]);
+  for (const source of (unit.inputs.length ? unit.inputs : [""])) {
+    const maps = [...colOf(source).querySelectorAll(".ov-map, canvas")];
+    const feeding = perChannel ? maps.filter((m) => m.dataset.channel === String(channel)) : maps;
+    for (const map of feeding) {
+      map.classList.add("feeds");
+      line(svg, anchor(map, "right"), anchor(figure, "left"), "edge hot");
+    }
+  }
+  $("overview").dataset.hovered = unit.id;
+}
+
+function clearHighlight() {
+  for (const node of document.querySelectorAll("#overview .hot, #overview .feeds")) {
+    if (node.tagName === "path") node.remove(); else node.classList.remove("hot", "feeds");
+  }
+}
+
+function paint(result) {
+  drawInput(document.querySelector("#overview .ov-input canvas"));
+  const probabilities = softmax(result.logits);
+  for (const unit of state.model.units) {
+    const data = result.maps[unit.id];
+    const holder = colOf(unit.id).querySelector(".ov-maps");
+    holder.replaceChildren();
+    const values = floats(data.data);
+    const span = data.high > data.low ? data.high - data.low : 1;
+    if (data.kind === "maps") {
+      const [h, w] = data.size;
+      const px = PX / Math.max(h, w);
+      for (let m = 0; m < data.count; m++) {
+        const canvas = mapCanvas(values, m * h * w, h, w, data.low, span, px);
+        canvas.classList.add("ov-map");
+        canvas.dataset.channel = String(m);
+        canvas.addEventListener("mouseenter", () => highlight(unit, m, canvas));
+        canvas.addEventListener("mousemove", (event) => tooltip(event, `${unit.id}, map ${m} of ${data.channels}`));
+        canvas.addEventListener("mouseleave", hideTooltip);
+        canvas.addEventListener("click", () => clickHandler && clickHandler(unit, m));
+        holder.append(canvas);
+      }
+      if (data.channels > data.count) holder.append(element("div", "ov-more", `+${data.channels - data.count}`));
+    } else if (unit === state.model.units[state.model.units.length - 1] && data.length === probabilities.length) {
+      holder.append(classList(probabilities));
+    } else {
+      holder.append(vectorStrip(unit, values, data, span));
+    }
+  }
+  drawEdges();
+  $("overview").dataset.settled = String(result.logits.length);
+}
+
+function softmax(logits) {
+  const top = Math.max(...logits);
+  const e = logits.map((z) => Math.exp(z - top));
+  const sum = e.reduce((a, b) => a + b, 0);
+  return e.map((v) => v / sum);
+}
+
+function classList(probabilities) {
+  const list = element("ol", "ov-classes");
+  const best = probabilities.indexOf(Math.max(...probabilities));
+  probabilities.forEach((p, i) => {
+    const item = element("li", i === best ? "best" : null);
+    const bar = element("span", "ov-bar");
+    bar.style.width = `${Math.round(40 * p)}px`;
+    item.append(element("span", "ov-class", state.model.classes[i]), bar, element("span", "ov-p", `${(100 * p).toFixed(1)}%`));
+    item.title = `${state.model.classes[i]}: ${fmt(p)}`;
+    list.append(item);
+  });
+  return list;
+}
+
+function vectorStrip(unit, values, data, span) {
+  const rows = Math.min(values.length, 4 * PX);
+  const sampled = new Float32Array(rows);
+  for (let i = 0; i < rows; i++) sampled[i] = values[Math.floor(i * values.length / rows)];
+  const canvas = mapCanvas(sampled, 0, rows, 1, data.low, span, 8);
+  canvas.style.height = `${rows}px`;
+  canvas.classList.add("ov-vector");
+  canvas.dataset.channel = "0";
+  canvas.addEventListener("mouseenter", () => highlight(unit, 0, canvas));
+  canvas.addEventListener("click", () => clickHandler && clickHandler(unit, 0));
+  canvas.title = `${unit.id}: ${data.length} values`;
+  return canvas;
+}
+

@@ -1,0 +1,89 @@
+// Small DOM, number and colour helpers shared by every view.
+
+export const $ = (id) => document.getElementById(id);
+
+export function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+export function floats(base64) {
+  const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+  return new Float32Array(bytes.buffer);
+}
+
+export function fmt(value) {
+  return Number(value).toFixed(4);
+}
+
+// A short number for a grid cell: whole numbers as they are, others to 2 decimals.
+export function short(value) {
+  return Number.isInteger(value) ? String(value) : Number(value).toFixed(2);
+}
+
+export function status(message) {
+  $("status").textContent = message || "";
+}
+
+const VIRIDIS = [[68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141], [39, 173, 129],
+  [92, 200, 99], [170, 220, 50], [253, 231, 37]];
+
+export function viridis(t) {
+  const p = Math.min(1, Math.max(0, t)) * (VIRIDIS.length - 1);
+  const i = Math.min(VIRIDIS.length - 2, Math.floor(p));
+  const f = p - i;
+  return VIRIDIS[i].map((a, k) => a + (VIRIDIS[i + 1][k] - a) * f);
+}
+
+export function heat(t) {  // black-red-yellow-white, for saliency and Grad-CAM
+  const v = Math.min(1, Math.max(0, t));
+  return [Math.min(255, 765 * v), Math.max(0, Math.min(255, 765 * v - 255)), Math.max(0, 765 * v - 510)];
+}
+
+export function smallCanvas(image) {
+  const canvas = element("canvas");
+  canvas.width = image.width;
+  canvas.height = image.height;
+  canvas.getContext("2d").putImageData(image, 0, 0);
+  return canvas;
+}
+
+// A canvas of maps' values [count][h*w] on one colour scale, each cell px pixels (CSS).
+export function mapCanvas(values, offset, h, w, low, span, px) {
+  const image = new ImageData(w, h);
+  for (let i = 0; i < h * w; i++) {
+    const [r, g, b] = viridis((values[offset + i] - low) / span);
+    image.data.set([r, g, b, 255], 4 * i);
+  }
+  const canvas = smallCanvas(image);
+  canvas.style.width = `${w * px}px`;
+  canvas.style.height = `${h * px}px`;
+  return canvas;
+}
+
+export function legend() {
+  const canvas = element("canvas", "legend");
+  canvas.width = 64;
+  canvas.height = 1;
+  const ctx = canvas.getContext("2d");
+  for (let i = 0; i < 64; i++) {
+    const [r, g, b] = viridis(i / 63);
+    ctx.fillStyle = `rgb(${r},${g},${b})`;
+    ctx.fillRect(i, 0, 1, 1);
+  }
+  return canvas;
+}
+
+export function tooltip(event, text) {
+  const tip = $("tooltip");
+  tip.textContent = text;
+  tip.style.left = `${event.clientX + 12}px`;
+  tip.style.top = `${event.clientY + 12}px`;
+  tip.hidden = false;
+}
+
+export function hideTooltip() {
+  $("tooltip").hidden = true;
+}
