@@ -50,6 +50,8 @@ class Trained:
 def load_trained(path: str | Path) -> Trained:
     """Load a run directory or checkpoint for inference."""
     model, preprocessing, meta = model_from_checkpoint(path)
+    if meta.get("config") is not None:  # validated here, where the config's type is known (store sits below train)
+        TrainConfig.from_dict(meta["config"], f"{resolve_checkpoint(path)}.safetensors: the checkpoint's config")
     spec = meta["model"]
     shape = (spec["in_channels"], *spec["input_size"])
     pixel_max = float(meta.get("data", {}).get("pixel_max", 255.0))

@@ -26,6 +26,7 @@ from pydantic import (
 
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.limits import limit
+from cnnkit.data.preprocess_kinds import PREPROCESSING_KINDS
 
 FORMAT = "cnnkit-checkpoint"
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -81,7 +82,12 @@ class DataInfo(BaseModel):
     """What a checkpoint records about its data: where white is, and (for trained runs) the split sizes."""
 
     model_config = ConfigDict(extra="allow")
-    pixel_max: Annotated[float, Field(gt=0)] = 255.0
+    pixel_max: Annotated[float, Field(gt=0, strict=True)] = 255.0
+    source: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    mean_fraction: Annotated[float, Field(ge=0, le=1, strict=True)] | None = None  # predict's polarity note
+    train: Annotated[StrictInt, Field(ge=0)] | None = None  # the split's sizes, which evaluate compares
+    val: Annotated[StrictInt, Field(ge=0)] | None = None
+    test: Annotated[StrictInt, Field(ge=0)] | None = None
 
     @field_validator("pixel_max")
     @classmethod
@@ -106,7 +112,7 @@ class CheckpointMeta(BaseModel):
     format: Literal["cnnkit-checkpoint"]
     model: ModelSpec
     class_names: list[Annotated[str, Field(max_length=1000)]] = Field(default_factory=list)
-    preprocessing: Annotated[str, Field(max_length=50)] | None = None
+    preprocessing: Literal[PREPROCESSING_KINDS] | None = None
     data: DataInfo = Field(default_factory=DataInfo)
     epoch: Annotated[StrictInt, Field(ge=0)] = 0
     global_step: Annotated[StrictInt, Field(ge=0)] = 0
@@ -118,6 +124,18 @@ class CheckpointMeta(BaseModel):
     def _one_name_per_class(self) -> CheckpointMeta:
         if self.class_names and len(self.class_names) != self.model.num_classes:
             raise ValueError(f"{len(self.class_names)} class names for a model with {self.model.num_classes} classes")
+        return self
+
+    @model_validator(mode="after")
+    def _config_agrees(self) -> CheckpointMeta:
+        """A training run's config names the model, preprocessing and data the rest of the metadata describes; an
+        edit to one of them (a data path pointed elsewhere) would make evaluate test on the wrong images."""
+        config = self.config or {}
+        if "model" in config and config["model"] != self.model.name:
+            raise ValueError(f"config.model is {config['model']!r} but the checkpoint holds {self.model.name!r}")
+        data, source = config.get("data"), self.data.source
+        if isinstance(data, str) and source is not None and data != source and Path(data) != Path(source):
+            raise ValueError(f"config.data is {data!r} but the checkpoint was trained on {source!r}")
         return self
 
 
