@@ -13,6 +13,7 @@ from torch import nn
 
 from cnnkit.core.errors import CnnkitError
 from cnnkit.data import ImageDataset, Preprocessing, load_source
+from cnnkit.data.arrays import read_npy as read_npy_array
 from cnnkit.data.safety import decode_image
 from cnnkit.models import get_model, list_models, model_info
 from cnnkit.store.checkpoint import model_from_checkpoint, resolve_checkpoint
@@ -97,11 +98,8 @@ def read_inputs(paths: list[str], trained: Trained) -> tuple[torch.Tensor, list[
 
 
 def read_npy(path: Path) -> torch.Tensor:
-    """A .npy array without pickles as an (N, C, H, W) float batch."""
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as error:
-        raise CnnkitError(f"{path}: not a readable .npy array without pickles ({error})") from None
+    """A .npy array without pickles as an (N, C, H, W) float batch (dtype, size and values checked on reading)."""
+    array = read_npy_array(path)
     array = array[None, None] if array.ndim == 2 else array[None] if array.ndim == 3 else array
     return torch.as_tensor(array, dtype=torch.float32)
 

@@ -146,6 +146,43 @@ def _read_array(archive: zipfile.ZipFile, member: zipfile.ZipInfo, header: tuple
         return np.lib.format.read_array(stream, allow_pickle=False)
 
 
+def read_npy(path: Path) -> np.ndarray:
+    """One .npy image or batch of images: its header's dtype (real numbers only), shape and size are checked
+    before its data is read; pickles are never loaded; NaN, infinite or huge pixel values are refused."""
+    size = file_size(path, what="a .npy array")
+    try:
+        with path.open("rb") as stream:
+            version = np.lib.format.read_magic(stream)
+            readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in readers:
+                raise CnnkitError(f"{path}: .npy format version {version}; expected 1.0 or 2.0")
+            shape, _, dtype = readers[version](stream)
+            _check_npy_dtype(dtype, path)
+            count = check_limit("array_elements", math.prod(shape), f"{path}: values (shape {shape})")
+            if count * dtype.itemsize > size - stream.tell():
+                raise CnnkitError(f"{path}: its header promises {count * dtype.itemsize:,} bytes for shape {shape}; "
+                                  f"the file holds {size - stream.tell():,}")
+            stream.seek(0)
+            array = np.lib.format.read_array(stream, allow_pickle=False)
+    except CnnkitError:
+        raise
+    except Exception as error:  # noqa: BLE001 - numpy fails in many ways on hostile files
+        raise CnnkitError(f"{path}: not a readable .npy array ({reason(error)})") from None
+    check_pixel_values(array, str(path))
+    return array
+
+
+def _check_npy_dtype(dtype: np.dtype, path: Path) -> None:
+    """Pixels are real numbers: integers or floats; strings, objects, complex, bool, dates and records are not."""
+    if dtype.hasobject or dtype.kind not in "uif" or dtype.fields is not None:
+        raise CnnkitError(f"{path}: holds dtype {dtype} ({_KIND_NAMES.get(dtype.kind, 'not numbers')}); expected "
+                          "pixel values as integers or floats")
+
+
+_KIND_NAMES = {"U": "strings", "S": "bytes", "O": "Python objects", "c": "complex numbers", "b": "booleans",
+               "M": "dates", "m": "time spans", "V": "records or raw bytes"}
+
+
 def load_csv(path: Path) -> ImageDataset:
     """First column the label, the rest pixels of a square grey image; a header row is detected and skipped."""
     file_size(path, what="a CSV file")
