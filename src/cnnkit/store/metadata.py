@@ -157,10 +157,11 @@ class MetricsRecord(BaseModel):
     final: dict[str, Any] | None = None
 
 
-def metrics_records(text: str, where: str | Path) -> tuple[list[dict], bool]:
-    """(records, whether a torn trailing line was dropped) of a metrics.jsonl file; other bad lines are refused."""
+def metrics_records(text: str, where: str | Path) -> tuple[list[dict], str | None]:
+    """(records, a description of the torn trailing line dropped, else None) of a metrics.jsonl file; other bad
+    lines are refused."""
     lines = text.splitlines()
-    records, torn = [], False
+    records, torn = [], None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -169,11 +170,18 @@ def metrics_records(text: str, where: str | Path) -> tuple[list[dict], bool]:
             MetricsRecord.model_validate(values)
         except (json.JSONDecodeError, ValidationError, RecursionError) as error:
             if number == len(lines) and not text.endswith("\n"):  # a write cut short by a kill
-                torn = True
+                torn = f"line {number}, {len(line):,} characters cut short: {line[:60]!r}"
                 break
             raise CnnkitError(f"{where}: line {number} is not a metrics record ({type(error).__name__})") from None
         records.append(values)
     return records, torn
+
+
+def read_metrics(path: Path) -> tuple[list[dict], str | None]:
+    """`metrics_records` of a metrics.jsonl file, its size capped before it is read."""
+    from cnnkit.data.safety import read_bytes  # data sits below store
+
+    return metrics_records(read_bytes(path, cap="json_bytes").decode("utf-8", errors="replace"), path)
 
 
 def config_values(values: Any, where: str | Path, config_type: type) -> dict:
