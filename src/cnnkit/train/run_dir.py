@@ -252,7 +252,9 @@ class RunDirectory:
         if not path.exists():
             return []
         records, torn = read_metrics(path)
-        if torn and self.writes:  # on stderr: a dropped record must not pass unseen in a log of epoch lines
+        if torn:
+            self.say(f"{path.name}: dropped a torn last line (the previous run stopped while writing it)")
+        if torn and self.writes:  # on stderr too: a dropped record must not pass unseen among the epoch lines
             print(f"cnnkit: {path}: dropped its torn last record ({torn}); the previous run stopped while writing "
                   "it", file=sys.stderr)
         return records
