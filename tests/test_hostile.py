@@ -143,6 +143,12 @@ CASES: list[tuple[str, str, str]] = [
     ("npy of complex", "predict {run} {files}/complex.npy", "{files}/complex.npy: holds dtype complex64"),
     ("npy of records", "predict {run} {files}/records.npy", "{files}/records.npy: holds dtype [('a', '<f4')]"),
     ("npy of NaN", "predict {run} {files}/nan.npy", "{files}/nan.npy: pixel values must be finite numbers"),
+    # model sizes from flags: parameters and one image's activations measured on fake tensors before building
+    ("summary vgg16 at 4096", "summary vgg16 --input-size 3x4096x4096",
+     "vgg16 on 3x4096x4096 inputs: parameter values: 34,395,335,464 exceeds the limit"),
+    ("summary resnet50 at 4096", "summary resnet50 --input-size 3x4096x4096",
+     "resnet50 on 3x4096x4096 inputs: bytes of one image's activations"),
+    ("summary at 99999", "summary digits_cnn --input-size 1x99999x99999", "digits_cnn on 1x99999x99999 inputs"),
     # a run's own files are never replaced by another command
     ("export over a run's best", "export {run} --out {run}/best.safetensors --overwrite",
      "{run}/best.safetensors: is a file of the training run in {run}, which export never replaces"),

@@ -17,6 +17,7 @@ from cnnkit.data.arrays import read_npy as read_npy_array
 from cnnkit.data.safety import decode_image
 from cnnkit.models import get_model, list_models, model_info
 from cnnkit.store.checkpoint import model_from_checkpoint, resolve_checkpoint
+from cnnkit.store.footprint import check_footprint
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.data import load_split
 
@@ -61,7 +62,10 @@ def load_trained(path: str | Path) -> Trained:
 
 
 def untrained(name: str, input_shape: tuple[int, int, int] | None = None, num_classes: int | None = None) -> Trained:
-    """A registry model with fresh weights, fed raw 0..255 images (no preprocessing)."""
+    """A registry model with fresh weights, fed raw 0..255 images (no preprocessing); a size that would not fit in
+    memory is refused before anything is allocated."""
+    info = model_info(name)
+    check_footprint(name, num_classes, tuple(input_shape) if input_shape else info.input_size, {})
     model = get_model(name, num_classes=num_classes, in_channels=input_shape[0] if input_shape else None,
                       input_size=input_shape[1:] if input_shape else None).eval()
     classes = model_info(name).num_classes if num_classes is None else num_classes
