@@ -128,11 +128,10 @@ class CheckpointMeta(BaseModel):
 
     @model_validator(mode="after")
     def _config_agrees(self) -> CheckpointMeta:
-        """A training run's config names the model, preprocessing and data the rest of the metadata describes; an
-        edit to one of them (a data path pointed elsewhere) would make evaluate test on the wrong images."""
+        """A training run's config names the data the checkpoint records it was trained on; an edit to one of them
+        (a data path pointed elsewhere) would make evaluate test on the wrong images. (An edited model is caught
+        by the size check of `build_model`.)"""
         config = self.config or {}
-        if "model" in config and config["model"] != self.model.name:
-            raise ValueError(f"config.model is {config['model']!r} but the checkpoint holds {self.model.name!r}")
         data, source = config.get("data"), self.data.source
         if isinstance(data, str) and source is not None and data != source and Path(data) != Path(source):
             raise ValueError(f"config.data is {data!r} but the checkpoint was trained on {source!r}")
