@@ -216,3 +216,23 @@ def test_conversion_makes_no_whole_copies(tmp_path):
     raw = n * 128 * 128
     assert peaks["load"] < 5.4 * raw, peaks["load"] / raw
     assert peaks["prepare"] < 9.5 * raw, peaks["prepare"] / raw
+
+
+def test_csv_labels_are_read_exactly(tmp_path):
+    """2**24 and 2**24 + 1 are one float32 value; as labels (class names) they are two classes."""
+    from cnnkit.data.arrays import load_csv
+
+    path = tmp_path / "labels.csv"
+    path.write_text("".join(f"{16_777_216 + i % 2},0,1,2,3\n" for i in range(6)))
+    dataset = load_csv(path)
+    assert dataset.class_names == ["16777216", "16777217"]
+    assert dataset.labels.tolist() == [0, 1, 0, 1, 0, 1]
+
+
+def test_csv_label_beyond_64_bits_is_refused(tmp_path):
+    from cnnkit.data.arrays import load_csv
+
+    path = tmp_path / "labels.csv"
+    path.write_text("0,0,1,2,3\n1e30,0,1,2,3\n")
+    with pytest.raises(CnnkitError, match=r"line 2 has label '1e30', beyond the 64-bit range"):
+        load_csv(path)

@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -115,6 +116,48 @@ CASES: list[tuple[str, str, str]] = [
     ("keras zip bomb", "import-weights {files}/bomb.keras --model digitsnet --out {tmp}/k",
      "{files}/bomb.keras: archive member model.weights.h5 inflates to"),
     ("seeds out of range", "train --seeds 1000 --out {tmp}/s", "--seeds must be between 2 and 64"),
+    # checkpoints: every tensor and metadata value checked at load
+    ("NaN weight", "predict {files}/nanweight {files}/digit.png",
+     "{files}/nanweight: tensor model.features.0.weight holds NaN or infinite values"),
+    ("inf weight", "evaluate {files}/infweight", "{files}/infweight: tensor model.features.0.weight holds NaN"),
+    ("NaN preprocessing scale", "predict {files}/nanscale {files}/digit.png",
+     "{files}/nanscale: preprocess.scale holds NaN or infinite values"),
+    ("preprocessing of the wrong shape", "evaluate {files}/wrongshape",
+     "{files}/wrongshape: preprocess.scale is float32 of shape (1, 4, 4); standardize preprocessing of 1x8x8"),
+    ("bogus preprocessing kind", "predict {files}/bogus {files}/digit.png",
+     "{files}/bogus.safetensors: bad checkpoint metadata at preprocessing: Input should be 'standardize'"),
+    ("pixel_max a string", "predict {files}/whitetext {files}/digit.png",
+     "{files}/whitetext.safetensors: bad checkpoint metadata at data.pixel_max"),
+    ("config of the wrong type", "predict {files}/lrtext {files}/digit.png",
+     "{files}/lrtext.safetensors: the checkpoint's config: bad config at lr"),
+    ("tampered data path", "evaluate {files}/moved",
+     "{files}/moved.safetensors: bad checkpoint metadata at (top level): Value error, config.data is "
+     "'/etc/passwd' but the checkpoint was trained on 'digits'"),
+    ("header lies about a dtype", "evaluate {files}/int32",
+     "{files}/int32: tensor model.features.0.weight has dtype int32"),
+    ("pickle renamed .safetensors", "evaluate {files}/renamed.safetensors",
+     "{files}/renamed.safetensors: corrupt safetensors file"),
+    # arrays of unexpected dtypes
+    ("npy of strings", "predict {run} {files}/strings.npy",
+     "{files}/strings.npy: holds dtype <U1 (strings); expected pixel values as integers or floats"),
+    ("npy of complex", "predict {run} {files}/complex.npy", "{files}/complex.npy: holds dtype complex64"),
+    ("npy of records", "predict {run} {files}/records.npy", "{files}/records.npy: holds dtype [('a', '<f4')]"),
+    ("npy of NaN", "predict {run} {files}/nan.npy", "{files}/nan.npy: pixel values must be finite numbers"),
+    # model sizes from flags: parameters and one image's activations measured on fake tensors before building
+    ("summary vgg16 at 4096", "summary vgg16 --input-size 3x4096x4096",
+     "vgg16 on 3x4096x4096 inputs: parameter values: 34,395,335,464 exceeds the limit"),
+    ("summary resnet50 at 4096", "summary resnet50 --input-size 3x4096x4096",
+     "resnet50 on 3x4096x4096 inputs: bytes of one image's activations"),
+    ("summary at 99999", "summary digits_cnn --input-size 1x99999x99999", "digits_cnn on 1x99999x99999 inputs"),
+    # a run's own files are never replaced by another command
+    ("export over a run's best", "export {run} --out {run}/best.safetensors --overwrite",
+     "{run}/best.safetensors: is a file of the training run in {run}, which export never replaces"),
+    ("export over a run's last.json", "export {run} --out {run}/last --overwrite",
+     "{run}/last.json: is a file of the training run in {run}, which export never replaces"),
+    ("import over a run's last", "import-weights {files}/weights.pt --trust --model digits_cnn --out {run}/last "
+     "--overwrite", "{run}/last.safetensors: is a file of the training run in {run}, which import-weights never"),
+    ("report over a run's metrics", "report {run} --out {run}/metrics.jsonl --overwrite",
+     "{run}/metrics.jsonl: is a file of the training run in {run}"),
 ]
 
 
@@ -146,6 +189,10 @@ def make_files(folder: Path) -> None:
     np.savez(folder / "huge.npz", x=np.full((20, 4, 4), 1e30), y=np.arange(20) % 2)
     (folder / "noise.npz").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     np.savez(folder / "objects.npz", x=np.array([object()] * 2), y=np.array([0, 1]))
+    np.save(folder / "strings.npy", np.full((8, 8), "a"))
+    np.save(folder / "complex.npy", np.zeros((8, 8), np.complex64))
+    np.save(folder / "records.npy", np.zeros((8, 8), [("a", "<f4")]))
+    np.save(folder / "nan.npy", np.full((8, 8), np.nan, np.float32))
     (folder / "long.csv").write_text("label,p0,p1,p2,p3\n1,0," + "9" * 200_000 + ",3,4\n")
     (folder / "binary.csv").write_bytes(b"1,2,3,4,5\n\xff\xfe\x00\x81\n")
     (folder / "cifar").mkdir()
@@ -167,6 +214,7 @@ def make_files(folder: Path) -> None:
 
 def make_checkpoints(folder: Path, run: Path) -> None:
     """Hostile checkpoints and runs derived from a real trained run: one line (or a few) each."""
+    import torch
     from safetensors.torch import save_file
 
     from cnnkit.store.checkpoint import load_checkpoint
@@ -184,6 +232,20 @@ def make_checkpoints(folder: Path, run: Path) -> None:
     checkpoint("short", {**meta, "class_names": ["a", "b", "c"]})
     checkpoint("typed", {**meta, "model": {**meta["model"], "in_channels": "1"}})
     checkpoint("imported", {**meta, "config": None})
+    def tensor_edit(name: str, key: str, value: torch.Tensor) -> None:
+        save_file({**tensors, key: value}, folder / f"{name}.safetensors", metadata={"cnnkit": json.dumps(meta)})
+
+    weight = tensors["model.features.0.weight"]
+    tensor_edit("nanweight", "model.features.0.weight", weight.clone().index_fill_(0, torch.tensor([0]), math.nan))
+    tensor_edit("infweight", "model.features.0.weight", weight.clone().index_fill_(0, torch.tensor([1]), math.inf))
+    tensor_edit("nanscale", "preprocess.scale", torch.full((1, 1, 1), math.nan))
+    tensor_edit("wrongshape", "preprocess.scale", torch.ones(1, 4, 4))
+    tensor_edit("int32", "model.features.0.weight", weight.view(torch.int32))  # same bytes, the header says int32
+    checkpoint("bogus", {**meta, "preprocessing": "bogus"})
+    checkpoint("whitetext", {**meta, "data": {**meta["data"], "pixel_max": "255"}})
+    checkpoint("lrtext", {**meta, "config": {**meta["config"], "lr": "fast"}})
+    checkpoint("moved", {**meta, "config": {**meta["config"], "data": "/etc/passwd"}})
+    (folder / "renamed.safetensors").write_bytes((folder / "weights.pt").read_bytes())
     (folder / "victim.json").write_text(json.dumps(meta))  # a checkpoint's JSON that export must not replace
     for picture in ("vis/filters.png", "why/digit_saliency.png", "report.html"):  # earlier outputs to keep
         (folder / picture).parent.mkdir(exist_ok=True)

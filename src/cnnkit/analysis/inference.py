@@ -13,9 +13,11 @@ from torch import nn
 from cnnkit.analysis.metrics import confusion_matrix, macro_average, precision_recall_f1
 from cnnkit.core.errors import CnnkitError
 from cnnkit.data import ImageDataset, Preprocessing, load_source
+from cnnkit.data.arrays import read_npy as read_npy_array
 from cnnkit.data.safety import decode_image
 from cnnkit.models import get_model, list_models, model_info
 from cnnkit.store.checkpoint import model_from_checkpoint, resolve_checkpoint
+from cnnkit.store.footprint import check_footprint
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.data import load_split
 
@@ -50,6 +52,8 @@ class Trained:
 def load_trained(path: str | Path) -> Trained:
     """Load a run directory or checkpoint for inference."""
     model, preprocessing, meta = model_from_checkpoint(path)
+    if meta.get("config") is not None:  # validated here, where the config's type is known (store sits below train)
+        TrainConfig.from_dict(meta["config"], f"{resolve_checkpoint(path)}.safetensors: the checkpoint's config")
     spec = meta["model"]
     shape = (spec["in_channels"], *spec["input_size"])
     pixel_max = float(meta.get("data", {}).get("pixel_max", 255.0))
@@ -58,7 +62,10 @@ def load_trained(path: str | Path) -> Trained:
 
 
 def untrained(name: str, input_shape: tuple[int, int, int] | None = None, num_classes: int | None = None) -> Trained:
-    """A registry model with fresh weights, fed raw 0..255 images (no preprocessing)."""
+    """A registry model with fresh weights, fed raw 0..255 images (no preprocessing); a size that would not fit in
+    memory is refused before anything is allocated."""
+    info = model_info(name)
+    check_footprint(name, num_classes, tuple(input_shape) if input_shape else info.input_size, {})
     model = get_model(name, num_classes=num_classes, in_channels=input_shape[0] if input_shape else None,
                       input_size=input_shape[1:] if input_shape else None).eval()
     classes = model_info(name).num_classes if num_classes is None else num_classes
@@ -95,11 +102,8 @@ def read_inputs(paths: list[str], trained: Trained) -> tuple[torch.Tensor, list[
 
 
 def read_npy(path: Path) -> torch.Tensor:
-    """A .npy array without pickles as an (N, C, H, W) float batch."""
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as error:
-        raise CnnkitError(f"{path}: not a readable .npy array without pickles ({error})") from None
+    """A .npy array without pickles as an (N, C, H, W) float batch (dtype, size and values checked on reading)."""
+    array = read_npy_array(path)
     array = array[None, None] if array.ndim == 2 else array[None] if array.ndim == 3 else array
     return torch.as_tensor(array, dtype=torch.float32)
 

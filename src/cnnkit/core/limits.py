@@ -18,6 +18,7 @@ DEFAULTS = {
     "image_side": 4096,  # --image-size and other requested image sides
     "classes": 100_000,  # distinct labels / output classes
     "parameters": 1_000_000_000,  # parameters of a model built from a flag or a file's metadata
+    "activation_bytes": 4 * 1024**3,  # one image's activations through a model (resnet152 at 224: 342 MiB)
     "json_bytes": 64 * 1024**2,  # one JSON metadata file
     "text_bytes": 1024**2,  # one small text file, such as a list of class names
     "csv_line_bytes": 64 * 1024**2,  # one CSV row (a 2048x2048 image of 16-character values)

@@ -65,8 +65,26 @@ def leftover_temp_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob(f".*{TEMP_SUFFIX}") if p.is_file())
 
 
-def refuse_existing(paths: list[Path], overwrite: bool) -> None:
-    """Refuse to replace any of `paths` unless `overwrite` (checked before anything is written)."""
+# A training run's own files, and the files whose presence marks a folder as a run (or a --seeds folder).
+RUN_OWN_FILES = ("config.json", "metrics.jsonl", "seeds.json", "last.safetensors", "last.json", "best.safetensors",
+                 "best.json")
+RUN_MARKERS = ("config.json", "metrics.jsonl", "seeds.json", "last.safetensors", "best.safetensors", ".cnnkit.lock")
+
+
+def refuse_run_files(paths: list[Path], command: str) -> None:
+    """Refuse to write a training run's own files (checkpoints, config, metrics, seeds summary) from any other
+    command, with or without --overwrite: an export or import over RUN/best would destroy the run's results."""
+    for path in paths:
+        folder = path.parent
+        if path.name in RUN_OWN_FILES and any((folder / marker).exists() for marker in RUN_MARKERS):
+            raise CnnkitError(f"{path}: is a file of the training run in {folder}, which {command} never replaces "
+                              "(not even with --overwrite); choose another --out")
+
+
+def refuse_existing(paths: list[Path], overwrite: bool, command: str = "this command") -> None:
+    """Refuse to replace any of `paths` unless `overwrite`, and a run's own files always (checked before anything
+    is written)."""
+    refuse_run_files(paths, command)
     for path in paths:
         if path.exists() and not path.is_file():
             raise CnnkitError(f"{path}: exists and is not a file")

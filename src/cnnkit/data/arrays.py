@@ -146,11 +146,48 @@ def _read_array(archive: zipfile.ZipFile, member: zipfile.ZipInfo, header: tuple
         return np.lib.format.read_array(stream, allow_pickle=False)
 
 
+def read_npy(path: Path) -> np.ndarray:
+    """One .npy image or batch of images: its header's dtype (real numbers only), shape and size are checked
+    before its data is read; pickles are never loaded; NaN, infinite or huge pixel values are refused."""
+    size = file_size(path, what="a .npy array")
+    try:
+        with path.open("rb") as stream:
+            version = np.lib.format.read_magic(stream)
+            readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in readers:
+                raise CnnkitError(f"{path}: .npy format version {version}; expected 1.0 or 2.0")
+            shape, _, dtype = readers[version](stream)
+            _check_npy_dtype(dtype, path)
+            count = check_limit("array_elements", math.prod(shape), f"{path}: values (shape {shape})")
+            if count * dtype.itemsize > size - stream.tell():
+                raise CnnkitError(f"{path}: its header promises {count * dtype.itemsize:,} bytes for shape {shape}; "
+                                  f"the file holds {size - stream.tell():,}")
+            stream.seek(0)
+            array = np.lib.format.read_array(stream, allow_pickle=False)
+    except CnnkitError:
+        raise
+    except Exception as error:  # noqa: BLE001 - numpy fails in many ways on hostile files
+        raise CnnkitError(f"{path}: not a readable .npy array ({reason(error)})") from None
+    check_pixel_values(array, str(path))
+    return array
+
+
+def _check_npy_dtype(dtype: np.dtype, path: Path) -> None:
+    """Pixels are real numbers: integers or floats; strings, objects, complex, bool, dates and records are not."""
+    if dtype.hasobject or dtype.kind not in "uif" or dtype.fields is not None:
+        raise CnnkitError(f"{path}: holds dtype {dtype} ({_KIND_NAMES.get(dtype.kind, 'not numbers')}); expected "
+                          "pixel values as integers or floats")
+
+
+_KIND_NAMES = {"U": "strings", "S": "bytes", "O": "Python objects", "c": "complex numbers", "b": "booleans",
+               "M": "dates", "m": "time spans", "V": "records or raw bytes"}
+
+
 def load_csv(path: Path) -> ImageDataset:
     """First column the label, the rest pixels of a square grey image; a header row is detected and skipped."""
     file_size(path, what="a CSV file")
     rows = _count_lines(path)
-    values, count = None, 0
+    values, count, labels = None, 0, []
     try:
         with path.open(encoding="utf-8", newline="") as file:
             for line, row in _csv_rows(file, path):
@@ -161,6 +198,7 @@ def load_csv(path: Path) -> ImageDataset:
                 if len(row) != values.shape[1]:
                     raise CnnkitError(f"{path}: line {line} has {len(row)} columns, expected {values.shape[1]}")
                 _fill(values, count, row, line, path)
+                labels.append(_label(row[0], line, path))
                 count += 1
     except UnicodeDecodeError:
         raise CnnkitError(f"{path}: not a UTF-8 text CSV file") from None
@@ -169,7 +207,7 @@ def load_csv(path: Path) -> ImageDataset:
     values = values[:count]
     side = math.isqrt(values.shape[1] - 1)
     check_pixel_values(values[:, 1:], str(path))
-    labels, names = labels_from(values[:, 0], path)
+    labels, names = labels_from(np.array(labels, dtype=np.int64), path)  # read exactly: float32 merges 2**24 + 1
     images = float_images(values[:, 1:].reshape(-1, 1, side, side))
     return ImageDataset(images, labels, names, source=str(path), pixel_max=pixel_max(values[:, 1:]))
 
@@ -223,6 +261,20 @@ def _fill(values: np.ndarray, count: int, row: list[str], line: int, path: Path)
     except ValueError:
         bad = next((v for v in row if not _is_number(v)), row[0])
         raise CnnkitError(f"{path}: line {line} holds a non-numeric value {bad[:20]!r}") from None
+
+
+def _label(text: str, line: int, path: Path) -> int:
+    """A CSV label as the whole number it names ('7', '7.0'), exactly; anything else is refused with its line."""
+    try:
+        value = int(text)
+    except ValueError:
+        number = float(text)  # numeric: _fill parsed the row already
+        if not (math.isfinite(number) and number.is_integer()):
+            raise CnnkitError(f"{path}: line {line} has label {text[:20]!r}; labels must be whole numbers") from None
+        value = int(number)
+    if not -2**63 <= value < 2**63:
+        raise CnnkitError(f"{path}: line {line} has label {text[:30]!r}, beyond the 64-bit range labels may take")
+    return value
 
 
 def pixel_max(images: np.ndarray) -> float:

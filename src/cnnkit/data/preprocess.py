@@ -70,6 +70,24 @@ class Preprocessing:
         return {"preprocess.shift": self.shift.contiguous(), "preprocess.scale": self.scale.contiguous()}
 
     @classmethod
-    def from_tensors(cls, kind: str, tensors: dict[str, torch.Tensor]) -> Preprocessing:
-        """Inverse of `tensors`."""
+    def from_tensors(cls, kind: str, tensors: dict[str, torch.Tensor], input_shape: tuple[int, int, int],
+                     where: str) -> Preprocessing:
+        """Inverse of `tensors`, refusing (naming the tensor) a missing one, or one of another dtype or shape than
+        `kind` gives for (C, H, W) inputs, or holding non-finite values (a NaN scale makes every prediction NaN)."""
+        if kind not in PREPROCESSING_KINDS:
+            raise CnnkitError(f"{where}: preprocessing {kind!r} is not one of {', '.join(PREPROCESSING_KINDS)}")
+        channels = input_shape[0]
+        shape = tuple(input_shape) if kind == "minmax" else (channels, 1, 1)
+        for name in ("preprocess.shift", "preprocess.scale"):
+            tensor = tensors.get(name)
+            if tensor is None:
+                raise CnnkitError(f"{where}: checkpoint lacks the preprocessing tensor {name!r}")
+            if tensor.dtype != torch.float32 or tuple(tensor.shape) != shape:
+                raise CnnkitError(f"{where}: {name} is {str(tensor.dtype).removeprefix('torch.')} of shape "
+                                  f"{tuple(tensor.shape)}; {kind} preprocessing of {'x'.join(map(str, input_shape))} "
+                                  f"inputs needs float32 of shape {shape}")
+            if not bool(torch.isfinite(tensor).all()):
+                raise CnnkitError(f"{where}: {name} holds NaN or infinite values")
+        if not bool((tensors["preprocess.scale"] > 0).all()):
+            raise CnnkitError(f"{where}: preprocess.scale holds a zero or negative value; scales are 1/spread > 0")
         return cls(kind, tensors["preprocess.shift"], tensors["preprocess.scale"])

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cnnkit.core.errors import CnnkitError
-from cnnkit.core.outputs import ensure_parent
+from cnnkit.core.outputs import ensure_parent, refuse_run_files
 from cnnkit.data.preprocess import Preprocessing
 
 
@@ -79,6 +79,7 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: Path, with_preproce
     if fmt not in ("onnx", "torchscript"):
         raise CnnkitError(f"format must be onnx or torchscript; received {fmt!r}")
     side_path = out.with_name(out.name + ".json")
+    refuse_run_files([out, side_path], "export")
     for path in (out, side_path):
         if path.exists() and not overwrite:
             raise CnnkitError(f"{path} already exists; pass --overwrite to replace it (export writes {out.name} and "

@@ -16,6 +16,7 @@ from torch import nn
 
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.limits import check_limit
+from cnnkit.core.outputs import refuse_run_files
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.interop.graph import Op
 from cnnkit.interop.keras_file import KerasModel, read_keras
@@ -49,8 +50,11 @@ def import_weights(weights: Path, model_name: str, out: Path, options: ImportOpt
     """Convert Keras 3 weights or a (trusted) PyTorch state dict for a registered model into a cnnkit checkpoint."""
     options = options or ImportOptions()
     stem = out.with_suffix("") if out.suffix in (".json", ".safetensors") else out
-    if stem.with_suffix(".json").exists() and not options.overwrite:
-        raise CnnkitError(f"{stem.with_suffix('.json')} already exists; pass --overwrite to replace it")
+    files = [stem.with_suffix(".safetensors"), stem.with_suffix(".json")]
+    refuse_run_files(files, "import-weights")
+    for path in files:
+        if path.exists() and not options.overwrite:
+            raise CnnkitError(f"{path} already exists; pass --overwrite to replace it")
     model_info(model_name)
     if not (math.isfinite(options.white) and options.white > 0):
         raise CnnkitError(f"--white must be a positive number (the value of white in the training images); "

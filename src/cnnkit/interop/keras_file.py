@@ -142,7 +142,10 @@ def read_variables(data: bytes, path: Path) -> dict[str, list[np.ndarray]]:
                         raise CnnkitError(f"{path}: layers/{name}/vars/{index} is not a floating-point array")
                     check_limit("array_elements", dataset.size, f"{path}: layers/{name}/vars/{index} elements")
                     total = check_limit("parameters", total + dataset.size, f"{path}: values in all layers")
-                    arrays.append(np.asarray(dataset[()], dtype=np.float32))
+                    array = np.asarray(dataset[()], dtype=np.float32)
+                    if not np.isfinite(array).all():
+                        raise CnnkitError(f"{path}: layers/{name}/vars/{index} holds NaN or infinite values")
+                    arrays.append(array)
                 out[f"layers/{name}"] = arrays
     except CnnkitError:
         raise

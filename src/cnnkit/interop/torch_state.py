@@ -127,4 +127,9 @@ def _place(model: nn.Module, state: dict[str, torch.Tensor], names: dict[str, st
                 hint = f" (torchvision's {theirs!r})" if theirs != mine else ""
                 raise CnnkitError(f"shapes differ at {mine}{hint}: the file holds {tuple(value.shape)}, the model "
                                   f"{tuple(target.shape)}")
+            if value.dtype != target.dtype and not (value.is_floating_point() and target.is_floating_point()):
+                raise CnnkitError(f"{theirs}: the file holds {str(value.dtype).removeprefix('torch.')} values; "
+                                  f"{mine} is {str(target.dtype).removeprefix('torch.')}")
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise CnnkitError(f"{theirs}: holds NaN or infinite values")
             target.copy_(value.to(target.dtype))

@@ -197,6 +197,7 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, Preprocessing | 
     except CnnkitError as error:
         raise CnnkitError(f"{path}: {error}") from None
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    _check_weights(weights, model, path)
     try:
         model.load_state_dict(weights)
     except RuntimeError as error:
@@ -204,11 +205,20 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, Preprocessing | 
         raise CnnkitError(f"{path}: weights do not fit {spec['name']}: {detail[:300]}") from None
     preprocessing = None
     if meta.get("preprocessing") is not None:
-        try:
-            preprocessing = Preprocessing.from_tensors(meta["preprocessing"], tensors)
-        except KeyError as error:
-            raise CnnkitError(f"{path}: checkpoint lacks the preprocessing tensor {error}") from None
-        if preprocessing.shift.shape[0] != spec["in_channels"] or preprocessing.scale.shape[0] != spec["in_channels"]:
-            raise CnnkitError(f"{path}: preprocessing tensors have shapes {tuple(preprocessing.shift.shape)} and "
-                              f"{tuple(preprocessing.scale.shape)}; the model takes {spec['in_channels']} channel(s)")
+        shape = (spec["in_channels"], *spec["input_size"])
+        preprocessing = Preprocessing.from_tensors(meta["preprocessing"], tensors, shape, str(path))
     return model.eval(), preprocessing, meta
+
+
+def _check_weights(weights: dict[str, torch.Tensor], model: nn.Module, path: str | Path) -> None:
+    """Refuse, naming the tensor, weights of another dtype than the model's (load_state_dict would cast int32 or
+    bool bits silently) or holding NaN or infinite values (every prediction would be NaN: '8 (8 nan%)')."""
+    expected = model.state_dict()
+    for name, tensor in weights.items():
+        want = expected.get(name)
+        if want is not None and tensor.dtype != want.dtype:
+            raise CnnkitError(f"{path}: tensor model.{name} has dtype {str(tensor.dtype).removeprefix('torch.')}; "
+                              f"the model's is {str(want.dtype).removeprefix('torch.')}")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CnnkitError(f"{path}: tensor model.{name} holds NaN or infinite values; a checkpoint of a run that "
+                              "diverged, or a damaged file")

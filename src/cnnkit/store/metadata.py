@@ -26,6 +26,7 @@ from pydantic import (
 
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.limits import limit
+from cnnkit.data.preprocess_kinds import PREPROCESSING_KINDS
 
 FORMAT = "cnnkit-checkpoint"
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -81,7 +82,12 @@ class DataInfo(BaseModel):
     """What a checkpoint records about its data: where white is, and (for trained runs) the split sizes."""
 
     model_config = ConfigDict(extra="allow")
-    pixel_max: Annotated[float, Field(gt=0)] = 255.0
+    pixel_max: Annotated[float, Field(gt=0, strict=True)] = 255.0
+    source: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    mean_fraction: Annotated[float, Field(ge=0, le=1, strict=True)] | None = None  # predict's polarity note
+    train: Annotated[StrictInt, Field(ge=0)] | None = None  # the split's sizes, which evaluate compares
+    val: Annotated[StrictInt, Field(ge=0)] | None = None
+    test: Annotated[StrictInt, Field(ge=0)] | None = None
 
     @field_validator("pixel_max")
     @classmethod
@@ -106,7 +112,7 @@ class CheckpointMeta(BaseModel):
     format: Literal["cnnkit-checkpoint"]
     model: ModelSpec
     class_names: list[Annotated[str, Field(max_length=1000)]] = Field(default_factory=list)
-    preprocessing: Annotated[str, Field(max_length=50)] | None = None
+    preprocessing: Literal[PREPROCESSING_KINDS] | None = None
     data: DataInfo = Field(default_factory=DataInfo)
     epoch: Annotated[StrictInt, Field(ge=0)] = 0
     global_step: Annotated[StrictInt, Field(ge=0)] = 0
@@ -118,6 +124,17 @@ class CheckpointMeta(BaseModel):
     def _one_name_per_class(self) -> CheckpointMeta:
         if self.class_names and len(self.class_names) != self.model.num_classes:
             raise ValueError(f"{len(self.class_names)} class names for a model with {self.model.num_classes} classes")
+        return self
+
+    @model_validator(mode="after")
+    def _config_agrees(self) -> CheckpointMeta:
+        """A training run's config names the data the checkpoint records it was trained on; an edit to one of them
+        (a data path pointed elsewhere) would make evaluate test on the wrong images. (An edited model is caught
+        by the size check of `build_model`.)"""
+        config = self.config or {}
+        data, source = config.get("data"), self.data.source
+        if isinstance(data, str) and source is not None and data != source and Path(data) != Path(source):
+            raise ValueError(f"config.data is {data!r} but the checkpoint was trained on {source!r}")
         return self
 
 
@@ -139,10 +156,11 @@ class MetricsRecord(BaseModel):
     final: dict[str, Any] | None = None
 
 
-def metrics_records(text: str, where: str | Path) -> tuple[list[dict], bool]:
-    """(records, whether a torn trailing line was dropped) of a metrics.jsonl file; other bad lines are refused."""
+def metrics_records(text: str, where: str | Path) -> tuple[list[dict], str | None]:
+    """(records, a description of the torn trailing line dropped, else None) of a metrics.jsonl file; other bad
+    lines are refused."""
     lines = text.splitlines()
-    records, torn = [], False
+    records, torn = [], None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -151,11 +169,18 @@ def metrics_records(text: str, where: str | Path) -> tuple[list[dict], bool]:
             MetricsRecord.model_validate(values)
         except (json.JSONDecodeError, ValidationError, RecursionError) as error:
             if number == len(lines) and not text.endswith("\n"):  # a write cut short by a kill
-                torn = True
+                torn = f"line {number}, {len(line):,} characters cut short: {line[:60]!r}"
                 break
             raise CnnkitError(f"{where}: line {number} is not a metrics record ({type(error).__name__})") from None
         records.append(values)
     return records, torn
+
+
+def read_metrics(path: Path) -> tuple[list[dict], str | None]:
+    """`metrics_records` of a metrics.jsonl file, its size capped before it is read."""
+    from cnnkit.data.safety import read_bytes  # data sits below store
+
+    return metrics_records(read_bytes(path, cap="json_bytes").decode("utf-8", errors="replace"), path)
 
 
 def config_values(values: Any, where: str | Path, config_type: type) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from cnnkit.core.outputs import atomic_write, leftover_temp_files
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.models.registry import resolved_options
 from cnnkit.store.checkpoint import load_checkpoint, read_metadata, repair_json_copy, save_checkpoint
-from cnnkit.store.metadata import metrics_records
+from cnnkit.store.metadata import read_metrics
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.data import PreparedData
 from cnnkit.train.optimizers import Optimizer
@@ -216,7 +217,7 @@ class RunDirectory:
                               f"pass more than {done} to train it further")
         metrics = self.path / "metrics.jsonl"
         finished = metrics.exists() and any(
-            "final" in r for r in metrics_records(metrics.read_text(errors="replace"), metrics)[0])
+            "final" in r for r in read_metrics(metrics)[0])
         if done >= epochs and finished:
             raise CnnkitError(f"{self.path} has finished its {done} epochs; pass --epochs N (more than {done}) to "
                               "train it further")
@@ -258,9 +259,12 @@ class RunDirectory:
         path = self.path / "metrics.jsonl"
         if not path.exists():
             return []
-        records, torn = metrics_records(path.read_text(errors="replace"), path)
+        records, torn = read_metrics(path)
         if torn:
             self.say(f"{path.name}: dropped a torn last line (the previous run stopped while writing it)")
+        if torn and self.writes:  # on stderr too: a dropped record must not pass unseen among the epoch lines
+            print(f"cnnkit: {path}: dropped its torn last record ({torn}); the previous run stopped while writing "
+                  "it", file=sys.stderr)
         return records
 
     def _history(self, records: list[dict], last_epoch: int) -> list[dict]:

@@ -1,0 +1,36 @@
+"""What a model would cost before it is built: parameters and one forward's activations, on fake tensors.
+
+A size from a flag or a file (`--input-size 3x4096x4096` for vgg16) must be refused in one line before cnnkit
+allocates the 137 GB its classifier would take, or the gigabytes of feature maps one image would fill.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cnnkit.core.limits import check_limit
+from cnnkit.models import get_model
+
+
+def check_footprint(name: str, num_classes: int | None, input_shape: tuple[int, int, int], options: dict) -> None:
+    """Refuse `name` for (C, H, W) inputs when its parameters or one image's activations (every layer's output,
+    summed) exceed the `parameters` and `activation_bytes` caps; measured on fake tensors, which hold no memory."""
+    from torch._subclasses.fake_tensor import FakeTensorMode  # fake tensors run any forward (meta cannot mix devices)
+
+    what = f"{name} on {'x'.join(map(str, input_shape))} inputs"
+    total = [4 * input_shape[0] * input_shape[1] * input_shape[2]]
+
+    def count(_module: nn.Module, _inputs: object, output: object) -> None:
+        for tensor in output if isinstance(output, (list, tuple)) else [output]:
+            if isinstance(tensor, torch.Tensor):
+                total[0] += tensor.numel() * tensor.element_size()
+
+    with FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
+        model = get_model(name, num_classes, input_shape[0], input_shape[1:], **options)
+        check_limit("parameters", sum(t.numel() for t in model.state_dict().values()), f"{what}: parameter values")
+        for module in model.modules():
+            if not any(True for _ in module.children()):
+                module.register_forward_hook(count)
+        model.eval()(torch.empty(1, *input_shape))
+    check_limit("activation_bytes", total[0], f"{what}: bytes of one image's activations")
