@@ -190,7 +190,9 @@ class TrainConfig(BaseModel):
             seeds = seed_runs(Path(run_dir))
             hint = f"; it holds the runs of --seeds: resume one, e.g. {seeds[0]}" if seeds else ""
             raise CnnkitError(f"{run_dir}: nothing to resume (no config.json){hint}")
-        config = cls.from_dict(parse_json(path.read_bytes(), path), str(path))
+        from cnnkit.data.safety import read_bytes  # capped: a config.json is read from a folder a user names
+
+        config = cls.from_dict(parse_json(read_bytes(path, cap="json_bytes"), path), str(path))
         return config if epochs is None else config.replace(epochs=epochs)
 
     def check_device(self) -> None:
