@@ -2,6 +2,7 @@
 typed, top losses list the misclassified images first, and an imported model has no training epoch."""
 
 import io
+import json
 import math
 import re
 from pathlib import Path
@@ -88,6 +89,8 @@ def test_evaluate_names_the_epoch_only_of_a_trained_checkpoint(tmp_path, capsys)
     assert main(["evaluate", str(out), "--data", "digits", "--no-progress"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert first == f"evaluated {out} on all of digits: 1797 images"  # scikit-learn's digits: 1797 images
+    assert main(["evaluate", str(out), "--data", "digits", "--no-progress", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["epoch"] is None  # imported: no training epoch, not 0
     fit(TrainConfig(model="digitsnet", epochs=1), out=tmp_path / "run", progress=False)
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "run"), "--no-progress"]) == 0

@@ -217,7 +217,8 @@ def evaluate_checkpoint(checkpoint: str, data: str | None = None, top_k: int = 5
     images, labels, described = evaluation_data(trained, data, progress)
     metrics = evaluate_trained(trained, images, labels, top_k)
     metrics.pop("predicted")
-    return {"checkpoint": str(resolve_checkpoint(checkpoint)), "epoch": trained.meta.get("epoch"), "data": described,
+    epoch = None if "imported_from" in trained.meta else trained.meta.get("epoch")  # imported: never trained here
+    return {"checkpoint": str(resolve_checkpoint(checkpoint)), "epoch": epoch, "data": described,
             "classes": trained.class_names, **metrics}
 
 

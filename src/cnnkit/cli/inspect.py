@@ -104,7 +104,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(metrics))
         return 0
     top_key = next(k for k in metrics if k.startswith("top"))
-    epoch = f" (epoch {metrics['epoch']})" if metrics["epoch"] else ""  # 0: never trained (imported)
+    epoch = f" (epoch {metrics['epoch']})" if metrics["epoch"] is not None else ""  # None: imported, never trained here
     print(f"evaluated {metrics['checkpoint']}{epoch} on {metrics['data']}: {metrics['count']} images")
     print(f"accuracy {percent(metrics['accuracy'])}   {top_key.replace('_', ' ')} {percent(metrics[top_key])}")
     print(f"{'class':>12} {'precision':>9} {'recall':>7} {'F1':>6} {'support':>7}")
