@@ -61,7 +61,7 @@ def test_fit_logs_like_the_command_unless_quiet(tmp_path, capsys):
 
 
 def test_fit_refuses_bad_settings_in_one_line():
-    for settings, message in (({"lr": -1.0}, "--lr must be a finite number above 0; received -1.0"),
+    for settings, message in (({"lr": -1.0}, "--lr must be a finite number above 0 and at most 1e6; received -1.0"),
                               ({"threads": 0}, "--threads must be a whole number of threads between 1"),
                               ({"freeze": "features"}, "needs --init-from"),
                               ({"optimiser": "sgd"}, "optimiser: no such setting")):
@@ -123,3 +123,28 @@ def test_the_train_subpackage_is_not_shadowed():
     assert cnnkit.train is package and callable(cnnkit.fit) and cnnkit.TrainConfig is package.TrainConfig
     with pytest.raises(AttributeError):
         cnnkit.no_such_name  # noqa: B018
+
+
+def test_wrong_argument_types_are_refused_in_one_line(fitted, tmp_path):
+    """What the attack on the API found: no traceback from deep inside, no silent NaN, no truthy 'no'."""
+    _, out = fitted
+    run = cnnkit.load(out)
+    before = (out / "last.safetensors").read_bytes()
+    cases = [
+        (lambda: run.predict(torch.full((1, 1, 8, 8), float("nan"))), "pixel values must be finite numbers"),
+        (lambda: run.predict(np.array(["a", "b"])), "an array of dtype <U1 holds no pixel values"),
+        (lambda: run.predict(torch.zeros(0, 1, 8, 8)), "with N >= 1; received shape (0, 1, 8, 8)"),
+        (lambda: run.predict([]), "the list of images is empty"),
+        (lambda: run.predict(torch.zeros(1, 1, 8, 8), top_k="3"), "top_k must be a whole number of 1 or more"),
+        (lambda: run.evaluate(top_k=0), "top_k must be a whole number of 1 or more; received 0"),
+        (lambda: cnnkit.load(5), "path must be a path (str or pathlib.Path); received 5"),
+        (lambda: cnnkit.fit(epochs=1, out=out, overwrite="no"), "overwrite must be True or False"),
+        (lambda: cnnkit.get_model("digits_cnn", num_classes="10"), "num_classes must be a whole number"),
+        # the head alone: (192 + 1) x 10^12 values (772 TB), refused on the meta device before anything is allocated
+        (lambda: cnnkit.get_model("digits_cnn", num_classes=10**12), "parameter values: 193,000,000,037,228 exceeds"),
+    ]
+    for call, message in cases:
+        with pytest.raises(cnnkit.CnnkitError) as refused:
+            call()
+        assert message in str(refused.value) and "\n" not in str(refused.value)
+    assert (out / "last.safetensors").read_bytes() == before

@@ -33,7 +33,7 @@ def test_every_field_is_a_flag_with_its_choices_and_description():
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--lr", "-1"], "--lr must be a finite number above 0; received -1.0"),
+    (["--lr", "-1"], "--lr must be a finite number above 0 and at most 1e6; received -1.0"),
     (["--epochs", "0"], "--epochs must be a whole number between 1 and 1,000,000; received 0"),
     (["--threads", "0"], "--threads must be a whole number of threads between 1 and 1024 (leave it out to choose "
                          "from the work); received 0"),
@@ -84,8 +84,8 @@ def test_python_values_are_checked_strictly_on_construction_and_assignment():
 
 
 def test_config_json_is_validated_by_the_same_model():
-    for values, message in (({"lr": "fast"}, "x.json: bad config at lr: must be a finite number above 0; received "
-                                             "'fast'"),
+    for values, message in (({"lr": "fast"}, "x.json: bad config at lr: must be a finite number above 0 and at "
+                                             "most 1e6; received 'fast'"),
                             ({"epochs": "3"}, "x.json: bad config at epochs: must be a whole number"),
                             ({"optimiser": "sgd"}, "x.json: bad config at optimiser: no such setting"),
                             ({"schedule": "linear"}, "x.json: bad config at schedule: must be one of constant, step, "

@@ -63,7 +63,7 @@ CASES: list[tuple[str, str, str]] = [
     ("stream truncated image", "train --data {files}/broken --stream --out {tmp}/q",
      "{files}/broken/b/3.png: unreadable or truncated image"),
     # train flags: every number checked before any work
-    ("lr nan", "train --lr nan --out {tmp}/t1", "--lr must be a finite number above 0; received nan"),
+    ("lr nan", "train --lr nan --out {tmp}/t1", "--lr must be a finite number above 0 and at most 1e6; received nan"),
     ("lr not a number", "train --lr abc --out {tmp}/t1", "argument --lr: invalid float value: 'abc'"),
     ("momentum negative", "train --optimizer sgd --momentum -1 --out {tmp}/t2", "--momentum must be between 0 and"),
     ("step size zero", "train --schedule step --step-size 0 --out {tmp}/t3", "--step-size must be a whole number"),
@@ -158,6 +158,14 @@ CASES: list[tuple[str, str, str]] = [
      "--overwrite", "{run}/last.safetensors: is a file of the training run in {run}, which import-weights never"),
     ("report over a run's metrics", "report {run} --out {run}/metrics.jsonl --overwrite",
      "{run}/metrics.jsonl: is a file of the training run in {run}"),
+    # found by the attack on the merged redesign
+    ("lr past float range", "train --lr 1e308 --out {tmp}/lr", "--lr must be a finite number above 0 and at most 1e6"),
+    ("summary sizes overflowing int64", "summary vgg16 --input-size 3x99999999x99999999",
+     "vgg16 on 3x99999999x99999999 inputs: the weights' sizes overflow"),
+    ("pool padding past half the window", "explain pool --input 4x4 --kernel 2 --padding 8 --json",
+     "explain: a pool's padding must be at most half its 2x2 window (1); received 8"),
+    ("a 5000-digit number in metadata", "evaluate {files}/digits5000",
+     "{files}/digits5000.json: not valid cnnkit JSON"),
 ]
 
 
@@ -232,6 +240,7 @@ def make_checkpoints(folder: Path, run: Path) -> None:
     checkpoint("short", {**meta, "class_names": ["a", "b", "c"]})
     checkpoint("typed", {**meta, "model": {**meta["model"], "in_channels": "1"}})
     checkpoint("imported", {**meta, "config": None})
+    checkpoint("digits5000", meta, json.dumps(meta).replace('"epoch": ', '"epoch": ' + "9" * 5000, 1))
     def tensor_edit(name: str, key: str, value: torch.Tensor) -> None:
         save_file({**tensors, key: value}, folder / f"{name}.safetensors", metadata={"cnnkit": json.dumps(meta)})
 

@@ -32,8 +32,19 @@ def list_models() -> list[str]:
 def get_model(name: str, **options: Any) -> nn.Module:
     """A registered model with fresh weights, as a plain nn.Module: `num_classes`, `in_channels`, `input_size`
     (default: the paper's) and the model's own options (e.g. width=32)."""
+    from cnnkit.core.arithmetic import pair
     from cnnkit.models import get_model as build
+    from cnnkit.models import model_info
+    from cnnkit.store.footprint import check_footprint
 
+    info = model_info(name)
+    sizes = dict(options)
+    num_classes, in_channels, input_size = (sizes.pop(key, None) for key in ("num_classes", "in_channels",
+                                                                             "input_size"))
+    channels = info.input_size[0] if in_channels is None else in_channels
+    size = info.input_size[1:] if input_size is None else pair(input_size, "input_size")
+    if isinstance(channels, int) and not isinstance(channels, bool):  # other types: the builder names them
+        check_footprint(name, num_classes, (channels, *size), sizes)  # 10**12 classes: one line, not a crash
     return build(name, **options)
 
 
@@ -57,6 +68,14 @@ def fit(model: str | None = None, data: str | Path = "digits", epochs: int | Non
     the run directory (checkpoints, config.json, metrics) is kept there for `load` and `cnnkit` commands."""
     from cnnkit.train.loop import fit as train
 
+    _check_flag("overwrite", overwrite)
+    _check_flag("verbose", verbose)
+    _check_path("data", data)
+    if out is not None:
+        _check_path("out", out)
+    for name in PATH_FIELDS:
+        if settings.get(name) is not None:
+            _check_path(name, settings[name])
     given = {"data": str(data), "epochs": epochs, **settings}
     given = {name: _absolute(name, value) for name, value in given.items() if value is not None}
     if model is not None:
@@ -68,6 +87,48 @@ def fit(model: str | None = None, data: str | Path = "digits", epochs: int | Non
                    stream=None if verbose else io.StringIO())
     return FitResult(result.test_accuracy, result.run_dir, _best_epoch(result), result.test_loss,
                      result.best_val_accuracy, result.epochs_run, result.seconds)
+
+
+def _check_flag(name: str, value: object) -> None:
+    """Refuse a truthy stand-in for a bool ('no' would mean yes)."""
+    if not isinstance(value, bool):
+        raise CnnkitError(f"{name} must be True or False; received {value!r}")
+
+
+def _check_path(name: str, value: object) -> None:
+    """Refuse a path argument that is no path (a number, a list)."""
+    if not isinstance(value, (str, Path)) or not str(value):
+        raise CnnkitError(f"{name} must be a path (str or pathlib.Path); received {value!r}")
+
+
+def _check_top_k(value: object) -> None:
+    """Refuse a top_k that is not a whole number of 1 or more."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CnnkitError(f"top_k must be a whole number of 1 or more; received {value!r}")
+
+
+def _pixel_batch(images: object) -> torch.Tensor:
+    """An (N, C, H, W) float batch from a tensor or array of real, finite numbers; anything else is refused."""
+    import numpy as np
+    import torch
+
+    if isinstance(images, np.ndarray):
+        if images.dtype.kind not in "iuf":
+            raise CnnkitError(f"predict: an array of dtype {images.dtype} holds no pixel values; expected integers "
+                              "or floats")
+        images = torch.from_numpy(np.ascontiguousarray(images))
+    if not isinstance(images, torch.Tensor):
+        raise CnnkitError(f"predict: expected image paths, a tensor or an array; received {type(images).__name__}")
+    if images.device.type == "meta" or images.is_complex() or images.dtype == torch.bool:
+        raise CnnkitError(f"predict: a {images.dtype} tensor on {images.device} holds no pixel values")
+    batch = images.detach().to("cpu", torch.float32)
+    batch = batch.unsqueeze(0) if batch.dim() == 3 else batch
+    if batch.dim() != 4 or batch.shape[0] == 0:
+        raise CnnkitError(f"predict: expected (N, C, H, W) or (C, H, W) pixels with N >= 1; received shape "
+                          f"{tuple(images.shape)}")
+    if not torch.isfinite(batch).all():
+        raise CnnkitError("predict: pixel values must be finite numbers; found NaN or infinity")
+    return batch
 
 
 def _absolute(name: str, value: Any) -> Any:
@@ -109,31 +170,32 @@ class TrainedModel:
     def predict(self, images: str | Path | list | torch.Tensor | np.ndarray, top_k: int = 3) -> list[dict]:
         """Class and top-k probabilities per image: image files / .npy arrays (a path or a list of them), or a
         tensor / array of (N, C, H, W) or one (C, H, W) image in the training data's pixel scale (as stored)."""
-        import torch
-
         from cnnkit.analysis.inference import predict, read_inputs
 
+        _check_top_k(top_k)
         if isinstance(images, (str, Path)):
             images = [images]
         if isinstance(images, list):
             if not all(isinstance(item, (str, Path)) for item in images):
                 raise CnnkitError("predict: a list must hold image file or .npy paths; pass pixels as one tensor")
+            if not images:
+                raise CnnkitError("predict: the list of images is empty")
             batch = read_inputs([str(item) for item in images], self.trained)[0]
         else:
-            batch = torch.as_tensor(images, dtype=torch.float32)
-            batch = batch.unsqueeze(0) if batch.dim() == 3 else batch
-        if top_k < 1:
-            raise CnnkitError(f"top_k must be a whole number of 1 or more; received {top_k!r}")
+            batch = _pixel_batch(images)
         return predict(self.trained, batch, top_k)
 
     def evaluate(self, data: str | Path | None = None, top_k: int = 5) -> dict:
         """`cnnkit evaluate --json`'s metrics: on the run's own held-out test split, or on every image of `data`."""
         from cnnkit.analysis.inference import evaluate_checkpoint
 
+        _check_top_k(top_k)
+        if data is not None:
+            _check_path("data", data)
         return evaluate_checkpoint(str(self.path), None if data is None else str(data), top_k, progress=False)
 
     def summary(self) -> Summary:
-        """The per-layer table (`cnnkit summary`): `.rows`, `.totals()`, `.table()`, `.to_dict()`."""
+        """The per-layer table (`cnnkit summary`): `.rows`, `.totals`, `.table()`, `.to_dict()`."""
         from cnnkit.analysis.summary import summarize
 
         return summarize(self.model, self.trained.input_shape, name=str(self.path))
@@ -147,4 +209,5 @@ def load(path: str | Path) -> TrainedModel:
     """A run directory (its best checkpoint, else its last) or a checkpoint file, ready to predict."""
     from cnnkit.analysis.inference import load_trained
 
+    _check_path("path", path)
     return TrainedModel(path, load_trained(path))

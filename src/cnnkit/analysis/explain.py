@@ -30,6 +30,10 @@ def explain_window(kind: str, size: tuple[int, int], kernel: int, stride: int = 
     mode = padding_mode(padding)
     if isinstance(mode, tuple) and max(mode) > MAX_SIDE:
         raise CnnkitError(f"explain: padding must be at most {MAX_SIDE} cells; received {padding}")
+    if kind == "pool" and isinstance(mode, tuple) and max(mode) > kernel // 2:
+        # Past half the window a window can lie wholly in padding: max gives -inf, average 0/0 (PyTorch's rule too).
+        raise CnnkitError(f"explain: a pool's padding must be at most half its {kernel}x{kernel} window "
+                          f"({kernel // 2}); received {padding}")
     extent = effective_kernel(kernel, dilation)
     pads, outs, formulas = [], [], []
     for axis, n in zip(("height", "width"), size, strict=True):

@@ -137,6 +137,9 @@ def get_model(
 ) -> nn.Module:
     """Build a registered model; sizes default to the paper's, and a too-small input size names the minimum."""
     info = model_info(name)
+    for what, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise CnnkitError(f"{what} must be a whole number of 1 or more; received {value!r}")
     channels = info.input_size[0] if in_channels is None else in_channels
     size = info.input_size[1:] if input_size is None else pair(input_size, "input_size")
     classes = info.num_classes if num_classes is None else num_classes

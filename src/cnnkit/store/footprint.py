@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnkit.core.limits import check_limit
+from cnnkit.core.errors import CnnkitError
+from cnnkit.core.limits import check_limit, limit
 from cnnkit.models import get_model, model_info
 
 
@@ -29,7 +30,11 @@ def check_footprint(name: str, num_classes: int | None, input_shape: tuple[int, 
 
     with torch.device("meta"), torch.no_grad():
         # .to("meta"): buffers a builder draws on the CPU on purpose (LeNet-5's RBF codes) follow the weights.
-        model = get_model(name, num_classes, input_shape[0], input_shape[1:], **options).to("meta")
+        try:
+            model = get_model(name, num_classes, input_shape[0], input_shape[1:], **options).to("meta")
+        except RuntimeError as error:  # torch cannot even describe the weights' sizes (they overflow 64 bits)
+            raise CnnkitError(f"{what}: the weights' sizes overflow ({error}); far beyond the parameters limit of "
+                              f"{limit('parameters'):,}") from None
         check_limit("parameters", sum(t.numel() for t in model.state_dict().values()), f"{what}: parameter values")
         for module in model.modules():
             if not any(True for _ in module.children()):
@@ -42,6 +47,8 @@ def within_defaults(name: str, num_classes: int | None, input_shape: tuple[int, 
     """Whether a model is asked for at most its registered input size and classes: the registry's own sizes fit
     (the largest, resnet152 at 3x224x224, needs 342 MiB), and a meta-device forward would import torch._dynamo."""
     info = model_info(name)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (*input_shape, num_classes or 1)):
+        return False  # the builder names the value that is no whole number
     channels, height, width = input_shape
     default_channels, default_height, default_width = info.input_size
     return (channels <= max(default_channels, 3) and height <= default_height and width <= default_width

@@ -44,6 +44,8 @@ def parse_json(data: bytes | str, where: str | Path) -> Any:
         raise CnnkitError(f"{where}: not valid JSON ({error})") from None
     except RecursionError:
         raise CnnkitError(f"{where}: JSON nested too deeply to be cnnkit metadata") from None
+    except ValueError as error:  # Python's cap on integer digits (4300): no setting of cnnkit's is that long
+        raise CnnkitError(f"{where}: not valid cnnkit JSON ({error})") from None
 
 
 def _first_problem(error: ValidationError) -> str:

@@ -50,7 +50,7 @@ class TrainConfig(BaseModel):
                           "and 64", ge=0, le=64)
     flip: bool = _setting(False, "random horizontal flips (not for digits)")
     optimizer: Literal["adam", "adamw", "sgd"] = _setting("adamw", "adam, adamw or sgd (momentum)")
-    lr: float = _setting(1e-2, "peak learning rate", "a finite number above 0", gt=0.0)
+    lr: float = _setting(1e-2, "peak learning rate", "a finite number above 0 and at most 1e6", gt=0.0, le=1e6)
     momentum: float = _setting(0.9, "SGD momentum", "between 0 and 0.999", ge=0.0, le=0.999)
     nesterov: bool = _setting(False, "Nesterov momentum for SGD")
     weight_decay: float = _setting(5e-4, "weight decay on weights (not biases / BN)", "between 0 and 10",
