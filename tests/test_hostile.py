@@ -164,6 +164,9 @@ CASES: list[tuple[str, str, str]] = [
      "vgg16 on 3x99999999x99999999 inputs: the weights' sizes overflow"),
     ("pool padding past half the window", "explain pool --input 4x4 --kernel 2 --padding 8 --json",
      "explain: a pool's padding must be at most half its 2x2 window (1); received 8"),
+    ("pool with dilation", "explain pool --dilation 2 --json", "explain: dilation is for convolutions only"),
+    ("seed recipe on another model", "train --recipe seed --model resnet18 --out {tmp}/sr",
+     "--recipe seed is the article's own program for its network, digitsnet; received --model resnet18"),
     ("a 5000-digit number in metadata", "evaluate {files}/digits5000",
      "{files}/digits5000.json: not valid cnnkit JSON"),
 ]

@@ -27,6 +27,8 @@ def explain_window(kind: str, size: tuple[int, int], kernel: int, stride: int = 
                         ("dilation", dilation)):
         if not 1 <= value <= MAX_SIDE:
             raise CnnkitError(f"explain: {name} must be between 1 and {MAX_SIDE}; received {value}")
+    if kind == "pool" and dilation != 1:  # tf.nn's pooling windows have no dilation
+        raise CnnkitError(f"explain: dilation is for convolutions only (tf.nn pooling has none); received {dilation}")
     mode = padding_mode(padding)
     if isinstance(mode, tuple) and max(mode) > MAX_SIDE:
         raise CnnkitError(f"explain: padding must be at most {MAX_SIDE} cells; received {padding}")

@@ -38,8 +38,7 @@ def add_inspect_parsers(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("models", help="the model registry as a table",
                             description="Every registered model: trainable parameters (and, where auxiliary "
                                         "classifiers exist, the count without them), default input size and "
-                                        "classes, its paper, and the digits accuracy its recipe is expected to "
-                                        "reach.")
+                                        "classes, and its paper (each recipe's digits accuracy: docs/training.md).")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run_models)
 

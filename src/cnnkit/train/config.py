@@ -244,6 +244,9 @@ def seed_recipe(**overrides: Any) -> TrainConfig:
     """The article's exact recipe: digitsnet with N(0, 1) init, min-max scaling, batch 8 in file order, Adam 1e-3,
     its loss, 1000 epochs, accuracy every 100 epochs measured on the training set with batch statistics.
     `overrides` (explicit user flags) are applied on top."""
+    if overrides.get("model", "digitsnet") != "digitsnet":
+        raise CnnkitError(f"--recipe seed is the article's own program for its network, digitsnet; received --model "
+                          f"{overrides['model']}")
     recipe = dict(
         model="digitsnet", model_options={"seed_faithful": True}, val_fraction=0.0, preprocessing="minmax", shift=0,
         optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant", label_smoothing=0.0, loss="article",
