@@ -88,7 +88,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     fit(TrainConfig(epochs=3, optimizer="sgd", lr=0.01), out=run, progress=False, stop_after_epochs=1)
     good = (run / "last.safetensors").read_bytes()
     config = json.loads((run / "config.json").read_text())
-    config["lr"] = 1e30  # the next epoch explodes
+    config["lr"] = 1e6  # the next epoch explodes (1e6: the highest lr a config accepts)
     (run / "config.json").write_text(json.dumps(config))
     with pytest.raises(CnnkitError, match=r"loss became (nan|inf) at epoch 2, batch \d+.*last good checkpoint"):
         fit(TrainConfig.from_dict(config), out=run, resume=True, progress=False)
