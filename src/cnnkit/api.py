@@ -32,19 +32,14 @@ def list_models() -> list[str]:
 def get_model(name: str, **options: Any) -> nn.Module:
     """A registered model with fresh weights, as a plain nn.Module: `num_classes`, `in_channels`, `input_size`
     (default: the paper's) and the model's own options (e.g. width=32)."""
-    from cnnkit.core.arithmetic import pair
     from cnnkit.models import get_model as build
-    from cnnkit.models import model_info
+    from cnnkit.models.registry import input_shape
     from cnnkit.store.footprint import check_footprint
 
-    info = model_info(name)
-    sizes = dict(options)
-    num_classes, in_channels, input_size = (sizes.pop(key, None) for key in ("num_classes", "in_channels",
-                                                                             "input_size"))
-    channels = info.input_size[0] if in_channels is None else in_channels
-    size = info.input_size[1:] if input_size is None else pair(input_size, "input_size")
-    if isinstance(channels, int) and not isinstance(channels, bool):  # other types: the builder names them
-        check_footprint(name, num_classes, (channels, *size), sizes)  # 10**12 classes: one line, not a crash
+    own = dict(options)
+    num_classes, in_channels, input_size = (own.pop(key, None) for key in ("num_classes", "in_channels", "input_size"))
+    # 10**12 classes: one line from the meta device, not torch failing to allocate 772 TB
+    check_footprint(name, num_classes, input_shape(name, in_channels, input_size), own)
     return build(name, **options)
 
 

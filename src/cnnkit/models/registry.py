@@ -131,17 +131,27 @@ def _fits_type(value: object, expected: type) -> bool:
     return isinstance(value, (int, float)) if expected is float else isinstance(value, int)
 
 
+def input_shape(name: str, in_channels: int | None = None,
+                input_size: int | tuple[int, int] | None = None) -> tuple[int, int, int]:
+    """The (C, H, W) a model is built for: the paper's sizes unless given; sizes that are no whole numbers refused."""
+    info = model_info(name)
+    if in_channels is not None and (isinstance(in_channels, bool) or not isinstance(in_channels, int)):
+        raise CnnkitError(f"in_channels must be a whole number of 1 or more; received {in_channels!r}")
+    channels = info.input_size[0] if in_channels is None else in_channels
+    size = info.input_size[1:] if input_size is None else pair(input_size, "input_size")
+    return channels, *size
+
+
 def get_model(
     name: str, num_classes: int | None = None, in_channels: int | None = None,
     input_size: int | tuple[int, int] | None = None, **options,
 ) -> nn.Module:
     """Build a registered model; sizes default to the paper's, and a too-small input size names the minimum."""
     info = model_info(name)
-    for what, value in (("num_classes", num_classes), ("in_channels", in_channels)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise CnnkitError(f"{what} must be a whole number of 1 or more; received {value!r}")
-    channels = info.input_size[0] if in_channels is None else in_channels
-    size = info.input_size[1:] if input_size is None else pair(input_size, "input_size")
+    shape = input_shape(name, in_channels, input_size)
+    channels, size = shape[0], shape[1:]
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)):
+        raise CnnkitError(f"num_classes must be a whole number of 1 or more; received {num_classes!r}")
     classes = info.num_classes if num_classes is None else num_classes
     if min(size) < info.min_size:
         raise CnnkitError(f"{name} needs inputs of at least {info.min_size}x{info.min_size}; received input_size="
