@@ -132,7 +132,8 @@ def test_wrong_argument_types_are_refused_in_one_line(fitted, tmp_path):
     before = (out / "last.safetensors").read_bytes()
     cases = [
         (lambda: run.predict(torch.full((1, 1, 8, 8), float("nan"))), "pixel values must be finite numbers"),
-        (lambda: run.predict(np.array(["a", "b"])), "an array of dtype <U1 holds no pixel values"),
+        (lambda: run.predict(np.array(["a", "b"])),
+         "predict: the array: holds dtype <U1 (strings); expected pixel values as integers"),
         (lambda: run.predict(torch.zeros(0, 1, 8, 8)), "with N >= 1; received shape (0, 1, 8, 8)"),
         (lambda: run.predict([]), "the list of images is empty"),
         (lambda: run.predict(torch.zeros(1, 1, 8, 8), top_k="3"), "top_k must be a whole number of 1 or more"),

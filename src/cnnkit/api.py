@@ -103,14 +103,15 @@ def _check_top_k(value: object) -> None:
 
 
 def _pixel_batch(images: object) -> torch.Tensor:
-    """An (N, C, H, W) float batch from a tensor or array of real, finite numbers; anything else is refused."""
+    """An (N, C, H, W) float batch from a tensor or array of pixels, checked as the .npy reader checks a file's."""
     import numpy as np
     import torch
 
+    from cnnkit.data.arrays import check_pixel_dtype
+    from cnnkit.data.dataset import check_pixel_values
+
     if isinstance(images, np.ndarray):
-        if images.dtype.kind not in "iuf":
-            raise CnnkitError(f"predict: an array of dtype {images.dtype} holds no pixel values; expected integers "
-                              "or floats")
+        check_pixel_dtype(images.dtype, "predict: the array")
         images = torch.from_numpy(np.ascontiguousarray(images))
     if not isinstance(images, torch.Tensor):
         raise CnnkitError(f"predict: expected image paths, a tensor or an array; received {type(images).__name__}")
@@ -121,8 +122,7 @@ def _pixel_batch(images: object) -> torch.Tensor:
     if batch.dim() != 4 or batch.shape[0] == 0:
         raise CnnkitError(f"predict: expected (N, C, H, W) or (C, H, W) pixels with N >= 1; received shape "
                           f"{tuple(images.shape)}")
-    if not torch.isfinite(batch).all():
-        raise CnnkitError("predict: pixel values must be finite numbers; found NaN or infinity")
+    check_pixel_values(batch.numpy(), "predict: the tensor")  # NaN, infinite or beyond the pixel_value cap
     return batch
 
 

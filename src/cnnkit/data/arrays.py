@@ -157,7 +157,7 @@ def read_npy(path: Path) -> np.ndarray:
             if version not in readers:
                 raise CnnkitError(f"{path}: .npy format version {version}; expected 1.0 or 2.0")
             shape, _, dtype = readers[version](stream)
-            _check_npy_dtype(dtype, path)
+            check_pixel_dtype(dtype, path)
             count = check_limit("array_elements", math.prod(shape), f"{path}: values (shape {shape})")
             if count * dtype.itemsize > size - stream.tell():
                 raise CnnkitError(f"{path}: its header promises {count * dtype.itemsize:,} bytes for shape {shape}; "
@@ -172,10 +172,10 @@ def read_npy(path: Path) -> np.ndarray:
     return array
 
 
-def _check_npy_dtype(dtype: np.dtype, path: Path) -> None:
+def check_pixel_dtype(dtype: np.dtype, where: Path | str) -> None:
     """Pixels are real numbers: integers or floats; strings, objects, complex, bool, dates and records are not."""
     if dtype.hasobject or dtype.kind not in "uif" or dtype.fields is not None:
-        raise CnnkitError(f"{path}: holds dtype {dtype} ({_KIND_NAMES.get(dtype.kind, 'not numbers')}); expected "
+        raise CnnkitError(f"{where}: holds dtype {dtype} ({_KIND_NAMES.get(dtype.kind, 'not numbers')}); expected "
                           "pixel values as integers or floats")
 
 
