@@ -10,6 +10,7 @@ of torch and pydantic)::
     result.test_accuracy, result.run_dir, result.best_epoch
     run = cnnkit.load("runs/d")                             # a run directory or checkpoint file
     run.predict(["digit.png"], top_k=3); run.evaluate(); run.summary(); run.model
+    cnnkit.show(run)                                        # the explore page inline in Jupyter (an iframe)
 
 Training is `cnnkit.fit` (not `cnnkit.train`, which is the trainer's subpackage). Bad input raises
 `cnnkit.CnnkitError` with one line naming the value and what was expected.
@@ -21,9 +22,10 @@ from cnnkit.core.errors import CnnkitError
 from cnnkit.core.version import __version__
 
 _HOMES = {"list_models": "cnnkit.api", "get_model": "cnnkit.api", "fit": "cnnkit.api", "load": "cnnkit.api",
-          "FitResult": "cnnkit.api", "TrainedModel": "cnnkit.api", "TrainConfig": "cnnkit.train.config"}
+          "FitResult": "cnnkit.api", "TrainedModel": "cnnkit.api", "TrainConfig": "cnnkit.train.config",
+          "show": "cnnkit.explore.notebook"}
 __all__ = ["CnnkitError", "FitResult", "TrainConfig", "TrainedModel", "__version__", "fit", "get_model", "list_models",
-           "load"]
+           "load", "show"]
 
 
 def __getattr__(name: str) -> object:
