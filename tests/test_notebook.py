@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import importlib.util
 import json
 import os
 import re
 import socket
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -21,6 +24,9 @@ from tests.conftest import copy_run
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "docs" / "explore.ipynb"
+CHROMIUM = "/usr/bin/chromium"  # Debian's, as tests/test_explore_browser.py: never a download
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
 
 
 def get(url: str) -> tuple[dict, bytes]:
@@ -106,6 +112,38 @@ def test_a_run_retrained_in_place_gets_a_fresh_server(trained_digitsnet, tmp_pat
     new = cnnkit.show(run)
     views.append(new)
     assert new.server is not old.server and not old.running and model_of(new)["title"] == "run"
+
+
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    """The stand-in notebook server, without a log line per request."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_the_page_works_inside_a_frame_of_another_localhost_origin(trained_digitsnet, tmp_path, views):
+    """What Jupyter does with the view: its HTML in a page from another port, in a real browser."""
+    from playwright.sync_api import sync_playwright
+
+    view = cnnkit.show(trained_digitsnet)
+    views.append(view)
+    (tmp_path / "index.html").write_text(f"<!doctype html><title>notebook</title>{view._repr_html_()}")
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    host = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=host.serve_forever, daemon=True).start()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page()
+            page.goto(f"http://localhost:{host.server_port}/")  # another origin than 127.0.0.1:PORT
+            frame = page.frame_locator("iframe")
+            frame.locator("body[data-settled='1']").wait_for(timeout=30_000)  # a held-out image predicted
+            assert frame.locator("#title").inner_text() == "run (digitsnet)"
+            assert frame.locator("#strip figure").count() > 0
+            browser.close()
+    finally:
+        host.shutdown()
 
 
 def test_a_busy_port_is_refused_in_one_line(trained_digitsnet):
