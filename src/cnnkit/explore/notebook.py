@@ -23,13 +23,13 @@ EXPECTED = ("a run directory, a checkpoint, a registered model name, cnnkit.load
             "with out=")
 
 # source key -> (ExploreServer, page title, the object whose id() is in the key, kept alive so the id stays its)
-_SERVERS: dict[tuple, tuple[Any, str, object]] = {}
+_SERVERS: dict[tuple, tuple[ExploreServer, str, object]] = {}
 
 
 class ExplorerView:
     """The explore page of one source: shown inline by Jupyter (an iframe), `.url` for a browser, `.stop()`."""
 
-    def __init__(self, server: Any, title: str, height: int) -> None:
+    def __init__(self, server: ExploreServer, title: str, height: int) -> None:
         self.server, self.title, self.height = server, title, height
 
     @property
