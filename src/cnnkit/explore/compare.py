@@ -165,7 +165,7 @@ class Checkpoints:
         """GET /api/checkpoints: every checkpoint, the default pair (earliest vs best) and a note."""
         entries = self.entries()
         listed = {"checkpoints": [e.listed() for e in entries], "first_conv": self.first_conv, "a": None, "b": None,
-                  "note": ""}
+                  "note": "", "live": getattr(self.explorer, "training", None) is not None}
         if len(entries) >= 2:
             best = _best(entries)
             others = [e for e in entries if e is not best]
