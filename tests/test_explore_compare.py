@@ -139,7 +139,7 @@ def test_another_network_is_refused_on_the_command_line(runs, capsys):
     assert f"--compare {runs['narrow']}" in error and str(runs["two"]) in error
     assert "width=8" in error and "width=24" in error
     assert main(["explore", str(runs["two"]), "--compare", str(runs["two"] / "nothing"), "--no-browser"]) == 2
-    assert "no checkpoint here" in capsys.readouterr().err
+    assert f"--compare {runs['two'] / 'nothing'}: no checkpoint here" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("body, message", [

@@ -100,26 +100,33 @@ class Checkpoints:
         """The source's best and last (or the checkpoint itself) and each --compare checkpoint or run directory,
         refused unless they are the explored network; stored as `explorer.checkpoints`."""
         found = cls(explorer, source)
-        sources = ([("run", source)] if Path(source).exists() else []) + [("compare", p) for p in compare]
         seen: set[Path] = set()
-        for origin, path in sources:
-            for suffix, stem in _stems(path):
-                if stem.resolve() in seen:
-                    continue
-                seen.add(stem.resolve())
-                meta = read_metadata(stem)
-                if origin == "compare":
+        if Path(source).exists():
+            for suffix, stem in _stems(source):
+                found._add("run", suffix or stem.name, stem, read_metadata(stem), seen)
+        for path in compare:
+            try:
+                for suffix, stem in _stems(path):
+                    meta = read_metadata(stem)
                     found.check_spec(meta["model"], f"--compare {path}")
-                name = (suffix or stem.name) if origin == "run" else str(stem)
-                if origin == "compare" and suffix == "last" and _same_epoch(found.files, str(stem.parent / "best"),
-                                                                         meta):
-                    continue  # another run's last that was its best: the same weights twice
-                while name in {e.name for e in found.files}:  # a relative --compare path may repeat a name
-                    name += "'"
-                label, epoch, accuracy = _label(name, meta)
-                found.files.append(Entry(name, label, epoch, accuracy, origin, stem))
+                    if suffix == "last" and _same_epoch(found.files, str(stem.parent / "best"), meta):
+                        continue  # another run's last that was its best: the same weights twice
+                    found._add("compare", str(stem), stem, meta, seen)
+            except CnnkitError as error:
+                message = str(error)
+                raise CnnkitError(message if message.startswith("--compare") else f"--compare {message}") from None
         explorer.checkpoints = found
         return found
+
+    def _add(self, origin: str, name: str, stem: Path, meta: dict, seen: set[Path]) -> None:
+        """List a checkpoint file once (by its resolved path), under a name no other entry has."""
+        if stem.resolve() in seen:
+            return
+        seen.add(stem.resolve())
+        while name in {e.name for e in self.files}:  # a relative --compare path may repeat a name
+            name += "'"
+        label, epoch, accuracy = _label(name, meta)
+        self.files.append(Entry(name, label, epoch, accuracy, origin, stem))
 
     @staticmethod
     def of(explorer: Explorer) -> Checkpoints:
@@ -187,7 +194,10 @@ class Checkpoints:
             raise CnnkitError(f"no checkpoint named {name!r}; checkpoints: {shown or 'none'}")
         entry = entries[name]
         if entry.stem is None:
-            return self._snapshot(name, self.snapshots()[name.removeprefix("training: ")])
+            state = self.snapshots().get(name.removeprefix("training: "))
+            if state is None:
+                raise CnnkitError(f"the training snapshot {name!r} is gone (the trainer replaced it); pick another")
+            return self._snapshot(name, state)
         if name not in self.cache:
             trained = load_trained(entry.stem)
             self.check_spec(trained.meta["model"], str(entry.stem))  # the file may have changed since it was listed

@@ -38,11 +38,11 @@ const request = latestWins(
 
 export function refreshCompare() {
   if (!listing || !state.image || panel().hidden) return;
-  panel().dataset.settled = "0";
-  if (!visible) return;  // asked again once the section scrolls into view
   const a = $("cmp-a").value;
   const b = $("cmp-b").value;
   $("cmp-same").hidden = a !== b;
+  panel().dataset.settled = "0";
+  if (!visible) return;  // asked again once the section scrolls into view
   request(key(), {image: state.image, a, b, layer: $("cmp-layer").value, page, activation: state.activation});
 }
 
