@@ -19,13 +19,14 @@ from cnnkit.store.checkpoint import read_metadata
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Three tiny digits_cnn runs: 2 epochs, 1 epoch (the same network), and 1 epoch of a narrower one."""
+def runs(tmp_path_factory, trained_run):
+    """The session's 5-epoch digits_cnn run (read-only), a 1-epoch run of the same network and a 1-epoch run of a
+    narrower one."""
     from cnnkit.train import TrainConfig, fit
 
     folder = tmp_path_factory.mktemp("compare")
-    made = {}
-    for name, epochs, options in (("two", 2, {}), ("one", 1, {}), ("narrow", 1, {"width": 8})):
+    made = {"two": trained_run}
+    for name, epochs, options in (("one", 1, {}), ("narrow", 1, {"width": 8})):
         made[name] = folder / name
         fit(TrainConfig(model="digits_cnn", epochs=epochs, model_options=options), out=made[name], progress=False,
             stream=io.StringIO())

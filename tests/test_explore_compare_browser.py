@@ -19,6 +19,7 @@ from cnnkit.analysis.inference import load_trained
 from cnnkit.explore.compare import Checkpoints
 from cnnkit.explore.server import ExploreServer
 from cnnkit.explore.session import Explorer
+from cnnkit.store.checkpoint import read_metadata
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -27,14 +28,13 @@ COMPARED = "#compare-panel[data-settled='1']"
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """A 3-epoch and a 1-epoch digits_cnn run: the same network at two stages."""
+def runs(tmp_path_factory, trained_run):
+    """The session's 5-epoch digits_cnn run (read-only) and a 1-epoch run of the same network: two stages."""
     from cnnkit.train import TrainConfig, fit
 
     folder = tmp_path_factory.mktemp("compare-browser")
-    for name, epochs in (("three", 3), ("one", 1)):
-        fit(TrainConfig(model="digits_cnn", epochs=epochs), out=folder / name, progress=False, stream=io.StringIO())
-    return folder / "three", folder / "one"
+    fit(TrainConfig(model="digits_cnn", epochs=1), out=folder / "one", progress=False, stream=io.StringIO())
+    return trained_run, folder / "one"
 
 
 def expected(stem: Path, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,16 +48,17 @@ def expected(stem: Path, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 @pytest.mark.slow  # a real Chromium
 def test_compare_two_checkpoints_side_by_side(runs, tmp_path, monkeypatch):
     assert Path(CHROMIUM).exists(), "the browser test needs Debian's chromium (apt-get install chromium)"
-    monkeypatch.chdir(runs[0].parent)  # relative paths, as typed: `cnnkit explore three --compare one`
-    three, one = Path("three"), Path("one")
-    explorer = Explorer.open(str(three))
-    Checkpoints.attach(explorer, str(three), [str(one)])
+    run = runs[0]
+    monkeypatch.chdir(runs[1].parent)  # a relative path, as typed: `cnnkit explore RUN --compare one`
+    one = Path("one")
+    explorer = Explorer.open(str(run))
+    Checkpoints.attach(explorer, str(run), [str(one)])
     server = ExploreServer(explorer).start()
     problems: list[str] = []
     refused: list[str] = []
     try:
         first = httpx.get(server.url + "api/heldout", timeout=30).json()["images"][0]["index"]  # the page's pick
-        image = Explorer.open(str(three)).image(heldout=first)
+        image = Explorer.open(str(run)).image(heldout=first)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             try:
@@ -74,8 +75,10 @@ def test_compare_two_checkpoints_side_by_side(runs, tmp_path, monkeypatch):
                 page.select_option("#cmp-a", "last")
                 page.select_option("#cmp-b", str(one / "best"))
                 page.wait_for_selector(COMPARED, timeout=30_000)
-                assert page.locator("#cmp-title-a").inner_text().startswith("A: last (epoch 3")
-                for side, stem in (("a", three / "last"), ("b", one / "best")):
+                last = read_metadata(run / "last")
+                assert page.locator("#cmp-title-a").inner_text() == \
+                    f"A: last (epoch {last['epoch']}, val {100 * last['metrics']['val_accuracy']:.1f}%)"
+                for side, stem in (("a", run / "last"), ("b", one / "best")):
                     probabilities, weights = expected(stem, image)
                     top = page.locator(f"#cmp-top-{side} li").first
                     assert float(top.get_attribute("data-probability")) == pytest.approx(float(probabilities.max()),
@@ -84,8 +87,8 @@ def test_compare_two_checkpoints_side_by_side(runs, tmp_path, monkeypatch):
                     canvas = page.locator(f"#cmp-filters .cmp-pair[data-index='4'] canvas[data-side='{side.upper()}']")
                     low, high = (float(v) for v in canvas.get_attribute("title").rsplit(": ", 1)[1].split(" .. "))
                     assert (low, high) == pytest.approx((float(weights[4].min()), float(weights[4].max())), abs=1e-4)
-                change = (weights_of(one) - weights_of(three)).flatten(1).norm(dim=1) / \
-                    weights_of(three).flatten(1).norm(dim=1)
+                change = (weights_of(one) - weights_of(run)).flatten(1).norm(dim=1) / \
+                    weights_of(run).flatten(1).norm(dim=1)
                 shown = [float(t) for t in page.locator("#cmp-filters .cmp-change").all_inner_texts()]
                 assert shown == pytest.approx(change.tolist(), abs=6e-4)
                 most = page.locator("#cmp-filters .cmp-most").evaluate_all("nodes => nodes.map(n => n.dataset.index)")
