@@ -24,6 +24,9 @@ def add_explore_parsers(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--no-browser", action="store_true", help="print the URL but do not open a browser")
     p.add_argument("--input-size", help="CxHxW for a registered model, e.g. 3x32x32 (default: the model's own)")
     p.add_argument("--num-classes", type=int, help="classes for a registered model")
+    p.add_argument("--compare", action="append", default=[], metavar="PATH",
+                   help="another checkpoint or run directory of the same network to compare side by side with the "
+                        "run's best and last (repeatable)")
     p.set_defaults(run=run_explore)
 
     p = commands.add_parser(
@@ -42,10 +45,12 @@ def add_explore_parsers(commands: argparse._SubParsersAction) -> None:
 
 def run_explore(args: argparse.Namespace) -> int:
     """Open the model, bind the port, print the URL, open the browser, serve until Ctrl+C."""
+    from cnnkit.explore.compare import Checkpoints
     from cnnkit.explore.server import ExploreServer, exposure_warning
     from cnnkit.explore.session import Explorer
 
     explorer = Explorer.open(args.source, dims(args.input_size, 3) if args.input_size else None, args.num_classes)
+    Checkpoints.attach(explorer, args.source, args.compare)
     server = ExploreServer(explorer, args.host, args.port)
     warning = exposure_warning(args.host)
     if warning:

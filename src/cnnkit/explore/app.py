@@ -201,12 +201,15 @@ def create_app(explorer: Explorer) -> Starlette:
     async def crashed(_request: Request, error: Exception) -> JSONResponse:
         return refused(500, f"internal error: {type(error).__name__}: {error}")
 
+    from cnnkit.explore.compare import compare_routes  # here: compare.py imports this module's request types
+
     routes = [
         Route("/", index), Route("/api/model", model), Route("/api/heldout", heldout),
         Route("/api/predict", predict, methods=["POST"]), Route("/api/cell", cell, methods=["POST"]),
         Route("/api/why", why, methods=["POST"]), Route("/api/scan", scan, methods=["POST"]),
         Route("/api/dense", dense, methods=["POST"]), Route("/api/window", window, methods=["POST"]),
         Route("/api/upload", upload, methods=["POST"]),
+        *compare_routes(explorer),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     handlers = {ApiError: api_error, CnnkitError: bad_input, HTTPException: http_error, Exception: crashed}

@@ -13,6 +13,7 @@ import {loadStrip, setupStrip} from "./strip.js";
 import {buildOverview, onOverviewClick, refreshOverview} from "./overview.js";
 import {refreshDense, setLogits, setupSoftmax} from "./softmax.js";
 import {setupPlayground} from "./playground.js";
+import {setupCompare} from "./compare.js";
 
 function describeModel(model) {
   const [C, H, W] = model.input_shape;
@@ -59,6 +60,7 @@ async function start() {
   buildLayers();
   setupSoftmax();
   setupPlayground();
+  setupCompare();
   let picked = false;
   try {
     if (await loadStrip()) {
