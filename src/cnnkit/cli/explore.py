@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cnnkit.cli.common import dims, percent
+
+if TYPE_CHECKING:
+    from cnnkit.explore.session import Explorer
 
 
 def add_explore_parsers(commands: argparse._SubParsersAction) -> None:
@@ -24,6 +28,14 @@ def add_explore_parsers(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--no-browser", action="store_true", help="print the URL but do not open a browser")
     p.add_argument("--input-size", help="CxHxW for a registered model, e.g. 3x32x32 (default: the model's own)")
     p.add_argument("--num-classes", type=int, help="classes for a registered model")
+    p.add_argument("--train", action="store_true",
+                   help="watch it learn: train SOURCE from the page (Start / Pause / Resume). A registered model "
+                        "name starts a new run with `cnnkit train`'s recipe; a run directory continues it as "
+                        "`cnnkit train --resume` does")
+    p.add_argument("--epochs", type=int, help="with --train: the run's epochs (a resumed run: extend it to N)")
+    p.add_argument("--out", type=Path, help="with --train and a model name: the run directory; default "
+                                            "runs/MODEL-TIMESTAMP")
+    p.add_argument("--overwrite", action="store_true", help="with --train: replace a run already in --out")
     p.set_defaults(run=run_explore)
 
     p = commands.add_parser(
@@ -43,9 +55,8 @@ def add_explore_parsers(commands: argparse._SubParsersAction) -> None:
 def run_explore(args: argparse.Namespace) -> int:
     """Open the model, bind the port, print the URL, open the browser, serve until Ctrl+C."""
     from cnnkit.explore.server import ExploreServer, exposure_warning
-    from cnnkit.explore.session import Explorer
 
-    explorer = Explorer.open(args.source, dims(args.input_size, 3) if args.input_size else None, args.num_classes)
+    explorer = _open(args)
     server = ExploreServer(explorer, args.host, args.port)
     warning = exposure_warning(args.host)
     if warning:
@@ -56,7 +67,29 @@ def run_explore(args: argparse.Namespace) -> int:
 
         webbrowser.open(server.url)
     server.run()
+    if explorer.training is not None and explorer.training.epoch:
+        print(f"cnnkit explore: the run is in {explorer.training.out}; continue it with: cnnkit train --resume "
+              f"{explorer.training.out}", file=sys.stderr)
     return 0
+
+
+def _open(args: argparse.Namespace) -> Explorer:
+    """The explorer: with --train, one whose run trains from the page; the training flags refused without it."""
+    from cnnkit.core.errors import CnnkitError
+    from cnnkit.explore.session import Explorer
+
+    if not args.train:
+        given = [flag for flag, value in (("--epochs", args.epochs), ("--out", args.out),
+                                          ("--overwrite", args.overwrite or None)) if value is not None]
+        if given:
+            raise CnnkitError(f"{given[0]} needs --train (it sets up the run trained from the page)")
+        return Explorer.open(args.source, dims(args.input_size, 3) if args.input_size else None, args.num_classes)
+    if args.input_size or args.num_classes is not None:
+        raise CnnkitError("--train takes the input size and classes from the run's data; drop --input-size and "
+                          "--num-classes")
+    from cnnkit.explore.learn import open_training
+
+    return open_training(args.source, args.epochs, args.out, args.overwrite)
 
 
 def run_explain_decision(args: argparse.Namespace) -> int:
