@@ -13,6 +13,7 @@ import {loadStrip, setupStrip} from "./strip.js";
 import {buildOverview, onOverviewClick, refreshOverview} from "./overview.js";
 import {refreshDense, setLogits, setupSoftmax} from "./softmax.js";
 import {setupPlayground} from "./playground.js";
+import {setupLearn} from "./learn.js";
 
 function describeModel(model) {
   const [C, H, W] = model.input_shape;
@@ -59,6 +60,7 @@ async function start() {
   buildLayers();
   setupSoftmax();
   setupPlayground();
+  setupLearn(state.model);
   let picked = false;
   try {
     if (await loadStrip()) {
