@@ -278,8 +278,7 @@ def open_training(source: str, epochs: int | None = None, out: Path | None = Non
         config = TrainConfig.from_run_dir(path, epochs)
         config.check_device()
         RunDirectory(path).check_resumable(config)
-        explorer, out, resume = Explorer.open(str(path / "last")), path, True
-        explorer.title = path.name
+        explorer, out, resume = Explorer(load_trained(path / "last"), path.name), path, True  # its latest weights
     elif path.exists() or path.with_suffix(".safetensors").exists():
         raise CnnkitError(f"{source} is a checkpoint file; --train needs a run directory (cnnkit train's --out) to "
                           "continue, or a registered model name to start a new run")
