@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,9 +68,11 @@ def run_explore(args: argparse.Namespace) -> int:
 
         webbrowser.open(server.url)
     server.run()
-    if explorer.training is not None and explorer.training.epoch:
-        print(f"cnnkit explore: the run is in {explorer.training.out}; continue it with: cnnkit train --resume "
-              f"{explorer.training.out}", file=sys.stderr)
+    training = explorer.training
+    if training is not None and training.epoch and training.state in ("running", "paused"):
+        print(f"cnnkit explore: the run is in {training.out} (epoch {training.epoch} of {training.config.epochs} "
+              f"saved); continue it with: cnnkit train --resume {shlex.quote(str(training.out))} --epochs "
+              f"{training.config.epochs}", file=sys.stderr)
     return 0
 
 

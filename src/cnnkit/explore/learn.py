@@ -75,7 +75,7 @@ class Training:
         self.resume, self.overwrite = resume, overwrite  # resume: the first call continues a run already there
         self.state, self.error, self.pausing = "idle", None, False
         self.records, self.final = read_records(out) if resume else ([], None)
-        self.epoch = self.records[-1]["epoch"] if self.records else 0
+        self.epoch = int(explorer.trained.meta.get("epoch", 0)) if resume else 0  # the last checkpoint's epoch
         self.model_version = 0  # bumped when the trained network's units differ from those the page was built on
         self.log = io.StringIO()
         self._lock = threading.Lock()  # guards the fields above; never held while training or computing
