@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from cnnkit.analysis.inference import load_trained, logits_of
 from cnnkit.cli import main
 from cnnkit.explore.app import create_app
-from cnnkit.explore.learn import open_training, thin
+from cnnkit.explore.learn import adopt, open_training, thin
 from cnnkit.explore.session import Explorer
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.loop import fit
@@ -175,3 +175,15 @@ def test_thin_keeps_the_first_best_and_latest_within_the_budget():
     assert len(snapshots) == 5 and {1, 4, 10} <= set(snapshots)
     thin(snapshots, {1, 4, 10}, 0)  # the kept three stay, whatever the budget
     assert set(snapshots) == {1, 4, 10}
+
+
+def test_another_network_replaces_the_explorers_units(reference):
+    explorer = Explorer.open("digits_cnn", None, 5)  # five classes: the run's ten-class head does not fit it
+    before = explorer.units
+    trained = load_trained(reference / "last")
+    adopt(explorer, trained)
+    assert explorer.units is not before and explorer.trained is trained
+    assert explorer.describe()["classes"] == trained.class_names and len(trained.class_names) == 10
+    pixels = explorer.heldout_data()[0][:1]
+    got = explorer.predict(pixels, {})["logits"]
+    np.testing.assert_allclose(got, logits_of(trained, pixels)[0].numpy(), rtol=1e-6, atol=1e-6)

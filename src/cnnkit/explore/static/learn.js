@@ -87,6 +87,7 @@ function showState(status) {
   $("learn-epoch").textContent = `epoch ${status.epoch} of ${status.epochs}`;
   $("learn-run").textContent = status.run_dir;
   $("learn-error").textContent = status.error || "";
+  $("learn-log").textContent = status.log.length ? `trainer: ${status.log[status.log.length - 1]}` : "";
   const last = records.get(status.epoch) || [...records.values()].pop();
   $("learn-val-acc").textContent = last && last.val_accuracy != null ? `${(100 * last.val_accuracy).toFixed(2)}%` : "–";
   $("learn-final").textContent = status.final && status.final.test_accuracy != null ?
