@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cnnkit.cli.common import dims, percent
+
+if TYPE_CHECKING:
+    from cnnkit.explore.session import Explorer
 
 
 def add_explore_parsers(commands: argparse._SubParsersAction) -> None:
@@ -27,6 +32,14 @@ def add_explore_parsers(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", action="append", default=[], metavar="PATH",
                    help="another checkpoint or run directory of the same network to compare side by side with the "
                         "run's best and last (repeatable)")
+    p.add_argument("--train", action="store_true",
+                   help="watch it learn: train SOURCE from the page (Start / Pause / Resume). A registered model "
+                        "name starts a new run with `cnnkit train`'s recipe; a run directory continues it as "
+                        "`cnnkit train --resume` does")
+    p.add_argument("--epochs", type=int, help="with --train: the run's epochs (a resumed run: extend it to N)")
+    p.add_argument("--out", type=Path, help="with --train and a model name: the run directory; default "
+                                            "runs/MODEL-TIMESTAMP")
+    p.add_argument("--overwrite", action="store_true", help="with --train: replace a run already in --out")
     p.set_defaults(run=run_explore)
 
     p = commands.add_parser(
@@ -47,9 +60,8 @@ def run_explore(args: argparse.Namespace) -> int:
     """Open the model, bind the port, print the URL, open the browser, serve until Ctrl+C."""
     from cnnkit.explore.compare import Checkpoints
     from cnnkit.explore.server import ExploreServer, exposure_warning
-    from cnnkit.explore.session import Explorer
 
-    explorer = Explorer.open(args.source, dims(args.input_size, 3) if args.input_size else None, args.num_classes)
+    explorer = _open(args)
     Checkpoints.attach(explorer, args.source, args.compare)
     server = ExploreServer(explorer, args.host, args.port)
     warning = exposure_warning(args.host)
@@ -61,7 +73,31 @@ def run_explore(args: argparse.Namespace) -> int:
 
         webbrowser.open(server.url)
     server.run()
+    training = explorer.training
+    if training is not None and training.epoch and training.state in ("running", "paused"):
+        print(f"cnnkit explore: the run is in {training.out} (epoch {training.epoch} of {training.config.epochs} "
+              f"saved); continue it with: cnnkit train --resume {shlex.quote(str(training.out))} --epochs "
+              f"{training.config.epochs}", file=sys.stderr)
     return 0
+
+
+def _open(args: argparse.Namespace) -> Explorer:
+    """The explorer: with --train, one whose run trains from the page; the training flags refused without it."""
+    from cnnkit.core.errors import CnnkitError
+    from cnnkit.explore.session import Explorer
+
+    if not args.train:
+        given = [flag for flag, value in (("--epochs", args.epochs), ("--out", args.out),
+                                          ("--overwrite", args.overwrite or None)) if value is not None]
+        if given:
+            raise CnnkitError(f"{given[0]} needs --train (it sets up the run trained from the page)")
+        return Explorer.open(args.source, dims(args.input_size, 3) if args.input_size else None, args.num_classes)
+    if args.input_size or args.num_classes is not None:
+        raise CnnkitError("--train takes the input size and classes from the run's data; drop --input-size and "
+                          "--num-classes")
+    from cnnkit.explore.learn import open_training
+
+    return open_training(args.source, args.epochs, args.out, args.overwrite)
 
 
 def run_explain_decision(args: argparse.Namespace) -> int:

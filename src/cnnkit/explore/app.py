@@ -19,6 +19,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from cnnkit.core.errors import CnnkitError
+from cnnkit.explore.learn import training_routes
 from cnnkit.explore.playground import MAX_INPUT, window_example
 from cnnkit.explore.session import MAX_SIDE, MAX_UPLOAD_BYTES, PAGE_SIZE, Explorer
 
@@ -210,6 +211,7 @@ def create_app(explorer: Explorer) -> Starlette:
         Route("/api/dense", dense, methods=["POST"]), Route("/api/window", window, methods=["POST"]),
         Route("/api/upload", upload, methods=["POST"]),
         *compare_routes(explorer),
+        *training_routes(explorer, parse),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     handlers = {ApiError: api_error, CnnkitError: bad_input, HTTPException: http_error, Exception: crashed}

@@ -81,6 +81,7 @@ class Explorer:
         self.lock = threading.Lock()
         self._heldout: tuple[torch.Tensor, torch.Tensor, str] | None = None
         self._heldout_total = 0  # images in the split before the strip's cut
+        self.training = None  # cnnkit.explore.learn.Training with `cnnkit explore --train`
 
     @classmethod
     def open(cls, source: str, input_shape: tuple[int, int, int] | None = None,
@@ -101,6 +102,7 @@ class Explorer:
             "max_upload_bytes": MAX_UPLOAD_BYTES, "grad_cam_layer": self.cam_layer,
             "units": [self._describe_unit(unit) for unit in self.units],
             "totals": {key: sum(r[key] for r in summary_rows) for key in ("trainable", "non_trainable", "macs")},
+            "training": self.training is not None,
         }
 
     def _describe_unit(self, unit: Unit) -> dict:

@@ -14,6 +14,7 @@ import {buildOverview, onOverviewClick, refreshOverview} from "./overview.js";
 import {refreshDense, setLogits, setupSoftmax} from "./softmax.js";
 import {setupPlayground} from "./playground.js";
 import {setupCompare} from "./compare.js";
+import {setupLearn} from "./learn.js";
 
 function describeModel(model) {
   const [C, H, W] = model.input_shape;
@@ -61,6 +62,7 @@ async function start() {
   setupSoftmax();
   setupPlayground();
   setupCompare();
+  setupLearn(state.model);
   let picked = false;
   try {
     if (await loadStrip()) {
