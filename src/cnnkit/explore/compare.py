@@ -9,7 +9,6 @@ training scale, and each checkpoint's own preprocessing feeds it.
 from __future__ import annotations
 
 import copy
-import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -161,11 +160,17 @@ class Checkpoints:
 
     def entries(self) -> list[Entry]:
         """Files first, then training snapshots in the trainer's order."""
+        snapshots = self.snapshots()
+        epochs = {id(state): int(label.split()[1]) for label, state in snapshots.items() if label.startswith("epoch ")}
+        training = getattr(self.explorer, "training", None)
+        accuracy = {r["epoch"]: r.get("val_accuracy") for r in getattr(training, "records", [])}
         live = []
-        for label in self.snapshots():
-            epoch = re.search(r"epoch (\d+)", label)
-            live.append(Entry(f"training: {label}", f"{label} (training)", int(epoch[1]) if epoch else None, None,
-                              "training"))
+        for label, state in snapshots.items():  # 'best' and 'latest' name the same tensors as an 'epoch K'
+            epoch = epochs.get(id(state))
+            named = None if label.startswith("epoch ") else epoch  # 'epoch 2 (epoch 2, ...)' says it twice
+            meta = {"config": True, "epoch": named, "metrics": {"val_accuracy": accuracy.get(epoch)}}
+            shown, _, val = _label(label, meta)
+            live.append(Entry(f"training: {label}", f"{shown} (training)", epoch, val, "training"))
         return self.files + live
 
     def listing(self) -> dict:
