@@ -119,8 +119,8 @@ def test_cli_existing_run_and_json(tmp_path, capsys):
     assert "already holds a run" in capsys.readouterr().err
     assert main(["train", "--resume", out, "--epochs", "2", "--no-progress"]) == 0
     assert load_checkpoint(tmp_path / "r" / "last")[1]["epoch"] == 2
-    assert "epochs 1 -> 2 (recorded in config.json): the onecycle learning-rate schedule is re-planned" in \
-        capsys.readouterr().out
+    assert "epochs 1 -> 2 (recorded in config.json with the first epoch kept): the onecycle learning-rate " \
+        "schedule is re-planned" in capsys.readouterr().out
     assert json.loads((tmp_path / "r" / "config.json").read_text())["epochs"] == 2
 
 
