@@ -146,3 +146,16 @@ def test_fewer_threads_than_cores_says_how_to_override(monkeypatch):
     assert choose_threads(3, _digits(), 128, _cpu()) == (3, "--threads")  # the user's own choice: no hint
     monkeypatch.setattr(threads, "available_cores", lambda: 1)
     assert "overrides" not in choose_threads(None, _digits(), 128, _cpu())[1]  # all the cores: nothing to say
+
+
+def test_a_config_json_naming_a_key_twice_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    # json.loads would keep the second lr silently; the run must not train with one value and show the other.
+    (run / "config.json").write_text('{"epochs": 2, "model_options": {"width": 8}, "lr": 0.5, "lr": 0.01}')
+    with pytest.raises(CnnkitError, match=r"config.json: the key 'lr' appears twice in one object; keep one$"):
+        TrainConfig.from_run_dir(run)
+    (run / "config.json").write_text('{"epochs": 2, "model_options": {"width": 8, "width": 16}}')  # nested too
+    assert main(["train", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"cnnkit train: error: {run / 'config.json'}: the key 'width' appears twice in one object; keep one"

@@ -184,8 +184,9 @@ def _schedule(trainee: Trainee) -> tuple[Callable[[int], float], int]:
     config, train_count, world = trainee.config, len(trainee.data.train[1]), trainee.world
     per_epoch = num_batches(train_count, config.batch_size, config.drop_last, world.size)
     if per_epoch == 0:
-        raise CnnkitError(f"the training split ({train_count} images) is smaller than one batch of "
-                          f"{config.batch_size}")
+        each = f" for each of {world.size} processes" if world.size > 1 else ""
+        raise CnnkitError(f"the training split ({train_count:,} images) is smaller than one batch of "
+                          f"{config.batch_size}{each}")
     total_steps = per_epoch * config.epochs
     return partial(lr_at, total_steps=total_steps, steps_per_epoch=per_epoch, config=config), total_steps
 
