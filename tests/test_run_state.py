@@ -82,9 +82,19 @@ def test_second_writer_is_refused_while_the_first_holds_the_run(tmp_path, capsys
     first.open()
     try:
         assert main(["train", "--out", str(tmp_path / "run"), "--epochs", "1", "--no-progress"]) == 2
-        err = capsys.readouterr().err.strip()
-        assert f"is being written by another cnnkit process (pid {os.getpid()})" in err and len(err.splitlines()) == 1
+        captured = capsys.readouterr()
+        assert captured.err.strip() == (f"cnnkit train: error: {tmp_path / 'run'} is being written by another cnnkit "
+                                        f"process (pid {os.getpid()}, in .cnnkit.lock); wait for it to finish or "
+                                        "stop it, or train into another folder")
+        assert captured.out == ""  # the refusal alone: no banner before it
         assert not (tmp_path / "run" / "config.json").exists()  # the refused writer wrote nothing
+        # The pid in the file has exited, yet the lock is held: a process it started (a DataLoader worker) has it.
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()
+        (tmp_path / "run" / ".cnnkit.lock").write_text(f"{gone.pid}\n")
+        with pytest.raises(CnnkitError, match=rf"run is locked by a process that cnnkit pid {gone.pid} started \(pid "
+                                              rf"{gone.pid} itself has exited\); `fuser -v .*\.cnnkit\.lock` names it"):
+            RunDirectory(tmp_path / "run").open()
     finally:
         first.close()
     # A lock file left by a dead process (its pid inside, no lock held) does not block the next run.

@@ -153,8 +153,7 @@ class RunDirectory:
         except BlockingIOError:
             owner = os.read(handle, 64).decode(errors="replace").strip() or "unknown"
             os.close(handle)
-            raise CnnkitError(f"{self.path} is being written by another cnnkit process (pid {owner}); wait for it "
-                              "to finish or choose another --out") from None
+            raise CnnkitError(_locked_message(path, owner)) from None
         os.ftruncate(handle, 0)
         os.write(handle, f"{os.getpid()}\n".encode())
         self._lock = handle
@@ -305,6 +304,28 @@ class RunDirectory:
     def _history(records: list[dict], last_epoch: int) -> list[dict]:
         """The epoch records the checkpoint covers (metrics.jsonl is trimmed to them with the first kept epoch)."""
         return [r for r in records if r.get("epoch") is not None and r["epoch"] <= last_epoch]
+
+
+def _locked_message(lock: Path, owner: str) -> str:
+    """Why a run folder cannot be opened: who holds its lock, and what to do."""
+    if not _running(owner):  # the pid that wrote the file is gone, but something it started holds the lock
+        return (f"{lock.parent} is locked by a process that cnnkit pid {owner} started (pid {owner} itself has "
+                f"exited); `fuser -v {lock}` names it: stop it, or train into another folder")
+    return (f"{lock.parent} is being written by another cnnkit process (pid {owner}, in {lock.name}); wait for it "
+            "to finish or stop it, or train into another folder")
+
+
+def _running(pid: str) -> bool:
+    """Whether a process with this pid exists (True when unknown: the usual case is a live writer)."""
+    if not pid.isdigit() or int(pid) == 0:  # signal 0 sends nothing, but only a single pid is asked about
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except (OverflowError, PermissionError):
+        return True
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _check_own_checkpoint(meta: dict, config: TrainConfig, path: Path) -> None:
