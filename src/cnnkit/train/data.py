@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 
+from cnnkit.core.errors import CnnkitError
 from cnnkit.data import ImageDataset, Preprocessing, Split, load_source, stratified_split
 from cnnkit.data.batches import tensor_batches
 from cnnkit.data.stream import FolderImages, stream_batches
-from cnnkit.train.config import Named, SettingError, TrainConfig
+from cnnkit.train.config import TrainConfig
 
 
 @dataclass
@@ -119,7 +120,7 @@ def _prepare_stream(config: TrainConfig, device: torch.device,
     """Training images stay on disk; validation and test splits (small fractions) are decoded into memory."""
     path = Path(config.data)
     if not config.data.strip() or not path.is_dir():  # Path("") is the current folder: never read it unasked
-        raise SettingError(Named("stream", True), f" reads image folders; {config.data!r} is not a folder")
+        raise CnnkitError(f"--stream reads image folders; {config.data!r} is not a folder")
     images = FolderImages(path, image_size(config))
     split = stratified_split(images.labels, config.val_fraction, config.test_fraction, config.seed)
     sample = split.train[torch.randperm(len(split.train), generator=torch.Generator().manual_seed(config.seed))]
