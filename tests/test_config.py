@@ -38,6 +38,10 @@ def test_every_field_is_a_flag_with_its_choices_and_description():
     (["--threads", "0"], "--threads must be a whole number of threads between 1 and 1024 (leave it out to choose "
                          "from the work); received 0"),
     (["--freeze", "features"], "--freeze features keeps a checkpoint's features: it needs --init-from"),
+    (["--stream", "--eval-mode", "batch"], "--stream cannot evaluate the training set as one batch (--eval-mode "
+                                           "batch)"),
+    (["--recipe", "seed", "--model", "lenet5"], "--recipe seed is the article's own program for its network, "
+                                                "digitsnet; received --model lenet5"),
     (["--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
 ])
 def test_bad_flags_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
@@ -70,14 +74,19 @@ def test_cuda_without_a_gpu_is_refused_before_any_file(tmp_path, capsys, monkeyp
 
 def test_python_values_are_checked_strictly_on_construction_and_assignment():
     config = TrainConfig()
-    with pytest.raises(CnnkitError, match=r"^--epochs must be a whole number between 1 and 1,000,000; received 2.5$"):
+    # Python callers are told the field they passed; `cnnkit train` the flag (test_bad_flags_are_one_line...).
+    with pytest.raises(CnnkitError, match=r"^epochs must be a whole number between 1 and 1,000,000; received 2.5$"):
         TrainConfig(epochs=2.5)
-    with pytest.raises(CnnkitError, match=r"^--flip must be true or false; received 1$"):
+    with pytest.raises(CnnkitError, match=r"^flip must be true or false; received 1$"):
         TrainConfig(flip=1)
-    with pytest.raises(CnnkitError, match="--momentum must be between 0 and 0.999; received 1.5"):
+    with pytest.raises(CnnkitError, match="^momentum must be between 0 and 0.999; received 1.5"):
         config.momentum = 1.5
-    with pytest.raises(CnnkitError, match="--seed must be a whole number between 0 and 2\\^32-1"):
+    with pytest.raises(CnnkitError, match="^seed must be a whole number between 0 and 2\\^32-1"):
         config.replace(seed=-1)
+    with pytest.raises(CnnkitError, match="^freeze='features' keeps a checkpoint's features: it needs init_from "):
+        TrainConfig(freeze="features")
+    with pytest.raises(CnnkitError, match=r"^stream=True cannot evaluate the training set as one batch \(eval_mode="):
+        TrainConfig(stream=True, eval_mode="batch")
     assert config.momentum == 0.9 and config.replace(seed=4).seed == 4 and config.seed == 0
     assert TrainConfig(lr=1).lr == 1.0  # a whole number is a fine learning rate
     assert seed_recipe(epochs=3).to_dict() == {**TrainConfig(**seed_recipe().to_dict()).to_dict(), "epochs": 3}
@@ -137,3 +146,16 @@ def test_fewer_threads_than_cores_says_how_to_override(monkeypatch):
     assert choose_threads(3, _digits(), 128, _cpu()) == (3, "--threads")  # the user's own choice: no hint
     monkeypatch.setattr(threads, "available_cores", lambda: 1)
     assert "overrides" not in choose_threads(None, _digits(), 128, _cpu())[1]  # all the cores: nothing to say
+
+
+def test_a_config_json_naming_a_key_twice_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    # json.loads would keep the second lr silently; the run must not train with one value and show the other.
+    (run / "config.json").write_text('{"epochs": 2, "model_options": {"width": 8}, "lr": 0.5, "lr": 0.01}')
+    with pytest.raises(CnnkitError, match=r"config.json: the key 'lr' appears twice in one object; keep one$"):
+        TrainConfig.from_run_dir(run)
+    (run / "config.json").write_text('{"epochs": 2, "model_options": {"width": 8, "width": 16}}')  # nested too
+    assert main(["train", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"cnnkit train: error: {run / 'config.json'}: the key 'width' appears twice in one object; keep one"

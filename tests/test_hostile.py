@@ -169,6 +169,17 @@ CASES: list[tuple[str, str, str]] = [
      "--recipe seed is the article's own program for its network, digitsnet; received --model resnet18"),
     ("a 5000-digit number in metadata", "evaluate {files}/digits5000",
      "{files}/digits5000.json: not valid cnnkit JSON"),
+    # a refused run prints its error alone (no banner) and leaves its files as they were (the trainer's review)
+    ("config.json naming a key twice", "train --resume {files}/duprun",
+     "{files}/duprun/config.json: the key 'lr' appears twice in one object"),
+    ("resume from NaN weights", "train --resume {files}/nanrun --epochs 3 --no-progress",
+     "{files}/nanrun/last: tensor model.features.0.weight holds NaN or infinite values"),
+    ("resume with another process count", "train --resume {files}/tworun --epochs 3",
+     "{files}/tworun was trained with 2 processes (global batch 256); resuming it with 1 process would change"),
+    ("split smaller than a batch", "train --drop-last --batch-size 5000 --no-progress --out {tmp}/sb",
+     "the training split (1,257 images) is smaller than one batch of 5000"),
+    ("freeze without a checkpoint", "train --freeze features --out {tmp}/fz",
+     "--freeze features keeps a checkpoint's features: it needs --init-from"),
 ]
 
 
@@ -268,12 +279,38 @@ def make_checkpoints(folder: Path, run: Path) -> None:
     for name in ("cat/0.png", "dog/0.png"):
         (folder / "catdog" / name).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(folder / "catdog" / name)
+    make_runs(folder, run)
+
+
+def make_runs(folder: Path, run: Path) -> None:
+    """Copies of the trained run that a resume must refuse: one line (or a few) each."""
+    import shutil
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    def copy(name: str, header_edit: dict | None = None, tensor_edit: str | None = None) -> None:
+        shutil.copytree(run, folder / name, ignore=shutil.ignore_patterns(".cnnkit.lock"))
+        last = folder / name / "last.safetensors"
+        with safe_open(str(last), framework="pt") as file:
+            meta = json.loads(file.metadata()["cnnkit"])
+        tensors = load_file(last)
+        if tensor_edit:
+            tensors[tensor_edit] = tensors[tensor_edit].clone().index_fill_(0, torch.tensor([0]), math.nan)
+        save_file(tensors, last, metadata={"cnnkit": json.dumps({**meta, **(header_edit or {})})})
+        (folder / name / "last.json").unlink()  # the tensors file alone: its metadata is the checkpoint's
+
+    copy("nanrun", tensor_edit="model.features.0.weight")
+    copy("tworun", {"processes": 2, "global_batch": 256})
+    (folder / "duprun").mkdir()
+    (folder / "duprun" / "config.json").write_text('{"epochs": 3, "lr": 0.5, "lr": 0.01}')
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    """Content hash of every file under `folder`."""
+    """Content hash of every file under `folder` (but a run's lock file, which names its latest writer's pid)."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".cnnkit.lock"}
 
 
 @pytest.fixture(scope="module")
@@ -309,6 +346,8 @@ def test_case_exits_2_with_one_line(outcomes, name, command, expected):
     assert len(lines) == 1 and "Traceback" not in result["stderr"], result["stderr"][-2000:]
     message = lines[0].split(": error: ", 1)[-1]
     assert message.startswith(expected), message
+    if command.split()[0] == "train":  # a refused run prints nothing else (the disk-full case trains first)
+        assert result["stdout"] == "", result["stdout"][-1000:]
 
 
 def test_no_case_changed_existing_files(outcomes):

@@ -15,7 +15,7 @@ from cnnkit import CnnkitError
 from cnnkit.cli import main
 from cnnkit.store.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnkit.train import TrainConfig, fit
-from cnnkit.train.run_dir import RunDirectory
+from cnnkit.train.run_dir import RUN_FILES, RunDirectory
 
 CONFIG = {"epochs": 4, "batch_size": 128, "shift": 1}
 
@@ -82,9 +82,19 @@ def test_second_writer_is_refused_while_the_first_holds_the_run(tmp_path, capsys
     first.open()
     try:
         assert main(["train", "--out", str(tmp_path / "run"), "--epochs", "1", "--no-progress"]) == 2
-        err = capsys.readouterr().err.strip()
-        assert f"is being written by another cnnkit process (pid {os.getpid()})" in err and len(err.splitlines()) == 1
+        captured = capsys.readouterr()
+        assert captured.err.strip() == (f"cnnkit train: error: {tmp_path / 'run'} is being written by another cnnkit "
+                                        f"process (pid {os.getpid()}, in .cnnkit.lock); wait for it to finish or "
+                                        "stop it, or train into another folder")
+        assert captured.out == ""  # the refusal alone: no banner before it
         assert not (tmp_path / "run" / "config.json").exists()  # the refused writer wrote nothing
+        # The pid in the file has exited, yet the lock is held: a process it started (a DataLoader worker) has it.
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()
+        (tmp_path / "run" / ".cnnkit.lock").write_text(f"{gone.pid}\n")
+        with pytest.raises(CnnkitError, match=rf"run is locked by a process that cnnkit pid {gone.pid} started \(pid "
+                                              rf"{gone.pid} itself has exited\); `fuser -v .*\.cnnkit\.lock` names it"):
+            RunDirectory(tmp_path / "run").open()
     finally:
         first.close()
     # A lock file left by a dead process (its pid inside, no lock held) does not block the next run.
@@ -160,3 +170,117 @@ def test_a_resume_says_when_metrics_records_are_missing(tmp_path):
     log = io.StringIO()
     fit(TrainConfig.from_run_dir(run, 3), out=run, resume=True, progress=False, stream=log)
     assert "metrics.jsonl lacks the records of 2 evaluated epoch(s) (epochs 1-2)" in log.getvalue()
+
+
+def _run_files(run) -> dict[str, bytes]:
+    """The bytes of a run's own files (config, metrics, checkpoints), to compare before and after."""
+    return {name: (run / name).read_bytes() for name in RUN_FILES if (run / name).exists()}
+
+
+def _epochs_in_metrics(run) -> list:
+    return [json.loads(line).get("epoch") for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_resume_that_fails_in_training_leaves_every_file_as_it_was(tmp_path):
+    import io
+
+    run = tmp_path / "run"
+    fit(TrainConfig(epochs=1, optimizer="sgd", lr=0.01, model_options={"width": 8}), out=run, progress=False,
+        stream=io.StringIO())
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "lr": 1e6}))  # the extension's epoch 2 explodes
+    before = _run_files(run)
+    assert set(before) == set(RUN_FILES) and _epochs_in_metrics(run) == [1, None]  # finished: a final line
+    with pytest.raises(CnnkitError, match="loss became (nan|inf) at epoch 2"):
+        fit(TrainConfig.from_run_dir(run, epochs=3), out=run, resume=True, progress=False, stream=io.StringIO())
+    assert _run_files(run) == before  # config.json still says 1 epoch; metrics.jsonl keeps its final line
+
+
+def test_resume_refuses_a_last_checkpoint_holding_nan_and_changes_nothing(tmp_path):
+    import io
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    run = tmp_path / "run"
+    fit(TrainConfig(epochs=1, model_options={"width": 8}), out=run, progress=False, stream=io.StringIO())
+    with safe_open(str(run / "last.safetensors"), framework="pt") as file:
+        header = file.metadata()
+    tensors = load_file(run / "last.safetensors")
+    tensors["model.features.0.weight"][0, 0, 0, 0] = float("nan")
+    save_file(tensors, run / "last.safetensors", metadata=header)  # the same metadata: last.json still matches
+    (run / "last.json").write_text((run / "last.json").read_text())
+    before = _run_files(run)
+    log = io.StringIO()
+    with pytest.raises(CnnkitError, match=r"run/last: tensor model\.features\.0\.weight holds NaN or infinite"):
+        fit(TrainConfig.from_run_dir(run, epochs=2), out=run, resume=True, progress=False, stream=log)
+    assert _run_files(run) == before and log.getvalue() == ""  # refused: nothing written, nothing said
+
+
+@pytest.mark.slow  # seven short trainings
+def test_a_kill_at_any_write_of_an_extension_leaves_a_run_that_resumes_to_the_same_end(tmp_path, monkeypatch):
+    import io
+    import shutil
+
+    import cnnkit.store.checkpoint as checkpoint
+    import cnnkit.train.run_dir as run_dir
+
+    base, quiet = tmp_path / "base", {"progress": False, "stream": io.StringIO()}
+    fit(TrainConfig(epochs=2, model_options={"width": 8}), out=base, **quiet)
+    shutil.copytree(base, tmp_path / "straight")
+    fit(TrainConfig.from_run_dir(base, epochs=3), out=tmp_path / "straight", resume=True, **quiet)
+    reference = load_file(tmp_path / "straight" / "last.safetensors")
+    real = {module: module.atomic_write for module in (checkpoint, run_dir)}
+
+    class Killed(BaseException):
+        """Stands for a kill: nothing after it runs."""
+
+    for victim in ("config.json", "metrics.jsonl", "last.safetensors", "last.json"):
+        run = tmp_path / f"killed-after-{victim}"
+        shutil.copytree(base, run)
+
+        def dying(path, data, write, victim=victim):
+            write(path, data)
+            if path.name == victim:
+                raise Killed
+        for module, write in real.items():
+            monkeypatch.setattr(module, "atomic_write", lambda path, data, write=write, dying=dying:
+                                dying(path, data, write))
+        with pytest.raises(Killed):
+            fit(TrainConfig.from_run_dir(base, epochs=3), out=run, resume=True, **quiet)
+        for module, write in real.items():
+            monkeypatch.setattr(module, "atomic_write", write)
+        fit(TrainConfig.from_run_dir(run, epochs=3), out=run, resume=True, **quiet)
+        assert _epochs_in_metrics(run) == [1, 2, 3, None], victim
+        assert json.loads((run / "config.json").read_text())["epochs"] == 3
+        resumed = load_file(run / "last.safetensors")
+        for key in reference:
+            if key.startswith(("model.", "optim.")):
+                assert torch.equal(reference[key], resumed[key]), (victim, key)
+
+
+def test_a_run_records_its_processes_and_refuses_a_resume_with_another_count(tmp_path, capsys):
+    import io
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    run = tmp_path / "run"
+    fit(TrainConfig(epochs=1, batch_size=64, model_options={"width": 8}), out=run, progress=False,
+        stream=io.StringIO())
+    meta = load_checkpoint(run / "last")[1]
+    assert (meta["processes"], meta["global_batch"]) == (1, 64)  # one process: the global batch is the batch
+    # The same run as two torchrun processes would have written it (tests/test_distributed.py trains one).
+    with safe_open(str(run / "last.safetensors"), framework="pt") as file:
+        header = json.loads(file.metadata()["cnnkit"])
+    header.update(processes=2, global_batch=128)
+    save_file(load_file(run / "last.safetensors"), run / "last.safetensors",
+              metadata={"cnnkit": json.dumps(header, indent=1)})
+    (run / "last.json").write_text(json.dumps(header, indent=1))
+    before = _run_files(run)
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (f"cnnkit train: error: {run} was trained with 2 processes (global batch 128); "
+                                    "resuming it with 1 process would change its steps per epoch and its "
+                                    "learning-rate schedule: resume it under torchrun with 2 processes")
+    assert captured.out == "" and _run_files(run) == before

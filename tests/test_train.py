@@ -34,6 +34,9 @@ def test_short_digits_training_learns(five_epochs):
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines[:-1]] == [1, 2, 3, 4, 5] and "final" in json.loads(lines[-1])
     assert json.loads((run / "config.json").read_text())["epochs"] == 5
+    epochs = [json.loads(line) for line in lines[:-1]]
+    best = max(epochs, key=lambda r: (r["val_accuracy"], -r["val_loss"]))["epoch"]  # first of the highest
+    assert json.loads(lines[-1])["final"]["epoch"] == best  # the epoch whose weights were tested
 
 
 def test_checkpoint_rebuilds_the_same_model(five_epochs):
@@ -119,8 +122,8 @@ def test_cli_existing_run_and_json(tmp_path, capsys):
     assert "already holds a run" in capsys.readouterr().err
     assert main(["train", "--resume", out, "--epochs", "2", "--no-progress"]) == 0
     assert load_checkpoint(tmp_path / "r" / "last")[1]["epoch"] == 2
-    assert "epochs 1 -> 2 (recorded in config.json): the onecycle learning-rate schedule is re-planned" in \
-        capsys.readouterr().out
+    assert "epochs 1 -> 2 (recorded in config.json with the first epoch kept): the onecycle learning-rate " \
+        "schedule is re-planned" in capsys.readouterr().out
     assert json.loads((tmp_path / "r" / "config.json").read_text())["epochs"] == 2
 
 
@@ -435,3 +438,25 @@ def test_the_ctrl_c_hint_names_only_a_resume_that_would_be_accepted(tmp_path):
     assert _how_to_continue(run, config.replace(epochs=3), None).endswith(f"--resume {run} --epochs 3")
     assert _how_to_continue(tmp_path / "none", config, None) is None
     assert _how_to_continue(tmp_path, config.replace(seed=0), 2) is None  # no seed-K checkpoints there
+
+
+def test_the_final_record_names_the_epoch_whose_weights_it_tested(tmp_path, monkeypatch):
+    import io
+
+    import cnnkit.train.epoch as epoch_module
+
+    # Validation scores of 0.9, 0.5, 0.7 (by hand): the best epoch is 1, the last 3; the test is epoch 1's weights.
+    scores = iter([0.9, 0.5, 0.7])
+    monkeypatch.setattr(epoch_module, "validation_metrics", lambda *args: {"val_loss": 1.0,
+                                                                           "val_accuracy": next(scores)})
+    log = io.StringIO()
+    run = tmp_path / "r"
+    fit(TrainConfig(epochs=3, model_options={"width": 8}), out=run, progress=False, stream=log)
+    final = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["final"]
+    assert final["epoch"] == 1
+    tested = model_from_checkpoint(run / "best")
+    assert tested[2]["epoch"] == 1 and tested[2]["metrics"]["test_accuracy"] == final["test_accuracy"]
+    assert f"test accuracy of epoch 1 (the best validation epoch's weights): {100 * final['test_accuracy']:.2f}%" \
+        in log.getvalue()
+    assert not torch.equal(load_file(run / "best.safetensors")["model.head.2.weight"],
+                           load_file(run / "last.safetensors")["model.head.2.weight"])  # epoch 1's, not the last's

@@ -158,7 +158,18 @@ def resumed_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Train and print the held-out accuracy (and a JSON summary with --json)."""
+    """Train and print the held-out accuracy (and a JSON summary with --json); a refused setting is named by its
+    flag (the trainer names fields, as the Python API takes them)."""
+    from cnnkit.train.config import SettingError
+
+    try:
+        return _train(args)
+    except SettingError as error:
+        raise CnnkitError(error.flags) from None
+
+
+def _train(args: argparse.Namespace) -> int:
+    """run_train's work."""
     from cnnkit.train.loop import fit
 
     if args.resume is not None:
@@ -223,7 +234,7 @@ def _resumable(run: Path, config: TrainConfig) -> bool:
     from cnnkit.train.run_dir import RunDirectory
 
     try:
-        RunDirectory(run).check_resumable(config)
+        RunDirectory(run).check_resumable(config, int(os.environ.get("WORLD_SIZE", "1")))
     except (CnnkitError, OSError):
         return False
     return True

@@ -145,13 +145,16 @@ def _validated(stem: Path, embedded: dict | None, copy: dict | None) -> dict:
     return checkpoint_meta(copy, stem.with_suffix(".json")).model_dump(mode="json")
 
 
-def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, validated metadata) of a checkpoint; corrupt, foreign or mismatched files raise CnnkitError."""
+def load_checkpoint(path: str | Path, check_copy: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, validated metadata) of a checkpoint; corrupt, foreign or mismatched files raise CnnkitError.
+
+    `check_copy=False` reads a tensors file that holds its metadata without its STEM.json (a resume repairs the
+    copy later, when it first writes: until then it changes nothing)."""
     stem = resolve_checkpoint(path)
     tensors_path = stem.with_suffix(".safetensors")
     tensors, embedded = _read_tensors(tensors_path)
     meta = None if embedded is None else parse_json(embedded, tensors_path)
-    copy = _json_copy(stem)
+    copy = _json_copy(stem) if check_copy or meta is None else None
     if meta is not None and copy is not None and copy != meta:
         raise CnnkitError(f"{stem.with_suffix('.json')} does not match the metadata inside {tensors_path.name} (a "
                           f"write interrupted between the two files, or an edit); `cnnkit train --resume` repairs a "
@@ -212,13 +215,20 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, Preprocessing | 
 
 def _check_weights(weights: dict[str, torch.Tensor], model: nn.Module, path: str | Path) -> None:
     """Refuse, naming the tensor, weights of another dtype than the model's (load_state_dict would cast int32 or
-    bool bits silently) or holding NaN or infinite values (every prediction would be NaN: '8 (8 nan%)')."""
+    bool bits silently) or holding NaN or infinite values."""
     expected = model.state_dict()
     for name, tensor in weights.items():
         want = expected.get(name)
         if want is not None and tensor.dtype != want.dtype:
             raise CnnkitError(f"{path}: tensor model.{name} has dtype {str(tensor.dtype).removeprefix('torch.')}; "
                               f"the model's is {str(want.dtype).removeprefix('torch.')}")
+    check_finite({f"model.{name}": tensor for name, tensor in weights.items()}, path)
+
+
+def check_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Refuse, naming the first, floating-point tensors holding NaN or infinite values (a model's every prediction
+    would be NaN: '8 (8 nan%)'; a resumed optimiser's every step)."""
+    for name, tensor in tensors.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise CnnkitError(f"{path}: tensor model.{name} holds NaN or infinite values; a checkpoint of a run that "
+            raise CnnkitError(f"{path}: tensor {name} holds NaN or infinite values; a checkpoint of a run that "
                               "diverged, or a damaged file")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import fields as dataclass_fields
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -33,19 +34,33 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 OptionValue = bool | int | float | str
 
 
-def parse_json(data: bytes | str, where: str | Path) -> Any:
-    """JSON text -> Python values; invalid, oversized or absurdly nested text raises CnnkitError naming `where`."""
+def parse_json(data: bytes | str, where: str | Path, unique_keys: bool = False) -> Any:
+    """JSON text -> Python values; invalid, oversized or absurdly nested text raises CnnkitError naming `where`.
+    With `unique_keys`, an object naming a key twice is refused (json.loads keeps the last silently: an edited
+    config.json with two `lr`s would train with one and show the other)."""
     if len(data) > limit("json_bytes"):
         raise CnnkitError(f"{where}: {len(data):,} bytes of JSON exceeds the limit of {limit('json_bytes'):,}; set "
                           "CNNKIT_MAX_JSON_BYTES to raise it")
     try:
-        return json.loads(data)
+        return json.loads(data, object_pairs_hook=partial(_unique_object, where) if unique_keys else None)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CnnkitError(f"{where}: not valid JSON ({error})") from None
     except RecursionError:
         raise CnnkitError(f"{where}: JSON nested too deeply to be cnnkit metadata") from None
+    except CnnkitError:  # a key named twice (a ValueError too)
+        raise
     except ValueError as error:  # Python's cap on integer digits (4300): no setting of cnnkit's is that long
         raise CnnkitError(f"{where}: not valid cnnkit JSON ({error})") from None
+
+
+def _unique_object(where: str | Path, pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object whose keys are all different (json.loads' object_pairs_hook)."""
+    values = {}
+    for key, value in pairs:
+        if key in values:
+            raise CnnkitError(f"{where}: the key {key!r} appears twice in one object; keep one")
+        values[key] = value
+    return values
 
 
 def _first_problem(error: ValidationError) -> str:
@@ -121,6 +136,10 @@ class CheckpointMeta(BaseModel):
     best: Best | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     config: dict[str, Any] | None = None
+    # How many processes trained the run, and the images of one step over all of them (torchrun); None: written
+    # before cnnkit recorded it. A resume must keep them: they set the steps per epoch and the schedule.
+    processes: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
+    global_batch: Annotated[StrictInt, Field(ge=1)] | None = None
 
     @model_validator(mode="after")
     def _one_name_per_class(self) -> CheckpointMeta:

@@ -3,6 +3,7 @@ validate config.json and the Python API alike; the trainer reads it and the run 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -117,21 +118,22 @@ class TrainConfig(BaseModel):
         try:
             super().__init__(**values)
         except ValidationError as error:
-            raise SettingError(error) from None
+            raise SettingError.of_validation(error) from None
 
     def __setattr__(self, name: str, value: Any) -> None:
         try:
             super().__setattr__(name, value)
         except ValidationError as error:
-            raise SettingError(error) from None
+            raise SettingError.of_validation(error) from None
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         if self.stream and self.eval_mode == "batch":
-            raise ValueError("--stream cannot evaluate the training set as one batch (eval_mode batch)")
+            raise _InconsistentError(Named("stream", True), " cannot evaluate the training set as one batch (",
+                                Named("eval_mode", "batch"), ")")
         if self.freeze != "none" and not self.init_from:
-            raise ValueError(f"--freeze {self.freeze} keeps a checkpoint's features: it needs --init-from "
-                             "CHECKPOINT; received no --init-from")
+            raise _InconsistentError(Named("freeze", self.freeze), " keeps a checkpoint's features: it needs ",
+                                Named("init_from"), " (a checkpoint); received no ", Named("init_from"))
         return self
 
     def validate(self) -> TrainConfig:  # type: ignore[override]  # pydantic's deprecated classmethod of this name
@@ -192,7 +194,7 @@ class TrainConfig(BaseModel):
             raise CnnkitError(f"{run_dir}: nothing to resume (no config.json){hint}")
         from cnnkit.data.safety import read_bytes  # capped: a config.json is read from a folder a user names
 
-        config = cls.from_dict(parse_json(read_bytes(path, cap="json_bytes"), path), str(path))
+        config = cls.from_dict(parse_json(read_bytes(path, cap="json_bytes"), path, unique_keys=True), str(path))
         return config if epochs is None else config.replace(epochs=epochs)
 
     def check_device(self) -> None:
@@ -200,28 +202,64 @@ class TrainConfig(BaseModel):
         import torch
 
         if self.device == "cuda" and not torch.cuda.is_available():
-            raise CnnkitError("--device cuda: no CUDA GPU is available to this process; received --device cuda "
-                              "(use --device cpu, or auto)")
+            raise SettingError(Named("device", "cuda"), ": no CUDA GPU is available to this process; received ",
+                               Named("device", "cuda"), " (use ", Named("device", "cpu"), ", or auto)")
+
+
+@dataclass(frozen=True)
+class Named:
+    """A setting named in a message: `--name value` on the command line, `name=value` from Python."""
+
+    name: str
+    value: Any = None
+
+    def worded(self, flags: bool) -> str:
+        """The setting as the caller gave it."""
+        if flags:
+            flag = "--" + self.name.replace("_", "-")
+            return flag if self.value is None else f"{flag} {'' if self.value is True else self.value}".rstrip()
+        return self.name if self.value is None else f"{self.name}={self.value!r}"
 
 
 class SettingError(CnnkitError):
-    """A setting refused by TrainConfig: one line naming the flag, and `in_file` naming the config.json key."""
+    """A refused setting, said as the Python API names it (fields: `epochs must be ...`); `flags` says it as
+    `cnnkit train` names it (`--epochs must be ...`), `in_file` as config.json does (`epochs: must be ...`). The
+    message is parts, text and `Named` settings, so one refusal has one wording, named three ways."""
 
-    def __init__(self, error: ValidationError) -> None:
-        super().__init__(problem(error))
-        self.in_file = problem(error, flags=False)
+    def __init__(self, *parts: str | Named, in_file: str | None = None) -> None:
+        self.parts = parts
+        super().__init__(self.worded(flags=False))
+        self.in_file = self.worded(flags=False) if in_file is None else in_file
+
+    def worded(self, flags: bool) -> str:
+        """The message, naming settings by flag or by field."""
+        return "".join(part if isinstance(part, str) else part.worded(flags) for part in self.parts)
+
+    @property
+    def flags(self) -> str:
+        """The message as `cnnkit train` says it."""
+        return self.worded(flags=True)
+
+    @classmethod
+    def of_validation(cls, error: ValidationError) -> SettingError:
+        """A pydantic refusal as one line naming the setting, what it must be and the value received."""
+        first = error.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else ""
+        cause = first.get("ctx", {}).get("error")
+        if not name:  # a whole-model check: its message is the line
+            return cls(*cause.parts) if isinstance(cause, _InconsistentError) else cls(str(cause or first["msg"]))
+        if first["type"] == "extra_forbidden":
+            return cls(f"{name}: no such setting (received {first['input']!r})")
+        said = f" must be {expected(name)}; received {first['input']!r}"
+        return cls(Named(name), said, in_file=f"{name}:{said}")
 
 
-def problem(error: ValidationError, flags: bool = True) -> str:
-    """A validation error as one line naming the setting, what it must be and the value received."""
-    first = error.errors()[0]
-    name = str(first["loc"][0]) if first["loc"] else ""
-    if not name:  # a whole-model check: its message is the line
-        return str(first.get("ctx", {}).get("error", first["msg"]))
-    if first["type"] == "extra_forbidden":
-        return f"{name}: no such setting (received {first['input']!r})"
-    where = "--" + name.replace("_", "-") + " must be" if flags else f"{name}: must be"
-    return f"{where} {expected(name)}; received {first['input']!r}"
+class _InconsistentError(ValueError):
+    """A whole-config check's refusal, in parts (see SettingError), through pydantic's ValueError handling."""
+
+    def __init__(self, *parts: str | Named) -> None:
+        super().__init__("".join(part if isinstance(part, str) else part.worded(False) for part in parts))
+        self.parts = parts
 
 
 def expected(name: str) -> str:
@@ -245,8 +283,8 @@ def seed_recipe(**overrides: Any) -> TrainConfig:
     its loss, 1000 epochs, accuracy every 100 epochs measured on the training set with batch statistics.
     `overrides` (explicit user flags) are applied on top."""
     if overrides.get("model", "digitsnet") != "digitsnet":
-        raise CnnkitError(f"--recipe seed is the article's own program for its network, digitsnet; received --model "
-                          f"{overrides['model']}")
+        raise SettingError(Named("recipe", "seed"), " is the article's own program for its network, digitsnet; "
+                           "received ", Named("model", overrides["model"]))
     recipe = dict(
         model="digitsnet", model_options={"seed_faithful": True}, val_fraction=0.0, preprocessing="minmax", shift=0,
         optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant", label_smoothing=0.0, loss="article",

@@ -233,9 +233,15 @@ def _keep(trainee: Trainee) -> None:
     run.save("last", state)
 
 
+def tested_epoch(state: TrainState) -> int:
+    """The epoch whose weights the final test measures: the best validation epoch's when its weights are at hand,
+    else the last epoch's (nothing validated, or a resumed run whose best.safetensors was not its own)."""
+    return state.best["epoch"] if state.best is not None and state.best_state is not None else state.epoch
+
+
 def keep_final(trainee: Trainee, final: dict) -> None:
-    """The test's results: in `best` (the best epoch's weights and record), then as metrics.jsonl's last line."""
+    """The test's results: in `best` (the tested epoch's weights and record), then as metrics.jsonl's last line."""
     state = trainee.state
-    record, _, _ = best_checkpoint_record(state.history, state.best, final, state.epoch, state.step)
+    record, _, _ = best_checkpoint_record(state.history, {"epoch": final["epoch"]}, final, state.epoch, state.step)
     trainee.run.save("best", state, record)
     trainee.run.append_metrics({"final": final})

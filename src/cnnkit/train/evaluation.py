@@ -89,7 +89,8 @@ def validation_metrics(model: nn.Module, data: PreparedData, config: TrainConfig
 def final_test(model: nn.Module, best_state: dict | None, data: PreparedData, config: TrainConfig,
                 device: torch.device, epoch: int) -> dict:
     """Load the best validation weights (with the BN statistics they were validated with) and measure the held-out
-    test split; the test loss is plain cross-entropy, as the validation loss."""
+    test split; the test loss is plain cross-entropy, as the validation loss. `epoch` is the epoch those weights
+    are from (the last one's without `best_state`): the record names it."""
     if best_state is not None:
         model.load_state_dict(best_state)
     test = evaluate(model, *data.test, config=config)

@@ -9,8 +9,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from cnnkit.core.errors import CnnkitError
-from cnnkit.train.config import TrainConfig
+from cnnkit.train.config import Named, SettingError, TrainConfig
 
 
 def _pct(value: float | None) -> str:
@@ -18,7 +17,11 @@ def _pct(value: float | None) -> str:
 
 
 class EpochLog:
-    """One line per evaluated epoch, and on a terminal a progress bar of the epochs below those lines."""
+    """One line per evaluated epoch, and on a terminal a progress bar of the epochs below those lines.
+
+    What is said while the run is prepared (its data, model, folder, resumed state) is held until the epochs
+    `start`: a run refused on the way prints its one-line error and nothing else.
+    """
 
     def __init__(self, config: TrainConfig, enabled: bool, progress: bool | None, stream: TextIO | None = None) -> None:
         self.config, self.enabled, self.stream = config, enabled, stream or sys.stdout
@@ -27,18 +30,23 @@ class EpochLog:
         self.bar = None
         self.said: set[str] = set()
         self._lock = threading.Lock()  # seeds trained side by side report from several threads
+        self._held: list[str] | None = []  # notes of the preparation, until `start`; None once started
 
     def start(self, start_epoch: int, tensorboard_dir: Path | None = None) -> None:
-        """Open the progress bar (on a terminal) and the TensorBoard writer (if asked) as the epochs begin."""
+        """Say the preparation's notes, then open the progress bar (on a terminal) and the TensorBoard writer (if
+        asked) as the epochs begin."""
         if not self.enabled:
             return
         if tensorboard_dir is not None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise CnnkitError("--tensorboard needs the tensorboard package: pip install 'cnnkit[tensorboard]'") \
-                    from None
+                raise SettingError(Named("tensorboard", True), " needs the tensorboard package: pip install "
+                                   "'cnnkit[tensorboard]'") from None
             self.writer = SummaryWriter(str(tensorboard_dir))
+        held, self._held = self._held or [], None
+        for text in held:
+            print(text, file=self.stream, flush=True)
         if self.tty:
             self.bar = tqdm(total=self.config.epochs, initial=start_epoch - 1, desc=f"training {self.config.model}",
                             unit="epoch", leave=False)
@@ -68,9 +76,11 @@ class EpochLog:
         return "  ".join(parts)
 
     def note(self, text: str) -> None:
-        """A one-off message."""
+        """A one-off message (held while the run is prepared)."""
         if self.enabled:
-            if self.bar is not None:
+            if self._held is not None:
+                self._held.append(text)
+            elif self.bar is not None:
                 self.bar.write(text, file=self.stream)
             else:
                 print(text, file=self.stream, flush=True)
@@ -84,7 +94,8 @@ class EpochLog:
         self.note(text)
 
     def close(self) -> None:
-        """Remove the bar."""
+        """Remove the bar; notes still held (a run stopped before its epochs began) are dropped."""
+        self._held = None
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -99,8 +110,10 @@ class EpochLog:
         if best is not None:
             print(f"best validation accuracy {_pct(best['val_accuracy'])} at epoch {best['epoch']}", file=self.stream)
         if final.get("test_count"):
-            print(f"test accuracy: {_pct(final['test_accuracy'])} on {final['test_count']} held-out images "
-                  f"(cross-entropy {final['test_loss']:.4f})", file=self.stream)
+            whose = "the best validation epoch's" if best is not None and best["epoch"] == final["epoch"] else \
+                "the last epoch's"
+            print(f"test accuracy of epoch {final['epoch']} ({whose} weights): {_pct(final['test_accuracy'])} on "
+                  f"{final['test_count']} held-out images (cross-entropy {final['test_loss']:.4f})", file=self.stream)
         if "article_test_accuracy" in final:
             print(f"test accuracy with batch statistics (the article's way): {_pct(final['article_test_accuracy'])}",
                   file=self.stream)

@@ -19,7 +19,7 @@ from cnnkit.data.batches import num_batches
 from cnnkit.layers.batchnorm import BatchNorm2d
 from cnnkit.store.checkpoint import build_model, model_spec
 from cnnkit.train.compiled import CompiledStep, should_compile
-from cnnkit.train.config import TrainConfig
+from cnnkit.train.config import Named, SettingError, TrainConfig
 from cnnkit.train.data import PreparedData, prepare_data, training_batches
 from cnnkit.train.distributed import World, all_sum, setup_world, teardown
 from cnnkit.train.epoch import (
@@ -30,6 +30,7 @@ from cnnkit.train.epoch import (
     end_epoch,
     epoch_record,
     keep_final,
+    tested_epoch,
     train_one_epoch,
     use_channels_last,
 )
@@ -117,10 +118,14 @@ def _fit(config: TrainConfig, run: RunDirectory, world: World, log: EpochLog, ca
     """Refuse what cannot run, prepare the run, train its epochs, test the best weights."""
     _refuse_early(config, run, world, call)
     log.note(f"training {config.model} on {config.data}")
+    if world.size > 1:
+        log.note(f"{world.size} processes, global batch {config.batch_size * world.size} ({config.batch_size} per "
+                 "process)")
     config, data, spec, model = _data_and_model(config, world.device, log)
     trainee = Trainee(config, data, run, TrainState(model, make_optimizer(config, model)), world)
+    schedule = _schedule(trainee)  # refused here, a split smaller than a batch leaves even --overwrite's run alone
     restored = _open(trainee, spec, log, call)
-    plan = _plan(trainee, restored, log, call)
+    plan = _plan(trainee, restored, schedule, log, call)
     with _convolutions(trainee.state):
         interrupted = _train(trainee, plan, log, call)
         log.close()
@@ -133,7 +138,7 @@ def _refuse_early(config: TrainConfig, run: RunDirectory, world: World, call: _C
     if config.precision == "fp16" and world.device.type != "cuda":
         raise CnnkitError("precision fp16 (AMP with loss scaling) needs a CUDA device; use bf16 on CPU")
     if call.resume:
-        run.check_resumable(config)
+        run.check_resumable(config, world.size)
     else:
         run.check_free(call.overwrite)
 
@@ -145,17 +150,19 @@ def _open(trainee: Trainee, spec: dict, log: EpochLog, call: _Call) -> Restored:
     if run.path:  # said once the folder exists: a run refused earlier never names one
         log.note(f"run directory {run.path}")
     restored = run.restore(state.model, trainee.config.eval_every) if call.resume else Restored()
-    run.describe(trainee.config, spec, trainee.data)
+    run.describe(trainee.config, spec, trainee.data, trainee.world.size)
     state.step, state.epoch, state.best = restored.step, restored.start_epoch - 1, restored.best
     state.best_state, state.history = restored.best_state, restored.history
     return restored
 
 
-def _plan(trainee: Trainee, restored: Restored, log: EpochLog, call: _Call) -> StepPlan:
-    """The run's schedule, objective and step (compiled or eager, DDP), a resumed optimiser state, config.json."""
+def _plan(trainee: Trainee, restored: Restored, schedule: tuple[Callable[[int], float], int], log: EpochLog,
+          call: _Call) -> StepPlan:
+    """The run's objective and step (compiled or eager, DDP) on its `schedule`, a resumed optimiser state,
+    config.json (a resumed run's is rewritten only once it keeps an epoch)."""
     config, run, world, state = trainee.config, trainee.run, trainee.world, trainee.state
     recorded_epochs = TrainConfig.from_run_dir(run.path).epochs if call.resume and run.path else config.epochs
-    lr_of_step, total_steps = _schedule(trainee)
+    lr_of_step, total_steps = schedule
     if recorded_epochs != config.epochs:
         log.note(_extension_note(config, recorded_epochs, restored, lr_of_step(restored.step)))
     loss_fn = make_loss(config.loss, config.label_smoothing)
@@ -164,7 +171,7 @@ def _plan(trainee: Trainee, restored: Restored, log: EpochLog, call: _Call) -> S
     if should_compile(_step_kind(config, restored), total_steps, world.size, log.note):
         state.compiled = CompiledStep(state.model, config, loss_fn, tuple(trainee.data.dataset.image_shape[1:]))
     _restore_optimizer_state(restored, state, run.path)
-    if not call.resume or recorded_epochs != config.epochs:  # after every refusal: a refused resume changes nothing
+    if not call.resume or recorded_epochs != config.epochs:
         run.write_config(config)
     state.scaler = torch.amp.GradScaler(world.device.type, enabled=config.precision == "fp16")
     state.ddp = _distributed(state.model, config, world)
@@ -177,8 +184,9 @@ def _schedule(trainee: Trainee) -> tuple[Callable[[int], float], int]:
     config, train_count, world = trainee.config, len(trainee.data.train[1]), trainee.world
     per_epoch = num_batches(train_count, config.batch_size, config.drop_last, world.size)
     if per_epoch == 0:
-        raise CnnkitError(f"the training split ({train_count} images) is smaller than one batch of "
-                          f"{config.batch_size}")
+        each = f" for each of {world.size} processes" if world.size > 1 else ""
+        raise CnnkitError(f"the training split ({train_count:,} images) is smaller than one batch of "
+                          f"{config.batch_size}{each}")
     total_steps = per_epoch * config.epochs
     return partial(lr_at, total_steps=total_steps, steps_per_epoch=per_epoch, config=config), total_steps
 
@@ -224,8 +232,8 @@ def _summed_record(sums: dict, trainee: Trainee, lr: float) -> dict:
         bad = int(sums["first_bad"])
         where = f"epoch {epoch}, batch {bad + 1}" if bad >= 0 else f"epoch {epoch}"
         kept = f"; the last good checkpoint is {out / 'last'} (epoch {epoch - 1})" if out and epoch > 1 else ""
-        raise CnnkitError(f"the training loss became {record['train_loss']} at {where}; training stopped{kept}. "
-                          "Try a lower --lr or --grad-clip")
+        raise SettingError(f"the training loss became {record['train_loss']} at {where}; training stopped{kept}. "
+                           "Try a lower ", Named("lr"), " or ", Named("grad_clip"))
     return record
 
 
@@ -249,7 +257,7 @@ def _test(trainee: Trainee, log: EpochLog) -> dict:
     """The held-out test on the best weights, kept in `best` and metrics.jsonl, and said."""
     state = trainee.state
     final = final_test(state.model, state.best_state, trainee.data, trainee.config, trainee.world.device,
-                       state.epoch)
+                       tested_epoch(state))
     keep_final(trainee, final)
     log.final(final, state.best)
     return final
@@ -278,7 +286,7 @@ def _data_and_model(config: TrainConfig, device: torch.device, log: EpochLog
         log.note(line)
     channels, h, w = data.dataset.image_shape
     if config.shift >= min(h, w):
-        raise CnnkitError(f"--shift must be smaller than the images ({h}x{w}); received {config.shift}")
+        raise SettingError(Named("shift"), f" must be smaller than the images ({h}x{w}); received {config.shift}")
     options = start[2]["model"]["options"] if start is not None else config.model_options
     spec = model_spec(config.model, options, len(data.dataset.class_names), channels, (h, w))
     model = build_model(spec) if start is None else adapt(start, spec, data.dataset.class_names, config.init_from,
@@ -305,7 +313,7 @@ def _step_kind(config: TrainConfig, restored: Restored) -> TrainConfig:
 
 def _extension_note(config: TrainConfig, recorded_epochs: int, restored: Restored, next_lr: float) -> str:
     """What changes when a resumed run gets a new epoch count: the schedule is planned over the new length."""
-    note = f"epochs {recorded_epochs} -> {config.epochs} (recorded in config.json)"
+    note = f"epochs {recorded_epochs} -> {config.epochs} (recorded in config.json with the first epoch kept)"
     if config.schedule not in ("cosine", "onecycle"):  # the others do not depend on the run's length
         return note
     return (f"{note}: the {config.schedule} learning-rate schedule is re-planned over {config.epochs} epochs, so "
@@ -315,8 +323,8 @@ def _extension_note(config: TrainConfig, recorded_epochs: int, restored: Restore
 def _fit_to_start(config: TrainConfig, spec: dict, log: EpochLog) -> TrainConfig:
     """Check a fine-tuning config against its starting checkpoint's model; size the images to its input."""
     if config.model != spec["name"]:
-        raise CnnkitError(f"--init-from {config.init_from} holds a {spec['name']}; pass --model {spec['name']} "
-                          f"(received --model {config.model})")
+        raise SettingError(Named("init_from", config.init_from), f" holds a {spec['name']}; pass ",
+                           Named("model", spec["name"]), " (received ", Named("model", config.model), ")")
     height, width = spec["input_size"]
     if config.image_size is None and height == width:
         log.note(f"images resized to the checkpoint's input, {height}x{width} (--image-size to state it)")

@@ -25,7 +25,7 @@ from cnnkit.core.errors import CnnkitError
 from cnnkit.core.outputs import atomic_write, leftover_temp_files
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.models.registry import resolved_options
-from cnnkit.store.checkpoint import load_checkpoint, read_metadata, repair_json_copy, save_checkpoint
+from cnnkit.store.checkpoint import check_finite, load_checkpoint, read_metadata, repair_json_copy, save_checkpoint
 from cnnkit.store.metadata import read_metrics
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.data import PreparedData
@@ -92,6 +92,10 @@ class RunDirectory:
         self.description: dict = {}
         self.preprocessing: Preprocessing | None = None
         self._lock: int | None = None
+        # A resumed run's writes wait for its first kept epoch (or final test), so a resume that fails or is
+        # refused before it leaves the run as it was: None, or the metrics records its last checkpoint covers.
+        self._resumed_records: list[dict] | None = None
+        self._resumed_config: TrainConfig | None = None  # a new epoch count, for config.json
 
     def check_free(self, overwrite: bool) -> None:
         """Refuse, before anything is created, an existing run unless told to overwrite it, and a path that is
@@ -149,8 +153,7 @@ class RunDirectory:
         except BlockingIOError:
             owner = os.read(handle, 64).decode(errors="replace").strip() or "unknown"
             os.close(handle)
-            raise CnnkitError(f"{self.path} is being written by another cnnkit process (pid {owner}); wait for it "
-                              "to finish or choose another --out") from None
+            raise CnnkitError(_locked_message(path, owner)) from None
         os.ftruncate(handle, 0)
         os.write(handle, f"{os.getpid()}\n".encode())
         self._lock = handle
@@ -166,28 +169,56 @@ class RunDirectory:
             if not any(board.iterdir()):
                 board.rmdir()
 
-    def describe(self, config: TrainConfig, spec: dict, data: PreparedData) -> None:
-        """What every checkpoint of this run shares: config, model spec, classes, data description, preprocessing."""
+    def describe(self, config: TrainConfig, spec: dict, data: PreparedData, processes: int = 1) -> None:
+        """What every checkpoint of this run shares: config, model spec, classes, data description, preprocessing,
+        and the processes that train it with the images of one step over all of them (a resume must keep both)."""
         self.description = {"model": spec, "class_names": data.dataset.class_names, "config": config.to_dict(),
-                            "data": data.description(config.seed)}
+                            "data": data.description(config.seed), "processes": processes,
+                            "global_batch": config.batch_size * processes}
         self.preprocessing = data.preprocessing
 
     def write_config(self, config: TrainConfig) -> None:
-        """config.json: what `--resume` reads back."""
-        if self.writes:
-            atomic_write(self.path / "config.json", json.dumps(config.to_dict(), indent=1).encode())
+        """config.json: what `--resume` reads back. A resumed run's (a new epoch count) is written with its first
+        kept epoch, not before."""
+        if not self.writes:
+            return
+        if self._resumed_records is not None:
+            self._resumed_config = config
+            return
+        atomic_write(self.path / "config.json", json.dumps(config.to_dict(), indent=1).encode())
 
     def append_metrics(self, record: dict) -> None:
         """One line of metrics.jsonl (written before the epoch's checkpoint, so a resume never lacks a line)."""
-        if self.writes:
+        if self.writes and not self._commit_resume(record):
             with open(self.path / "metrics.jsonl", "a") as file:
                 file.write(json.dumps(record) + "\n")
+
+    def _commit_resume(self, record: dict | None = None) -> bool:
+        """A resumed run's first write, when it keeps an epoch (or its final test): the JSON copies it found stale
+        repaired, config.json with the new epoch count, then metrics.jsonl trimmed to the last checkpoint plus
+        `record`. Each write is atomic and each state between them resumes (config.json first: a `last` past
+        its old epoch count would be refused). True when `record` was written."""
+        records, self._resumed_records = self._resumed_records, None
+        if records is None:
+            return False
+        for name in ("last", "best"):
+            if (self.path / f"{name}.safetensors").exists() and repair_json_copy(self.path / name):
+                self.say(f"repaired {name}.json from {name}.safetensors (the previous run stopped between the two "
+                         "writes)")
+        if self._resumed_config is not None:
+            self.write_config(self._resumed_config)
+        metrics = self.path / "metrics.jsonl"
+        kept = records + ([record] if record is not None else [])
+        if kept or metrics.exists():
+            atomic_write(metrics, "".join(json.dumps(r) + "\n" for r in kept).encode())
+        return record is not None
 
     def save(self, name: str, state: TrainState, record: dict | None = None) -> None:
         """Write checkpoint `name` of `state` with the metrics `record` (default: its latest epoch's) and that
         record's epoch and step; 'last' also keeps the optimiser state, to resume."""
         if not self.writes:
             return
+        self._commit_resume()
         record = state.history[-1] if record is None else record
         meta = {**self.description, "metrics": dict(record), "epoch": record.get("epoch", state.epoch),
                 "global_step": record.get("step", state.step), "best": state.best}
@@ -199,10 +230,11 @@ class RunDirectory:
                 meta["optimizer_param_groups"] = groups
         save_checkpoint(self.path / name, state.model, meta, self.preprocessing, extra)
 
-    def check_resumable(self, config: TrainConfig) -> None:
+    def check_resumable(self, config: TrainConfig, processes: int = 1) -> None:
         """Refuse, before anything is loaded or written, a run with no last checkpoint, one whose last checkpoint
-        is not its own (another network, imported weights), a finished one that the config's epochs do not
-        extend, or one they would end before the epochs it has trained."""
+        is not its own (another network, imported weights), one trained by another number of processes, a
+        finished one that the config's epochs do not extend, or one they would end before the epochs it has
+        trained."""
         epochs = config.epochs
         if self.path is None or not any((self.path / f"last.{s}").exists() for s in ("safetensors", "json")):
             raise CnnkitError(f"{self.path}: nothing to resume (no last checkpoint)")
@@ -211,6 +243,7 @@ class RunDirectory:
                               "state); nothing to resume")
         meta = read_metadata(self.path / "last")
         _check_own_checkpoint(meta, config, self.path / "last.safetensors")
+        _check_processes(meta, processes, self.path)
         done = meta["epoch"]
         if done > epochs:
             raise CnnkitError(f"{self.path} has trained {done} epochs; --epochs {epochs} would end it before that: "
@@ -223,15 +256,12 @@ class RunDirectory:
                               "train it further")
 
     def restore(self, model: nn.Module, eval_every: int = 1) -> Restored:
-        """Load the last checkpoint into `model` and the RNG; repair JSON copies an interrupted write left stale;
-        trim metrics.jsonl to the epochs the checkpoint covers (dropping a torn last line). Call check_resumable
-        first: it refuses, before the lock and the data, what cannot be resumed."""
-        for name in ("last", "best"):
-            exists = (self.path / f"{name}.safetensors").exists()
-            if self.writes and exists and repair_json_copy(self.path / name):
-                self.say(f"repaired {name}.json from {name}.safetensors (the previous run stopped between the two "
-                         "writes)")
-        tensors, meta = load_checkpoint(self.path / "last")
+        """Load the last checkpoint into `model` and the RNG, and the history of the epochs it covers (a torn last
+        line of metrics.jsonl dropped). Nothing is written until the run keeps an epoch (`_commit_resume`): JSON
+        copies an interrupted write left stale are read past, then repaired. Call check_resumable first: it
+        refuses, before the lock and the data, what cannot be resumed."""
+        tensors, meta = load_checkpoint(self.path / "last", check_copy=False)
+        check_finite(tensors, self.path / "last")  # weights and optimiser state: NaN would train on as NaN
         records = self._records()
         try:
             model.load_state_dict(_model_weights(tensors))
@@ -247,9 +277,12 @@ class RunDirectory:
                      "the run goes on, and its history will miss them")
         best, best_state = meta.get("best"), None
         if best is not None and any((self.path / f"best.{s}").exists() for s in ("safetensors", "json")):
-            best_tensors, best_meta = load_checkpoint(self.path / "best")
+            best_tensors, best_meta = load_checkpoint(self.path / "best", check_copy=False)
             if best_meta["epoch"] == best["epoch"]:  # a best saved after `last` (then cut short) is not this run's
                 best_state = _model_weights(best_tensors)
+                check_finite(best_tensors, self.path / "best")
+        if self.writes:
+            self._resumed_records = list(history)  # a copy: the run appends its new epochs to `history`
         self.say(f"resuming from epoch {meta['epoch']} (step {meta['global_step']})")
         return Restored(meta["epoch"] + 1, meta["global_step"], best, history, tensors,
                         meta.get("optimizer_param_groups"), best_state)
@@ -267,12 +300,32 @@ class RunDirectory:
                   "it", file=sys.stderr)
         return records
 
-    def _history(self, records: list[dict], last_epoch: int) -> list[dict]:
-        """The epoch records the checkpoint covers; metrics.jsonl is trimmed to them."""
-        history = [r for r in records if r.get("epoch") is not None and r["epoch"] <= last_epoch]
-        if self.writes and (self.path / "metrics.jsonl").exists():
-            atomic_write(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
-        return history
+    @staticmethod
+    def _history(records: list[dict], last_epoch: int) -> list[dict]:
+        """The epoch records the checkpoint covers (metrics.jsonl is trimmed to them with the first kept epoch)."""
+        return [r for r in records if r.get("epoch") is not None and r["epoch"] <= last_epoch]
+
+
+def _locked_message(lock: Path, owner: str) -> str:
+    """Why a run folder cannot be opened: who holds its lock, and what to do."""
+    if not _running(owner):  # the pid that wrote the file is gone, but something it started holds the lock
+        return (f"{lock.parent} is locked by a process that cnnkit pid {owner} started (pid {owner} itself has "
+                f"exited); `fuser -v {lock}` names it: stop it, or train into another folder")
+    return (f"{lock.parent} is being written by another cnnkit process (pid {owner}, in {lock.name}); wait for it "
+            "to finish or stop it, or train into another folder")
+
+
+def _running(pid: str) -> bool:
+    """Whether a process with this pid exists (True when unknown: the usual case is a live writer)."""
+    if not pid.isdigit() or int(pid) == 0:  # signal 0 sends nothing, but only a single pid is asked about
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except (OverflowError, PermissionError):
+        return True
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _check_own_checkpoint(meta: dict, config: TrainConfig, path: Path) -> None:
@@ -288,6 +341,24 @@ def _check_own_checkpoint(meta: dict, config: TrainConfig, path: Path) -> None:
         shown = ", ".join(f"{name}={getattr(saved, name)!r} (config.json: {getattr(config, name)!r})"
                           for name in differing[:3])
         raise CnnkitError(f"{path} is another run's checkpoint, trained with {shown}; nothing to resume from it")
+
+
+def _check_processes(meta: dict, processes: int, run: Path) -> None:
+    """A run resumes with the number of processes it was trained with: another number changes the steps per
+    epoch (each process takes its share of every epoch) and so bends a one-cycle or cosine schedule planned over
+    them. (Runs written before cnnkit recorded the number are not checked.)"""
+    trained = meta.get("processes")
+    if trained is None or trained == processes:
+        return
+    how = "in one process (without torchrun)" if trained == 1 else f"under torchrun with {trained} processes"
+    batch = f" (global batch {meta['global_batch']})" if meta.get("global_batch") else ""
+    raise CnnkitError(f"{run} was trained with {_count(trained, 'process')}{batch}; resuming it with "
+                      f"{_count(processes, 'process')} would change its steps per epoch and its learning-rate "
+                      f"schedule: resume it {how}")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "es" if noun.endswith("s") else "s")
 
 
 def _network_setting(config: TrainConfig, name: str) -> object:

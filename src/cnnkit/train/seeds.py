@@ -36,7 +36,7 @@ from cnnkit.store.metadata import parse_json
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.data import PreparedData, image_size, prepare_data
 from cnnkit.train.distributed import World
-from cnnkit.train.epoch import Trainee, end_epoch, epoch_record, keep_final
+from cnnkit.train.epoch import Trainee, end_epoch, epoch_record, keep_final, tested_epoch
 from cnnkit.train.evaluation import final_test
 from cnnkit.train.log import EpochLog
 from cnnkit.train.loop import RunResult, run_result
@@ -205,7 +205,7 @@ def _finish(trainee: Trainee, started: float) -> RunResult:
     """A seed's test on its best weights, its final checkpoint and record, and its entry in seeds.json."""
     state = trainee.state
     final = final_test(state.model, state.best_state, trainee.data, trainee.config, trainee.world.device,
-                       state.epoch)
+                       tested_epoch(state))
     keep_final(trainee, final)
     result = run_result(trainee, final, started)
     refresh_seeds_summary(result, lambda _: None)  # a finished run's resume is refused: its entry, now

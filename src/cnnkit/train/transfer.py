@@ -12,6 +12,7 @@ from cnnkit.core.errors import CnnkitError
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.layers.batchnorm import BatchNorm2d
 from cnnkit.store.checkpoint import build_model, model_from_checkpoint
+from cnnkit.train.config import Named, SettingError
 
 FREEZE_CHOICES = ("none", "features")
 
@@ -33,10 +34,11 @@ def adapt(start: tuple[nn.Module, Preprocessing | None, dict], spec: dict, class
     same = [old[k] == spec[k] for k in ("name", "options", "in_channels")] + [
         list(old["input_size"]) == list(spec["input_size"])]
     if not all(same):
-        raise CnnkitError(f"--init-from {path} holds {old['name']} {old['options']} for {old['in_channels']}x"
-                          f"{old['input_size'][0]}x{old['input_size'][1]} inputs; this run builds {spec['name']} "
-                          f"{spec['options']} for {spec['in_channels']}x{spec['input_size'][0]}x"
-                          f"{spec['input_size'][1]} (pass --model {old['name']} and --image-size to match)")
+        raise SettingError(Named("init_from", path), f" holds {old['name']} {old['options']} for "
+                           f"{old['in_channels']}x{old['input_size'][0]}x{old['input_size'][1]} inputs; this run "
+                           f"builds {spec['name']} {spec['options']} for {spec['in_channels']}x{spec['input_size'][0]}"
+                           f"x{spec['input_size'][1]} (pass ", Named("model", old["name"]), " and ",
+                           Named("image_size"), " to match)")
     model = build_model(spec)
     last = _classifier(model)
     same_classes = class_names == list(meta.get("class_names") or [])
@@ -44,8 +46,8 @@ def adapt(start: tuple[nn.Module, Preprocessing | None, dict], spec: dict, class
     for key, value in source.state_dict().items():
         if (not same_classes and key.startswith(f"{last}.")) or state[key].shape != value.shape:
             if not key.startswith(f"{last}."):
-                raise CnnkitError(f"--init-from {path}: {key} has shape {tuple(value.shape)}, the new model "
-                                  f"{tuple(state[key].shape)}; only the classifier's last layer may differ")
+                raise SettingError(Named("init_from", path), f": {key} has shape {tuple(value.shape)}, the new "
+                                   f"model {tuple(state[key].shape)}; only the classifier's last layer may differ")
             replaced.append(key)
             continue
         state[key] = value
