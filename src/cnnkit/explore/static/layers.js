@@ -90,7 +90,7 @@ export function buildLayers() {
     }
     if (newly) refresh();
   }, {rootMargin: "200px"});
-  for (const node of document.querySelectorAll(".card")) observer.observe(node);
+  for (const node of document.querySelectorAll("#layers .card")) observer.observe(node);  // not the softmax / playground cards
 }
 
 function card(unit) {
