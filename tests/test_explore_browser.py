@@ -1,6 +1,6 @@
 """`cnnkit explore` in a real browser: Playwright (the pip package) driving Debian's Chromium, never a download.
 
-Set CNNKIT_EXPLORE_SCREENSHOT=docs/explore.png to refresh the README's picture of the page.
+Set CNNKIT_EXPLORE_SCREENSHOT=docs/explore.png to refresh the README's picture of the page and docs/explore-*.png.
 """
 
 import os
@@ -268,4 +268,7 @@ def test_a_resnet_stem_animates_as_canvases_with_the_window_zoomed(tmp_path):
             browser.close()
     finally:
         running.stop()
-    assert problems == []
+    assert problems == [], problems
+    target = os.environ.get("CNNKIT_EXPLORE_SCREENSHOT")
+    if target:
+        shutil.copyfile(tmp_path / "explore-animation-large.png", Path(target).with_name("explore-animation-large.png"))
