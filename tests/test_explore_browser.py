@@ -103,6 +103,10 @@ def check_new_views(page, server, index, tmp_path):
     page.click("#cell .scan-last")
     assert int(step.get_attribute("data-step")) == outputs.count() - 1
     assert "empty" not in (outputs.last.get_attribute("class") or "")
+    page.fill("#cell .scan-go-y", "3")
+    page.fill("#cell .scan-go-x", "4")
+    page.click("#cell .scan-go")  # mid-map for the picture, the controls and both grids in view
+    page.locator("#cell .scan").evaluate("e => e.scrollIntoView()")
     page.locator("#cell-panel").screenshot(path=tmp_path / "explore-animation.png")
     page.click("#cell-close")
 
@@ -264,6 +268,10 @@ def test_a_resnet_stem_animates_as_canvases_with_the_window_zoomed(tmp_path):
             page.click("#cell .scan-play")
             page.wait_for_function("() => document.querySelector('#cell .animation').dataset.step === '1023'",
                                    timeout=10_000)  # 1024 positions at 1000 a second
+            page.fill("#cell .scan-go-y", "16")
+            page.fill("#cell .scan-go-x", "12")
+            page.click("#cell .scan-go")  # mid-map for the picture
+            page.locator("#cell .scan").evaluate("e => e.scrollIntoView()")
             page.locator("#cell-panel").screenshot(path=tmp_path / "explore-animation-large.png")
             browser.close()
     finally:
