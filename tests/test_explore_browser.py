@@ -69,6 +69,12 @@ def check_new_views(page, server, index, tmp_path):
     edge = page.locator("#overview .ov-lines .edge").first
     assert contrast_on_white(edge) >= 3.0  # WCAG's contrast for graphics: the lines are seen at normal zoom
     assert float(edge.evaluate("e => parseFloat(getComputedStyle(e).strokeWidth)")) >= 1.5
+    # The input's line (straight, so Playwright's hover sees no height: the mouse goes to its middle): lit, named.
+    rect = page.locator("#overview .ov-lines .edge[data-to='features.0']").evaluate(
+        "e => { const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }")
+    page.mouse.move(*rect)
+    assert page.locator("#overview .ov-lines .edge.lit").count() == 1
+    assert page.locator("#tooltip").inner_text() == "the input → features.0"
     page.locator("#overview .ov-col[data-unit='features.3'] .ov-map").first.hover()
     assert page.locator("#overview .ov-col[data-unit='features.0'] .feeds").count() == 6  # a conv reads every map
     lit = page.locator("#overview .ov-lines .edge.lit")  # the column's lines in and out, and nothing else

@@ -133,7 +133,7 @@ function drawEdges() {
       const path = line(svg, start, anchor(target, "left"), "edge", runTo(colOf(source), target, start[0]));
       path.dataset.from = source;
       path.dataset.to = unit.id;
-      path.addEventListener("mouseenter", () => lightEdges((e) => e === path));
+      path.addEventListener("mouseenter", () => lightEdges((e) => e.dataset.from === source && e.dataset.to === unit.id));
       path.addEventListener("mousemove", (event) => tooltip(event, `${nameOf(source)} → ${unit.id}`));
       path.addEventListener("mouseleave", () => { lightEdges(() => false); hideTooltip(); });
     }
