@@ -83,7 +83,9 @@ def check_new_views(page, server, index, tmp_path):
     page.locator("#overview .ov-col[data-unit='features.6'] .ov-map").nth(2).hover()
     fed = page.locator("#overview .ov-col[data-unit='features.3'] .feeds")
     assert fed.count() == 1 and fed.get_attribute("data-channel") == "2"  # a pool reads its own channel
-    page.screenshot(path=tmp_path / "explore-overview.png")
+    page.locator("#cell-panel").evaluate("e => { e.hidden = true; }")  # the open cell panel would cover it
+    page.locator("#overview-panel").screenshot(path=tmp_path / "explore-overview.png")
+    page.locator("#cell-panel").evaluate("e => { e.hidden = false; }")
 
     page.fill("#sm-temp", "2")
     page.dispatch_event("#sm-temp", "input")

@@ -283,6 +283,7 @@ function canvasView(spec, input, output, g) {
       base.data.set([red, green, blue, 255], 4 * (r * g.PW + c));
     }
   }
+  const hasExtra = g.PH - g.H - g.top > g.top || g.PW - g.W - g.left > g.left;
   const picture = element("canvas", "scan-picture");
   picture.width = g.PW;
   picture.height = g.PH;
@@ -315,8 +316,8 @@ function canvasView(spec, input, output, g) {
 
   const figures = element("div", "scan-figures");
   figures.append(
-    figure(`padded input ${g.PH}x${g.PW} (one pixel a cell; grey: padding, orange: TF SAME's extra row / column)`,
-      stack),
+    figure(`padded input ${g.PH}x${g.PW} (one pixel a cell; grey: padding${hasExtra ? ", orange: TF SAME's extra " +
+      "row / column" : ""})`, stack),
     figure(`output ${g.OH}x${g.OW}, filled in up to the window (click a cell to jump there)`, outStack));
   let filled = -1;  // output cells painted: 0..filled
   const paint = (index, on) => {
