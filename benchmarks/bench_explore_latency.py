@@ -1,6 +1,7 @@
 """`cnnkit explore` round trip over real HTTP (the command's own uvicorn server in its own process, an httpx client):
 a stroke's pixels in, the top classes and the maps of the visible layers out; targets 50 ms (digitsnet, digits_cnn)
-and 150 ms (resnet18 at 32x32); also the overview (six small maps of every layer) and the playground."""
+and 150 ms (resnet18 at 32x32); also the overview (six small maps of every layer), the playground, and the animation's
+scan of the first conv's map (round trip and reply size), at 224x224 too for resnet18's stem."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from cnnkit.analysis.inference import untrained
 from cnnkit.explore.session import Explorer
 
 CASES = [("digitsnet", (1, 8, 8), 50.0), ("digits_cnn", (1, 8, 8), 50.0), ("resnet18", (3, 32, 32), 150.0)]
+SCAN_ONLY = [("resnet18", (3, 224, 224))]  # the animation at ImageNet size: no redraw target, the scan timed
 VISIBLE = 4  # cards on the first screen of the page (each card: one layer with its batch norm and activation)
 
 
@@ -47,6 +49,28 @@ def start_server(name: str, shape: tuple[int, int, int]) -> tuple[subprocess.Pop
     return process, line.split(" at ")[1].split()[0]
 
 
+def scan_timing(client: httpx.Client, body: dict, repeats: int) -> tuple[dict, float]:
+    """The scan's round trip and its reply size in kB."""
+    size = len(client.post("/api/scan", json=body).raise_for_status().content) / 1000
+    return timings(lambda: client.post("/api/scan", json=body).raise_for_status(), repeats), round(size, 1)
+
+
+def measure_scan(name: str, shape: tuple[int, int, int], repeats: int) -> dict:
+    """The first conv's animation at a large input: round trip and reply size."""
+    first_conv = next(u for u in Explorer(untrained(name, shape), name).units if u.kind == "conv")
+    pixels = strokes(shape, 1)[0]
+    process, url = start_server(name, shape)
+    try:
+        transport = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+        with httpx.Client(base_url=url, timeout=60, transport=transport) as client:
+            scan, size = scan_timing(client, {"image": {"pixels": pixels}, "layer": first_conv.id, "channel": 0},
+                                     repeats)
+    finally:
+        process.terminate()
+        process.wait(30)
+    return {"model": name, "input": "x".join(map(str, shape)), "layer": first_conv.id, "scan": scan, "scan_kb": size}
+
+
 def measure(name: str, shape: tuple[int, int, int], target: float, repeats: int) -> dict:
     units = Explorer(untrained(name, shape), name).units
     frames = strokes(shape, 64)
@@ -75,6 +99,8 @@ def measure(name: str, shape: tuple[int, int, int], target: float, repeats: int)
                                                                        "max_side": 16}), repeats)
             window = {"kind": "conv", "height": 7, "width": 7, "kernel": 3, "stride": 2, "padding": "same"}
             row["playground"] = timings(lambda: client.post("/api/window", json=window).raise_for_status(), repeats)
+            scan = {"image": {"pixels": frames[0]}, "layer": first_conv.id, "channel": c - 1}
+            row["scan"], row["scan_kb"] = scan_timing(client, scan, repeats)
     finally:
         process.terminate()
         process.wait(30)
@@ -87,4 +113,5 @@ def measure(name: str, shape: tuple[int, int, int], target: float, repeats: int)
 def run(quick: bool = False) -> dict:
     rows = [measure(name, shape, target, 10 if quick else (60 if target < 100 else 30))
             for name, shape, target in CASES]
-    return {"machine": machine(), "visible_layers": VISIBLE, "rows": rows}
+    scans = [measure_scan(name, shape, 5 if quick else 15) for name, shape in SCAN_ONLY]
+    return {"machine": machine(), "visible_layers": VISIBLE, "rows": rows, "scans": scans}

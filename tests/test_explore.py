@@ -229,6 +229,52 @@ def test_bad_requests_are_refused_and_the_server_keeps_serving(client, route, bo
     assert client.post("/api/predict", json={"image": {"heldout": 0}}).status_code == 200
 
 
+CELL = {"image": {"heldout": 0}, "layer": "features.conv2", "channel": 0, "y": 0, "x": 0}
+# Each field given a JSON string, bool or float where an int is meant: refused, never read as 0, 1 or truncated.
+WRONG_TYPES = [(route, {**body, field: value} if "." not in field else
+                {**body, "image": {field.split(".")[1]: value}}, field)
+               for route, body, fields in (
+                   ("cell", CELL, ("channel", "y", "x", "image.heldout")),
+                   ("scan", {"image": {"heldout": 0}, "layer": "features.conv2", "channel": 0, "input_channel": 0},
+                    ("channel", "input_channel")),
+                   ("predict", {"image": {"heldout": 0}}, ("top_k", "page_size", "max_side")),
+                   ("why", {"image": {"heldout": 0}}, ("class_index",)),
+                   ("dense", {"image": {"heldout": 0}, "layer": "head.out", "output": 0}, ("output",)),
+                   ("window", {"height": 5, "width": 5, "kernel": 3}, ("height", "width", "kernel", "stride",
+                                                                     "dilation")))
+               for field in fields for value in ("0", True, 1.0, 0.5)]
+
+
+@pytest.mark.parametrize(("route", "body", "field"), WRONG_TYPES)
+def test_strings_bools_and_floats_for_ints_are_refused_naming_the_field(client, route, body, field):
+    response = client.post(f"/api/{route}", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith(f"{field}: "), response.text
+
+
+def test_strict_requests_keep_what_the_page_sends(client, run):
+    """JSON ints for float pixels, layer pages as ints, the padding union: every body shape the page uses."""
+    pixels = [int(v) for v in digit_pixels(run, 0)]
+    as_ints = post(client, "/api/predict", {"image": {"pixels": pixels}, "layers": {"features.conv1": 0},
+                                            "activation": "pre", "top_k": 3, "page_size": 2, "max_side": 16})
+    as_floats = post(client, "/api/predict", {"image": {"pixels": [float(v) for v in pixels]},
+                                              "layers": {"features.conv1": 0}, "activation": "pre", "top_k": 3,
+                                              "page_size": 2, "max_side": 16})
+    assert as_ints == as_floats and len(as_ints["top"]) == 3
+    post(client, "/api/cell", {**CELL, "image": {"pixels": pixels}})
+    post(client, "/api/scan", {"image": {"pixels": pixels}, "layer": "features.conv2", "channel": 1,
+                               "input_channel": 2})
+    post(client, "/api/why", {"image": {"pixels": pixels}, "class_index": 3})
+    post(client, "/api/dense", {"image": {"pixels": pixels}, "layer": "head.out", "output": 2})
+    for padding in ("same", "valid", 1):
+        post(client, "/api/window", {"kind": "conv", "height": 6, "width": 5, "kernel": 3, "stride": 2,
+                                     "dilation": 1, "padding": padding})
+    refused = client.post("/api/window", json={"height": 5, "width": 5, "kernel": 3, "padding": "1"})
+    assert refused.status_code == 400 and refused.json()["error"].startswith("padding")
+    refused = client.post("/api/predict", json={"image": {"heldout": 0}, "layers": {"features.conv1": "0"}})
+    assert refused.status_code == 400 and refused.json()["error"].startswith("layers.features.conv1: ")
+
+
 def test_bad_uploads_and_oversized_bodies(client):
     refused = [
         (client.post("/api/upload", content=b"not an image", headers={"Content-Type": "image/png"}), 400,

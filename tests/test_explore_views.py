@@ -1,6 +1,8 @@
 """The explorer's new endpoints against independent references: cnnkit.tf and `cnnkit explain` for the playground,
 a by-hand dot product for the dense view, torch's conv for the animation's scan, the model structure for edges."""
 
+import base64
+
 import numpy as np
 import pytest
 import torch
@@ -64,15 +66,48 @@ def test_dense_output_is_the_dot_product(client):
     assert sum(t["product"] for t in got["terms"]) + got["rest"] + got["bias"] == pytest.approx(got["value"])
 
 
+def plane(sent: dict) -> np.ndarray:
+    """A scan's float32 base64 plane as an array."""
+    return np.frombuffer(base64.b64decode(sent["data"]), dtype="<f4").reshape(sent["shape"]).astype(np.float64)
+
+
 def test_scan_shares_add_up_to_the_layer_output(client):
     conv = dict(EXPLORER.trained.model.named_modules())["features.3"]
     total = None
     for k in range(conv.in_channels):
         got = client.post("/api/scan", json={"image": IMAGE, "layer": "features.3", "channel": 5,
                                             "input_channel": k}).json()
-        share = np.array(got["partial_values"])
+        share = plane(got["partial_values"])
         total = share if total is None else total + share
-    assert np.allclose(total + got["bias"], got["output_values"], atol=1e-4)
+    assert np.allclose(total + got["bias"], plane(got["output_values"]), atol=1e-4)
+
+
+def test_scan_of_a_224_stem_sends_whole_planes_compactly():
+    """resnet18's 7x7 stride-2 stem at 224x224 (229x229 padded): every plane sent, torch's conv reproduced from the
+    sent input plane and kernel, and the reply a few hundred kB."""
+    explorer = Explorer(untrained("resnet18", (3, 224, 224)), "resnet18")
+    stem = explorer.units[0]
+    pixels = [float((13 * i) % 256) for i in range(3 * 224 * 224)]
+    with TestClient(create_app(explorer)) as big:
+        reply = big.post("/api/scan", json={"image": {"pixels": pixels}, "layer": stem.id, "channel": 7,
+                                            "input_channel": 1})
+    assert reply.status_code == 200, reply.text
+    assert len(reply.content) < 600_000  # float32 base64, not 1-2 MB of JSON numbers
+    got = reply.json()
+    x, kernel = plane(got["input_values"]), np.array(got["kernel_values"])
+    # torchvision's stem pads 3; the last window ends at (112 - 1) * 2 + 7 = 229 = 3 + 224 + 2, so 2 pads are read
+    assert x.shape == (224, 224) and got["pads"] == {"top": 3, "bottom": 2, "left": 3, "right": 2}
+    expected = torch.nn.functional.conv2d(torch.tensor(x)[None, None], torch.tensor(kernel)[None, None], stride=2,
+                                          padding=3)[0, 0].numpy()
+    assert np.allclose(plane(got["partial_values"]), expected, atol=1e-3)
+    assert plane(got["output_values"]).shape == (112, 112)
+
+
+def test_scan_refuses_a_huge_plane_with_its_size():
+    explorer = Explorer(untrained("digits_cnn", (1, 400, 400)), "digits_cnn")
+    with TestClient(create_app(explorer)) as big:
+        reply = big.post("/api/scan", json={"image": {"pixels": [0] * 160_000}, "layer": "features.0", "channel": 0})
+    assert reply.status_code == 400 and "402x402 = 161,604 cells" in reply.json()["error"]
 
 
 def test_overview_edges_follow_the_residual_blocks():

@@ -38,9 +38,10 @@ class ApiError(Exception):
 
 
 class Strict(BaseModel):
-    """Request bodies refuse fields they do not know."""
+    """Request bodies refuse fields they do not know and values of the wrong JSON type ("0", true or 0.5 for an
+    int); a JSON int still passes for a float (pixels 0..255)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ImageInput(Strict):

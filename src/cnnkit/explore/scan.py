@@ -1,8 +1,12 @@
 """What the animated scan and the dense view show: a whole input plane with the window's kernel slice and each
-cell's sum, and one dense output's weighted inputs."""
+cell's sum, and one dense output's weighted inputs.
+
+Planes travel as float32 base64 ({"shape": [h, w], "data": ...}): a 224x224 plane is 268 kB instead of about 1 MB
+of JSON numbers."""
 
 from __future__ import annotations
 
+import base64
 import math
 
 import torch
@@ -12,8 +16,16 @@ from cnnkit.analysis.trace import Unit, window_of
 from cnnkit.core.errors import CnnkitError
 from cnnkit.explore.cell import _counts_padding, _is_max
 
-MAX_SCAN_SIDE = 40  # padded cells per side the page draws with their numbers
+# Padded input cells one scan sends (384x384): Inception's 299x299 stem fits; a plane past it is refused (the
+# page says so) rather than sent as megabytes of numbers or averaged into windows the products no longer match.
+MAX_SCAN_CELLS = 384 * 384
 TOP_TERMS = 16  # weighted inputs listed for a dense output (the largest by size)
+
+
+def plane(values: torch.Tensor) -> dict:
+    """A 2-D map as its shape and float32 little-endian bytes in base64 (the page's Float32Array)."""
+    data = values.detach().float().contiguous().numpy().astype("<f4").tobytes()
+    return {"shape": list(values.shape), "data": base64.b64encode(data).decode()}
 
 
 def scan_plane(unit: Unit, layer_input: torch.Tensor, pre: torch.Tensor, channel: int, input_channel: int | None
@@ -24,13 +36,14 @@ def scan_plane(unit: Unit, layer_input: torch.Tensor, pre: torch.Tensor, channel
     h, w = layer_input.shape[-2:]
     window = window_of(head, layer_input[None], tuple(pre.shape[-2:]))
     top, bottom, left, right = window.pads
-    if max(h + top + bottom, w + left + right) > MAX_SCAN_SIDE:
-        raise CnnkitError(f"{unit.id}'s padded input is {h + top + bottom}x{w + left + right}; the animation draws "
-                          f"up to {MAX_SCAN_SIDE} cells a side")
+    padded = (h + top + bottom, w + left + right)
+    if padded[0] * padded[1] > MAX_SCAN_CELLS:
+        raise CnnkitError(f"{unit.id}'s padded input is {padded[0]}x{padded[1]} = {padded[0] * padded[1]:,} cells; "
+                          f"the animation sends up to {MAX_SCAN_CELLS:,} (explore a smaller --input-size)")
     out = {"layer": unit.id, "channel": channel, "kernel": list(window.kernel), "stride": list(window.stride),
            "dilation": list(window.dilation), "pads": dict(zip(("top", "bottom", "left", "right"), window.pads,
                                                                strict=True)),
-           "output_values": pre[channel].double().tolist()}
+           "output_values": plane(pre[channel])}
     if unit.kind == "conv":
         per_group = head.out_channels // head.groups
         width = head.in_channels // head.groups
@@ -40,15 +53,14 @@ def scan_plane(unit: Unit, layer_input: torch.Tensor, pre: torch.Tensor, channel
             raise CnnkitError(f"input_channel={chosen} does not feed map {channel} of {unit.id} (channels "
                               f"{first}..{first + width - 1})")
         kernel = head.weight.detach()[channel, chosen - first].double()
-        plane = layer_input[chosen].double()
-        part = F.conv2d(F.pad(plane[None, None], (left, right, top, bottom)), kernel[None, None],
+        part = F.conv2d(F.pad(layer_input[chosen].double()[None, None], (left, right, top, bottom)), kernel[None, None],
                         stride=window.stride, dilation=window.dilation)[0, 0]
         bias = float(head.bias.detach()[channel]) if head.bias is not None else 0.0
         return {**out, "op": "conv", "input_channel": chosen, "input_channels": [first, first + width - 1],
-                "input_values": plane.tolist(), "kernel_values": kernel.tolist(), "bias": bias,
-                "partial_values": part[:pre.shape[1], :pre.shape[2]].tolist()}
+                "input_values": plane(layer_input[chosen]), "kernel_values": kernel.tolist(), "bias": bias,
+                "partial_values": plane(part[:pre.shape[1], :pre.shape[2]])}
     op = "max" if _is_max(head) else "avg"
-    return {**out, "op": op, "input_channel": channel, "input_values": layer_input[channel].double().tolist(),
+    return {**out, "op": op, "input_channel": channel, "input_values": plane(layer_input[channel]),
             "kernel_values": None, "counts_padding": op == "avg" and _counts_padding(head)}
 
 

@@ -1,6 +1,6 @@
 // Layers: one card per unit (a layer with the batch norm and activation after it), branches side by side; the
 // prediction and the maps of the cards on screen come in one request, the newest image winning.
-import {$, element, floats, fmt, hideTooltip, legend, mapCanvas, status, tooltip} from "./util.js";
+import {$, element, floats, fmt, groupUnits, hideTooltip, legend, mapCanvas, status, tooltip} from "./util.js";
 import {api} from "./api.js";
 import {latestWins} from "./latest.js";
 import {state, unitById} from "./state.js";
@@ -62,34 +62,20 @@ function showTop(top) {
 
 export function buildLayers() {
   const root = $("layers");
-  let block = null;
-  for (const unit of state.model.units) {
-    let parent = root;
-    if (unit.block) {
-      if (!block || block.name !== unit.block) {
-        const node = element("div", "block");
-        node.append(element("h3", null, `${unit.block}: branches, then their fusion`));
-        const branches = element("div", "branches");
-        const fusion = element("div", "fusion");
-        node.append(branches, fusion);
-        root.append(node);
-        block = {name: unit.block, branches, fusion, columns: {}};
-      }
-      if (unit.branch) {
-        if (!block.columns[unit.branch]) {
-          const column = element("div", "branch");
-          column.append(element("h4", null, `branch ${unit.branch}`));
-          block.branches.append(column);
-          block.columns[unit.branch] = column;
-        }
-        parent = block.columns[unit.branch];
-      } else {
-        parent = block.fusion;
-      }
-    } else {
-      block = null;
+  for (const group of groupUnits(state.model.units)) {
+    if (group.unit) { root.append(card(group.unit)); continue; }
+    const node = element("div", "block");
+    node.append(element("h3", null, `${group.block}: branches, then their fusion`));
+    const branches = element("div", "branches");
+    for (const branch of group.branches) {
+      const column = element("div", "branch");
+      column.append(element("h4", null, `branch ${branch.name}`), ...branch.units.map(card));
+      branches.append(column);
     }
-    parent.append(card(unit));
+    const fusion = element("div", "fusion");
+    fusion.append(...group.fusion.map(card));
+    node.append(branches, fusion);
+    root.append(node);
   }
   const observer = new IntersectionObserver((entries) => {
     let newly = false;
@@ -104,7 +90,7 @@ export function buildLayers() {
     }
     if (newly) refresh();
   }, {rootMargin: "200px"});
-  for (const node of document.querySelectorAll(".card")) observer.observe(node);
+  for (const node of document.querySelectorAll("#layers .card")) observer.observe(node);  // not the softmax / playground cards
 }
 
 function card(unit) {

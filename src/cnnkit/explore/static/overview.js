@@ -1,7 +1,7 @@
 // The overview: every unit as a column of small maps from the input to the class probabilities, with the
 // connections drawn; branches of a block are drawn side by side (one row each) and merge into the fusion.
 // Hovering a map highlights the maps that feed it; clicking opens its detail below.
-import {$, element, floats, fmt, hideTooltip, mapCanvas, status, tooltip} from "./util.js";
+import {$, element, floats, fmt, groupUnits, hideTooltip, mapCanvas, status, tooltip} from "./util.js";
 import {api} from "./api.js";
 import {latestWins} from "./latest.js";
 import {state} from "./state.js";
@@ -50,32 +50,26 @@ export function buildOverview() {
   canvas.width = canvas.height = 2 * PX;
   inputCol.append(element("div", "ov-label", "input"), canvas, element("div", "ov-shape", state.model.input_shape.join("x")));
   row.append(inputCol);
-  let block = null;
-  for (const unit of state.model.units) {
-    if (!unit.block) { block = null; row.append(column(unit)); continue; }
-    if (!block || block.name !== unit.block) {
-      const node = element("div", "ov-block");
-      node.title = unit.block;
-      const branches = element("div", "ov-branches");
-      const fusion = element("div", "ov-fusion");
-      node.append(branches, fusion);
-      row.append(node);
-      block = {name: unit.block, branches, fusion, rows: {}};
+  for (const group of groupUnits(state.model.units)) {
+    if (group.unit) { row.append(column(group.unit)); continue; }
+    const node = element("div", "ov-block");
+    node.title = group.block;
+    const branches = element("div", "ov-branches");
+    for (const branch of group.branches) {
+      const line = element("div", "ov-branch");
+      line.append(...branch.units.map(column));
+      branches.append(line);
     }
-    if (unit.branch) {
-      if (!block.rows[unit.branch]) {
-        block.rows[unit.branch] = element("div", "ov-branch");
-        block.branches.append(block.rows[unit.branch]);
-      }
-      block.rows[unit.branch].append(column(unit));
-    } else {
-      block.fusion.append(column(unit));
-    }
+    const fusion = element("div", "ov-fusion");
+    fusion.append(...group.fusion.map(column));
+    node.append(branches, fusion);
+    row.append(node);
   }
   const svg = document.createElementNS(SVG, "svg");
   svg.classList.add("ov-lines");
-  box.replaceChildren(svg, row);
+  box.replaceChildren(row, svg);  // the lines over the columns: they stay visible where a curve crosses one
   new ResizeObserver(drawEdges).observe(row);
+  box.addEventListener("mouseleave", clearHighlight);
 }
 
 function colOf(id) {
@@ -90,28 +84,80 @@ function anchor(node, side) {
     box.top + box.height / 2 - base.top + scroll.scrollTop];
 }
 
-function line(svg, from, to, className) {
+// A curve from `from` to `to`; with `via`, a straight run along the source's row to x = via first.
+function line(svg, from, to, className, via = from[0]) {
   const path = document.createElementNS(SVG, "path");
-  const mid = (from[0] + to[0]) / 2;
-  path.setAttribute("d", `M${from[0]},${from[1]} C${mid},${from[1]} ${mid},${to[1]} ${to[0]},${to[1]}`);
+  const mid = (via + to[0]) / 2;
+  path.setAttribute("d", `M${from[0]},${from[1]} L${via},${from[1]} C${mid},${from[1]} ${mid},${to[1]} ${to[0]},${to[1]}`);
   path.setAttribute("class", className);
   svg.append(path);
+  return path;
 }
 
-// One curve from each input column to each column it feeds.
+// An arrowhead for the end of each connection, so a merge reads as two lines flowing into one column.
+function arrowhead() {
+  const defs = document.createElementNS(SVG, "defs");
+  const marker = document.createElementNS(SVG, "marker");
+  for (const [name, value] of [["id", "ov-arrow"], ["viewBox", "0 0 8 8"], ["refX", "8"], ["refY", "4"],
+    ["markerWidth", "4.5"], ["markerHeight", "4.5"], ["orient", "auto"]]) marker.setAttribute(name, value);
+  const tip = document.createElementNS(SVG, "path");
+  tip.setAttribute("d", "M0,0 L8,4 L0,8 z");
+  tip.setAttribute("class", "ov-arrow");
+  marker.append(tip);
+  defs.append(marker);
+  return defs;
+}
+
+const nameOf = (id) => id || "the input";
+
+// Where a branch's last column meets the fusion, its line runs straight along its own row to the end of the
+// block's branches before it curves: a short branch's line never crosses a longer branch's columns.
+function runTo(source, target, x) {
+  const branches = source.closest(".ov-branches");
+  if (!branches || !target.closest(".ov-fusion") || branches.parentNode !== target.closest(".ov-block")) return x;
+  return anchor(branches, "right")[0];
+}
+
+// One curve from each input column to each column it feeds; hovering a curve lights it and names both ends.
 function drawEdges() {
   const box = $("overview");
   const svg = box.querySelector(".ov-lines");
   const row = box.querySelector(".ov-row");
   svg.setAttribute("width", row.scrollWidth);
   svg.setAttribute("height", row.scrollHeight);
-  svg.replaceChildren();
+  svg.replaceChildren(arrowhead());
   for (const unit of state.model.units) {
     const target = colOf(unit.id);
     for (const source of (unit.inputs.length ? unit.inputs : [""])) {
-      line(svg, anchor(colOf(source), "right"), anchor(target, "left"), "edge");
+      const start = anchor(colOf(source), "right");
+      const path = line(svg, start, anchor(target, "left"), "edge", runTo(colOf(source), target, start[0]));
+      path.dataset.from = source;
+      path.dataset.to = unit.id;
+      path.addEventListener("mouseenter", () => lightEdges((e) => e.dataset.from === source && e.dataset.to === unit.id));
+      path.addEventListener("mousemove", (event) => tooltip(event, `${nameOf(source)} → ${unit.id}`));
+      path.addEventListener("mouseleave", () => { lightEdges(() => false); hideTooltip(); });
     }
   }
+  lightEdges(lighting);  // a redraw (the page resized, new maps) keeps what is lit
+}
+
+let lighting = () => false;  // which connections are lit now
+
+// Light the connections `chosen` picks (and the columns at their ends); dim the rest.
+function lightEdges(chosen) {
+  lighting = chosen;
+  for (const node of document.querySelectorAll("#overview .ov-col.ends")) node.classList.remove("ends");
+  let any = false;
+  for (const edge of document.querySelectorAll("#overview .ov-lines .edge:not(.hot)")) {
+    const lit = chosen(edge);
+    edge.classList.toggle("lit", lit);
+    if (lit) {
+      any = true;
+      colOf(edge.dataset.from).classList.add("ends");
+      colOf(edge.dataset.to).classList.add("ends");
+    }
+  }
+  $("overview").classList.toggle("lighting", any);
 }
 
 // Highlight the maps that feed map `channel` of `unit` and draw their connections.
@@ -128,6 +174,7 @@ function highlight(unit, channel, figure) {
       line(svg, anchor(map, "right"), anchor(figure, "left"), "edge hot");
     }
   }
+  lightEdges((edge) => edge.dataset.to === unit.id || edge.dataset.from === unit.id);
   $("overview").dataset.hovered = unit.id;
 }
 
@@ -135,6 +182,7 @@ function clearHighlight() {
   for (const node of document.querySelectorAll("#overview .hot, #overview .feeds")) {
     if (node.tagName === "path") node.remove(); else node.classList.remove("hot", "feeds");
   }
+  lightEdges(() => false);
 }
 
 function paint(result) {
@@ -177,17 +225,25 @@ function softmax(logits) {
   return e.map((v) => v / sum);
 }
 
+const MAX_CLASSES = 10;  // classes listed in the last column (the most probable, when there are more)
+
 function classList(probabilities) {
   const list = element("ol", "ov-classes");
   const best = probabilities.indexOf(Math.max(...probabilities));
-  probabilities.forEach((p, i) => {
+  let shown = probabilities.map((p, i) => i);
+  if (shown.length > MAX_CLASSES) shown = shown.sort((a, b) => probabilities[b] - probabilities[a]).slice(0, MAX_CLASSES);
+  for (const i of shown) {
+    const p = probabilities[i];
     const item = element("li", i === best ? "best" : null);
     const bar = element("span", "ov-bar");
     bar.style.width = `${Math.round(40 * p)}px`;
     item.append(element("span", "ov-class", state.model.classes[i]), bar, element("span", "ov-p", `${(100 * p).toFixed(1)}%`));
     item.title = `${state.model.classes[i]}: ${fmt(p)}`;
     list.append(item);
-  });
+  }
+  if (shown.length < probabilities.length) {
+    list.append(element("li", "ov-more", `top ${shown.length} of ${probabilities.length} classes`));
+  }
   return list;
 }
 

@@ -14,6 +14,44 @@ export function floats(base64) {
   return new Float32Array(bytes.buffer);
 }
 
+// A 2-D plane as {h, w, at(r, c), low, high}: nested arrays (the playground) or a scan's float32 base64
+// {shape, data}.
+export function planeOf(values) {
+  if (Array.isArray(values)) {
+    const h = values.length, w = h ? values[0].length : 0;
+    const flat = values.flat();
+    return {h, w, at: (r, c) => values[r][c], low: Math.min(...flat), high: Math.max(...flat)};
+  }
+  const data = floats(values.data);
+  const [h, w] = values.shape;
+  let low = Infinity, high = -Infinity;
+  for (const v of data) { if (v < low) low = v; if (v > high) high = v; }
+  return {h, w, at: (r, c) => data[r * w + c], low, high};
+}
+
+// The one grouping of units both the overview and the layer cards draw: a unit outside any block stands alone
+// ({unit}); a block's units split into its branches, in order of first appearance, and its fusion (the units with
+// no branch, after the branches merge): {block, branches: [{name, units}], fusion: [units]}.
+export function groupUnits(units) {
+  const groups = [];
+  let block = null;
+  for (const unit of units) {
+    if (!unit.block) { block = null; groups.push({unit}); continue; }
+    if (!block || block.block !== unit.block) {
+      block = {block: unit.block, branches: [], fusion: []};
+      groups.push(block);
+    }
+    if (!unit.branch) { block.fusion.push(unit); continue; }
+    let branch = block.branches.find((b) => b.name === unit.branch);
+    if (!branch) {
+      branch = {name: unit.branch, units: []};
+      block.branches.push(branch);
+    }
+    branch.units.push(unit);
+  }
+  return groups;
+}
+
 export function fmt(value) {
   return Number(value).toFixed(4);
 }
