@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import NoReturn
 
 from cnnkit.core.errors import CnnkitError
@@ -42,6 +43,17 @@ def positive_int(text: str) -> int:
 def nonnegative_int(text: str) -> int:
     """An argparse type: a whole number of 0 or more."""
     return _bounded_int(text, 0, "a whole number of 0 or more")
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number above 0; received {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0; received {text!r}")
+    return value
 
 
 def _bounded_int(text: str, low: int, expected: str) -> int:
