@@ -180,7 +180,7 @@ def run_summary(args: argparse.Namespace) -> int:
     """Print the per-layer table."""
     from cnnkit.analysis.summary import summarize_source
 
-    shape = dims(args.input_size, 3) if args.input_size else None
+    shape = dims(args.input_size, 3, "--input-size") if args.input_size is not None else None
     summary = summarize_source(args.model, shape, args.num_classes)
     print(json.dumps(summary.to_dict()) if args.json else summary.table())
     return 0
@@ -192,8 +192,8 @@ def run_explain(args: argparse.Namespace) -> int:
 
     padding = int(args.padding) if args.padding.isdigit() else args.padding
     out = args.out or Path("explain.gif" if args.gif else "explain.png")
-    info = explain(args.kind, dims(args.input, 2), args.kernel, args.stride, padding, args.dilation, out, args.gif,
-                   args.overwrite)
+    info = explain(args.kind, dims(args.input, 2, "--input"), args.kernel, args.stride, padding, args.dilation, out,
+                   args.gif, args.overwrite)
     if args.json:
         print(json.dumps(info))
         return 0
