@@ -190,7 +190,7 @@ def run_explain(args: argparse.Namespace) -> int:
     """Print the padding arithmetic and draw the window."""
     from cnnkit.analysis.explain import explain
 
-    padding = int(args.padding) if args.padding.isdigit() else args.padding
+    padding = int(args.padding) if args.padding.isascii() and args.padding.isdigit() else args.padding  # not "³"
     out = args.out or Path("explain.gif" if args.gif else "explain.png")
     info = explain(args.kind, dims(args.input, 2, "--input"), args.kernel, args.stride, padding, args.dilation, out,
                    args.gif, args.overwrite)
