@@ -93,7 +93,8 @@ def open_model(source: str, input_shape: tuple[int, int, int] | None = None, num
     return trained
 
 
-def read_inputs(paths: list[str], trained: Trained, white: float | None = None) -> tuple[torch.Tensor, list[str]]:
+def read_inputs(paths: list[str], trained: Trained, white: float | None = None, flag: str = "--white "
+                ) -> tuple[torch.Tensor, list[str]]:
     """Image files and .npy arrays (an image (H, W) or (C, H, W), or a batch (N, C, H, W)) as one stored-scale
     batch, with a name per image (`file.npy[i]` for the images of a batch array); arrays are taken in the model's
     scale, or rescaled from `white` (see `to_model_scale`)."""
@@ -102,7 +103,7 @@ def read_inputs(paths: list[str], trained: Trained, white: float | None = None) 
         if path.endswith(".npy"):
             batch = read_npy(Path(path))
             trained.check_shape(batch, path)
-            batch = to_model_scale(batch, trained, path, white)
+            batch = to_model_scale(batch, trained, path, white, flag)
             names += [path] if len(batch) == 1 else [f"{path}[{i}]" for i in range(len(batch))]
         else:
             batch = read_image_files([path], trained)
@@ -127,31 +128,33 @@ def read_image_files(paths: list[str | Path], trained: Trained) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).float() * (trained.pixel_max / 255.0)
 
 
-def to_model_scale(values: torch.Tensor, trained: Trained, where: str, white: float | None = None) -> torch.Tensor:
+def to_model_scale(values: torch.Tensor, trained: Trained, where: str, white: float | None = None,
+                   flag: str = "--white ") -> torch.Tensor:
     """Bare numbers (an array file, which states no scale) in the model's training scale: taken as they are, or
     multiplied by pixel_max / `white` when `white` says what white is in the file; values above white are refused
-    rather than read at the wrong scale (digits in 0..255 fed to a model trained on 0..16)."""
-    check_white(white)
+    rather than read at the wrong scale (digits in 0..255 fed to a model trained on 0..16); `flag` names the way
+    to state white (the API's `white=`)."""
+    check_white(white, flag)
     top = float(values.max()) if values.numel() else 0.0
     limit = trained.pixel_max if white is None else white
     if top <= limit * (1 + SCALE_SLACK):
         return values if white is None else values * (trained.pixel_max / white)
     if white is not None:
-        raise CnnkitError(f"{where}: values reach {top:g}, above the stated --white {white:g}")
+        raise CnnkitError(f"{where}: values reach {top:g}, above the stated {flag}{white:g}")
     suggested = 255 if top <= 255 else top
     raise CnnkitError(f"{where}: values reach {top:g}, above white in the model's training scale (0..{limit:g}); "
-                      f"pass --white {suggested:g} if white is {suggested:g} in this file, or rescale it to "
+                      f"pass {flag}{suggested:g} if white is {suggested:g} in this file, or rescale it to "
                       f"0..{limit:g}")
 
 
 SCALE_SLACK = 1e-4  # relative: float round-off just above white is still white
 
 
-def check_white(white: float | None) -> None:
-    """Refuse a --white that is no positive finite number."""
+def check_white(white: float | None, flag: str = "--white ") -> None:
+    """Refuse a white that is no positive finite number."""
     if white is not None and (isinstance(white, bool) or not isinstance(white, (int, float))
                               or not np.isfinite(white) or white <= 0):
-        raise CnnkitError(f"--white must be a positive number (white's value in the file, e.g. 255 or 1); "
+        raise CnnkitError(f"{flag.strip()} must be a positive number (white's value in the file, e.g. 255 or 1); "
                           f"received {white!r}")
 
 
