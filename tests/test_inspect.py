@@ -319,3 +319,21 @@ def test_white_is_refused_where_the_scale_is_known(run_dir, tmp_path, capsys):
             (["predict", str(run_dir), str(tmp_path / "d.png"), "--white", "255"], "--white states the scale of .npy")):
         assert main(argv) == 2
         assert capsys.readouterr().err.startswith(f"cnnkit {argv[0]}: error: {expected}")
+
+
+def test_registry_only_flags_are_refused_for_a_run(run_dir, capsys):
+    from cnnkit.analysis.inference import open_model
+
+    assert main(["summary", str(run_dir), "--num-classes", "5"]) == 2
+    assert capsys.readouterr().err == (f"cnnkit summary: error: --num-classes 5 applies to a registered model name; "
+                                       f"{run_dir} is a checkpoint whose model has 10 classes\n")
+    assert main(["summary", str(run_dir), "--input-size", "3x8x8"]) == 2
+    assert "the checkpoint's model takes 1x8x8; received --input-size 3x8x8" in capsys.readouterr().err
+    with pytest.raises(Exception, match="--num-classes 3 applies to a registered model name"):
+        open_model(str(run_dir), None, 3)  # what `cnnkit explore RUN --num-classes 3` opens
+    assert main(["summary", str(run_dir), "--num-classes", "10", "--input-size", "1x8x8", "--json"]) == 0
+    stated = json.loads(capsys.readouterr().out)  # the run's own values are what it has: the same table
+    assert main(["summary", str(run_dir), "--json"]) == 0
+    assert stated == json.loads(capsys.readouterr().out)
+    assert main(["summary", "digits_cnn", "--num-classes", "5", "--json"]) == 0  # a registry name takes it
+    assert json.loads(capsys.readouterr().out)["layers"][-1]["output_shape"] == [5]
