@@ -57,6 +57,9 @@ CASES: list[tuple[str, str, str]] = [
      "--white states the scale of an array file given with --data"),
     ("white for image files", "predict {run} {files}/digit.png --white 255",
      "--white states the scale of .npy arrays or an .npz/.csv --data file"),
+    ("explain to an unknown format", "explain conv --out {tmp}/e.xyz",
+     "{tmp}/e.xyz: a picture is written as .png, .jpg"),
+    ("explain a gif named png", "explain conv --gif --out {tmp}/e.png", "{tmp}/e.png: --gif writes an animated GIF"),
     ("missing data", "train --data /nonexistent --out {tmp}/b", "/nonexistent: no such file or folder"),
     # inspection and use
     ("summary of an unknown name", "summary nosuchmodel", "'nosuchmodel' is neither a registered model"),
