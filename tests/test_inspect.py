@@ -337,3 +337,21 @@ def test_registry_only_flags_are_refused_for_a_run(run_dir, capsys):
     assert stated == json.loads(capsys.readouterr().out)
     assert main(["summary", "digits_cnn", "--num-classes", "5", "--json"]) == 0  # a registry name takes it
     assert json.loads(capsys.readouterr().out)["layers"][-1]["output_shape"] == [5]
+
+
+def test_to_model_scale_by_hand():
+    import torch
+
+    from cnnkit.analysis.inference import Trained, to_model_scale
+    from cnnkit.core.errors import CnnkitError
+
+    x_over_255 = Trained(get_model("digits_cnn"), None, {}, [str(i) for i in range(10)], (1, 8, 8), 1.0)  # white 1
+    values = torch.tensor([0.0, 4.0, 16.0])
+    assert to_model_scale(values, x_over_255, "a.npy", white=16).tolist() == [0.0, 0.25, 1.0]  # 4 / 16
+    assert to_model_scale(values / 16, x_over_255, "a.npy").tolist() == [0.0, 0.25, 1.0]  # in its scale: as is
+    for top, suggested in ((16.0, "16"), (200.0, "255"), (1000.0, "1000")):
+        with pytest.raises(CnnkitError, match=rf"a.npy: values reach {top:g}, above white in the model's training "
+                                              rf"scale \(0..1\); pass --white {suggested} if"):
+            to_model_scale(torch.tensor([0.0, top]), x_over_255, "a.npy")
+    with pytest.raises(CnnkitError, match=r"a.npy: values reach 16, above the stated --white 8"):
+        to_model_scale(values, x_over_255, "a.npy", white=8)

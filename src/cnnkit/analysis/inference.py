@@ -141,13 +141,14 @@ def to_model_scale(values: torch.Tensor, trained: Trained, where: str, white: fl
         return values if white is None else values * (trained.pixel_max / white)
     if white is not None:
         raise CnnkitError(f"{where}: values reach {top:g}, above the stated {flag}{white:g}")
-    suggested = 255 if top <= 255 else top
+    suggested = next((w for w in COMMON_WHITES if top <= w), top)
     raise CnnkitError(f"{where}: values reach {top:g}, above white in the model's training scale (0..{limit:g}); "
                       f"pass {flag}{suggested:g} if white is {suggested:g} in this file, or rescale it to "
                       f"0..{limit:g}")
 
 
 SCALE_SLACK = 1e-4  # relative: float round-off just above white is still white
+COMMON_WHITES = (16, 255)  # the --white suggested for a file's largest value: scikit-learn's digits, 8-bit pixels
 
 
 def check_white(white: float | None, flag: str = "--white ") -> None:
@@ -284,14 +285,14 @@ def evaluate_checkpoint(checkpoint: str, data: str | None = None, top_k: int = 5
     metrics = evaluate_trained(trained, images, labels, top_k)
     metrics.pop("predicted")
     epoch = None if "imported_from" in trained.meta else trained.meta.get("epoch")  # imported: never trained here
-    note = scale_note(images, trained, white) if data is not None and not _scale_known(data) else None
+    note = scale_note(images, trained, white) if data is not None and is_array_file(data) else None
     return {"checkpoint": str(resolve_checkpoint(checkpoint)), "epoch": epoch, "data": described,
             "classes": trained.class_names, **metrics, **({"note": f"{data}: {note}"} if note else {})}
 
 
-def _scale_known(data: str) -> bool:
-    """Whether a data argument's white is known (not a bare .npz / .csv array)."""
-    return not data.lower().endswith((".npz", ".csv"))
+def is_array_file(data: str) -> bool:
+    """Whether a data argument is read as bare numbers (an .npz or .csv file, as `load_source` picks its reader)."""
+    return data.lower().endswith((".npz", ".csv")) and Path(data).is_file()
 
 
 def predict_sources(checkpoint: str, inputs: list[str], data: str | None = None, top_k: int = 3,
