@@ -152,3 +152,45 @@ def test_wrong_argument_types_are_refused_in_one_line(fitted, tmp_path):
             call()
         assert message in str(refused.value) and "\n" not in str(refused.value)
     assert (out / "last.safetensors").read_bytes() == before
+
+
+def _plain(value) -> bool:
+    """Whether a result holds only JSON's own Python types (no numpy or torch scalars)."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return value is None or type(value) in (bool, int, float, str)
+
+
+def test_evaluate_returns_plain_numbers_equal_to_sklearn(fitted, tmp_path):
+    from sklearn.metrics import accuracy_score, confusion_matrix
+
+    from cnnkit.data import stratified_split
+
+    _, out = fitted
+    run = cnnkit.load(out)
+    digits = load_digits()
+    config = json.loads((out / "config.json").read_text())
+    test = stratified_split(torch.as_tensor(digits.target), config["val_fraction"], config["test_fraction"],
+                            config["seed"]).test.numpy()
+    x, y = digits.images[test], digits.target[test]
+    predicted = [int(p["class"]) for p in run.predict(torch.from_numpy(x[:, None]).float())]
+    for metrics in (run.evaluate(), run.evaluate(data=self_npz(tmp_path, x, y))):
+        assert _plain(metrics) and json.loads(json.dumps(metrics)) == metrics
+        assert type(metrics["accuracy"]) is float and metrics["accuracy"] == accuracy_score(y, predicted)
+        assert type(metrics["count"]) is int and metrics["count"] == len(y)
+        assert metrics["confusion_matrix"] == confusion_matrix(y, predicted, labels=range(10)).tolist()
+        hits = metrics["top5_accuracy"] * len(y)
+        assert hits == round(hits)  # an exact fraction of the images, not a float32 mean
+    assert all(type(p["probability"]) is float for p in run.predict(torch.from_numpy(x[:2, None]).float()))
+    assert run.predict(torch.from_numpy(x[:5, None] * 255 / 16).float(), white=255)[0]["class"] == str(predicted[0])
+    with pytest.raises(cnnkit.CnnkitError, match=r"predict: the pixels: values reach 255, above white in the "
+                                                 r"model's training scale \(0\.\.16\); pass white=255"):
+        run.predict(torch.from_numpy(x[:5, None] * 255 / 16).float())
+
+
+def self_npz(folder, x, y) -> str:
+    """scikit-learn's digits written as an .npz data file (0..16, the scale the run was trained on)."""
+    np.savez(folder / "test.npz", x=x, y=y)
+    return str(folder / "test.npz")

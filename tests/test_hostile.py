@@ -33,6 +33,33 @@ RUNNER = Path(__file__).with_name("hostile_runner.py")
 CASES: list[tuple[str, str, str]] = [
     # train: names and paths
     ("unknown model", "train --model nosuch --out {tmp}/a", "unknown model 'nosuch'"),
+    # sizes, scales and registry-only flags (helper fixes2): strict CxHxW, array scales, no silently ignored flag
+    ("input size with a space", "summary resnet18 --input-size '3 x32x32'",
+     "--input-size '3 x32x32': expected 3 sizes as digits joined by x, like 1x8x8 (no spaces or signs)"),
+    ("input size ending in x", "summary digits_cnn --input-size 1x8x8x", "--input-size '1x8x8x': expected 3 sizes"),
+    ("input size with a sign", "summary digits_cnn --input-size +1x8x8", "--input-size '+1x8x8': expected 3 sizes"),
+    ("input size empty", "summary digits_cnn --input-size ''", "--input-size '': expected 3 sizes"),
+    ("input size of two", "summary digits_cnn --input-size 8x8", "--input-size '8x8': expected 3 positive sizes"),
+    ("import size with a fraction", "import-weights {files}/weights.pt --trust --model digits_cnn --input-size "
+     "1x8.0x8 --out {tmp}/iw", "--input-size '1x8.0x8': expected 3 sizes"),
+    ("explain input in Arabic-Indic digits", "explain conv --input ٨x٨ --json", "--input '٨x٨': expected 2 sizes"),
+    ("explain padding a superscript", "explain conv --padding ³ --json", "padding must be 'same', 'valid', an int"),
+    ("summary of a run with --num-classes", "summary {run} --num-classes 5",
+     "--num-classes 5 applies to a registered model name; {run} is a checkpoint whose model has 10 classes"),
+    ("evaluate an npz past the model's white", "evaluate {run} --data {files}/white255.npz",
+     "{files}/white255.npz: values reach 255, above white in the model's training scale (0..16); pass --white 255"),
+    ("predict an npy past the model's white", "predict {run} {files}/white255.npy",
+     "{files}/white255.npy: values reach 255, above white in the model's training scale (0..16); pass --white 255"),
+    ("predict an npy past the stated white", "predict {run} {files}/white255.npy --white 100",
+     "{files}/white255.npy: values reach 255, above the stated --white 100"),
+    ("white of zero", "predict {run} {files}/white255.npy --white 0", "argument --white: expected a number above 0"),
+    ("white for the run's own split", "evaluate {run} --white 255",
+     "--white states the scale of an array file given with --data"),
+    ("white for image files", "predict {run} {files}/digit.png --white 255",
+     "--white states the scale of .npy arrays or an .npz/.csv --data file"),
+    ("explain to an unknown format", "explain conv --out {tmp}/e.xyz",
+     "{tmp}/e.xyz: a picture is written as .png, .jpg"),
+    ("explain a gif named png", "explain conv --gif --out {tmp}/e.png", "{tmp}/e.png: --gif writes an animated GIF"),
     ("missing data", "train --data /nonexistent --out {tmp}/b", "/nonexistent: no such file or folder"),
     # inspection and use
     ("summary of an unknown name", "summary nosuchmodel", "'nosuchmodel' is neither a registered model"),
@@ -101,9 +128,9 @@ CASES: list[tuple[str, str, str]] = [
     ("explain kernel 0", "explain conv --kernel 0", "argument --kernel: expected a whole number of 1 or more"),
     ("explain stride 0", "explain conv --stride 0", "argument --stride: expected a whole number of 1 or more"),
     ("explain dilation 0", "explain pool --dilation 0", "argument --dilation: expected a whole number of 1 or more"),
-    ("explain huge input", "explain conv --input 100000x100000 --out {tmp}/e1.png", "explain: the padded input is"),
-    ("explain huge padding", "explain conv --padding 100000 --out {tmp}/e2.png", "explain: the padded input is"),
-    ("explain huge gif", "explain conv --input 2000x2000 --gif --out {tmp}/e3.gif", "explain: the padded input is"),
+    ("explain huge input", "explain conv --input 100000x100000 --out {tmp}/e1.png", "the padded input is"),
+    ("explain huge padding", "explain conv --padding 100000 --out {tmp}/e2.png", "the padded input is"),
+    ("explain huge gif", "explain conv --input 2000x2000 --gif --out {tmp}/e3.gif", "the padded input is"),
     ("explain over a file", "explain conv --out {files}/digit.png", "{files}/digit.png already exists"),
     ("explain into /proc", "explain conv --out /proc/cnnkit-explain.png", "/proc/cnnkit-explain.png"),
     ("visualize over pictures", "visualize {run} --image {files}/digit.png --out {files}/vis",
@@ -163,8 +190,8 @@ CASES: list[tuple[str, str, str]] = [
     ("summary sizes overflowing int64", "summary vgg16 --input-size 3x99999999x99999999",
      "vgg16 on 3x99999999x99999999 inputs: the weights' sizes overflow"),
     ("pool padding past half the window", "explain pool --input 4x4 --kernel 2 --padding 8 --json",
-     "explain: a pool's padding must be at most half its 2x2 window (1); received 8"),
-    ("pool with dilation", "explain pool --dilation 2 --json", "explain: dilation is for convolutions only"),
+     "a pool's padding must be at most half its 2x2 window (1); received 8"),
+    ("pool with dilation", "explain pool --dilation 2 --json", "dilation is for convolutions only"),
     ("seed recipe on another model", "train --recipe seed --model resnet18 --out {tmp}/sr",
      "--recipe seed is the article's own program for its network, digitsnet; received --model resnet18"),
     ("a 5000-digit number in metadata", "evaluate {files}/digits5000",
@@ -215,6 +242,8 @@ def make_files(folder: Path) -> None:
     np.save(folder / "complex.npy", np.zeros((8, 8), np.complex64))
     np.save(folder / "records.npy", np.zeros((8, 8), [("a", "<f4")]))
     np.save(folder / "nan.npy", np.full((8, 8), np.nan, np.float32))
+    np.savez(folder / "white255.npz", x=np.full((2, 8, 8), 255.0), y=np.array([0, 1]))  # digits run: white 16
+    np.save(folder / "white255.npy", np.full((8, 8), 255, np.uint8))
     (folder / "long.csv").write_text("label,p0,p1,p2,p3\n1,0," + "9" * 200_000 + ",3,4\n")
     (folder / "binary.csv").write_bytes(b"1,2,3,4,5\n\xff\xfe\x00\x81\n")
     (folder / "cifar").mkdir()

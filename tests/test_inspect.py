@@ -254,3 +254,104 @@ def test_googlenet_parameter_counts_are_both_shown_and_labelled(capsys):
     assert main(["summary", "googlenet", "--input-size", "3x64x64"]) == 0
     out = capsys.readouterr().out
     assert "trainable parameters 6,998,552" in out and "the model holds 13,378,280 trainable parameters" in out
+
+
+@pytest.fixture
+def test_split_digits(run_dir):
+    """scikit-learn's own digits (0..16) and labels at the run's held-out test indices."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    from cnnkit.data import stratified_split
+
+    digits = load_digits()
+    config = json.loads((run_dir / "config.json").read_text())
+    split = stratified_split(torch.as_tensor(digits.target), config["val_fraction"], config["test_fraction"],
+                             config["seed"])
+    index = split.test.numpy()
+    return digits.images[index], digits.target[index]
+
+
+def _evaluated(capsys, *argv) -> dict:
+    assert main(["evaluate", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_array_files_are_read_in_the_models_scale_or_refused(run_dir, test_split_digits, tmp_path, capsys):
+    from sklearn.metrics import accuracy_score
+
+    x, y = test_split_digits  # digits: white is 16, the scale the run was trained on
+    reference = _evaluated(capsys, str(run_dir))  # the run's own test split
+    for name, scale in (("d16", 1), ("d255", 255 / 16), ("d1", 1 / 16)):
+        np.savez(tmp_path / f"{name}.npz", x=x * scale, y=y)
+        np.save(tmp_path / f"{name}.npy", (x * scale)[:, None])
+    same = _evaluated(capsys, str(run_dir), "--data", str(tmp_path / "d16.npz"))
+    assert (same["count"], same["accuracy"]) == (reference["count"], reference["accuracy"])
+    assert main(["predict", str(run_dir), str(tmp_path / "d16.npy"), "--json"]) == 0
+    classes = [int(r["class"]) for r in json.loads(capsys.readouterr().out)]
+    assert accuracy_score(y, classes) == reference["accuracy"]
+    for kind in ("npz", "npy"):  # 0..255: refused, naming the file, its top value, the model's scale and the flag
+        command = "evaluate" if kind == "npz" else "predict"
+        argv = [command, str(run_dir), *(["--data"] if kind == "npz" else []), str(tmp_path / f"d255.{kind}")]
+        assert main(argv) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"cnnkit {command}: error: {tmp_path / f'd255.{kind}'}: values reach 255, above white in the model's "
+            "training scale (0..16); pass --white 255 if white is 255 in this file, or rescale it to 0..16")
+    stated = _evaluated(capsys, str(run_dir), "--data", str(tmp_path / "d255.npz"), "--white", "255")
+    assert abs(stated["accuracy"] - reference["accuracy"]) <= 1 / len(y)  # x * 255/16 * 16/255: float round-off
+    assert main(["predict", str(run_dir), str(tmp_path / "d255.npy"), "--white", "255", "--json"]) == 0
+    classes = [int(r["class"]) for r in json.loads(capsys.readouterr().out)]
+    assert abs(accuracy_score(y, classes) - reference["accuracy"]) <= 1 / len(y)
+    faint = _evaluated(capsys, str(run_dir), "--data", str(tmp_path / "d1.npz"))  # 0..1: taken as asked, warned
+    assert "if white is 1 in this file, pass --white 1" in faint["note"]
+    assert abs(_evaluated(capsys, str(run_dir), "--data", str(tmp_path / "d1.npz"), "--white", "1")["accuracy"]
+               - reference["accuracy"]) <= 1 / len(y)
+
+
+def test_white_is_refused_where_the_scale_is_known(run_dir, tmp_path, capsys):
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "d.png")
+    for argv, expected in (
+            (["evaluate", str(run_dir), "--white", "255"], "--white states the scale of an array file given with "
+                                                           "--data; the run's own test split"),
+            (["evaluate", str(run_dir), "--data", "digits", "--white", "1"], "--white states the scale of an array "
+                                                                              "file (.npz, .csv, .npy); white in "
+                                                                              "digits is 16 already"),
+            (["predict", str(run_dir), str(tmp_path / "d.png"), "--white", "255"], "--white states the scale of .npy")):
+        assert main(argv) == 2
+        assert capsys.readouterr().err.startswith(f"cnnkit {argv[0]}: error: {expected}")
+
+
+def test_registry_only_flags_are_refused_for_a_run(run_dir, capsys):
+    from cnnkit.analysis.inference import open_model
+
+    assert main(["summary", str(run_dir), "--num-classes", "5"]) == 2
+    assert capsys.readouterr().err == (f"cnnkit summary: error: --num-classes 5 applies to a registered model name; "
+                                       f"{run_dir} is a checkpoint whose model has 10 classes\n")
+    assert main(["summary", str(run_dir), "--input-size", "3x8x8"]) == 2
+    assert "the checkpoint's model takes 1x8x8; received --input-size 3x8x8" in capsys.readouterr().err
+    with pytest.raises(Exception, match="--num-classes 3 applies to a registered model name"):
+        open_model(str(run_dir), None, 3)  # what `cnnkit explore RUN --num-classes 3` opens
+    assert main(["summary", str(run_dir), "--num-classes", "10", "--input-size", "1x8x8", "--json"]) == 0
+    stated = json.loads(capsys.readouterr().out)  # the run's own values are what it has: the same table
+    assert main(["summary", str(run_dir), "--json"]) == 0
+    assert stated == json.loads(capsys.readouterr().out)
+    assert main(["summary", "digits_cnn", "--num-classes", "5", "--json"]) == 0  # a registry name takes it
+    assert json.loads(capsys.readouterr().out)["layers"][-1]["output_shape"] == [5]
+
+
+def test_to_model_scale_by_hand():
+    import torch
+
+    from cnnkit.analysis.inference import Trained, to_model_scale
+    from cnnkit.core.errors import CnnkitError
+
+    x_over_255 = Trained(get_model("digits_cnn"), None, {}, [str(i) for i in range(10)], (1, 8, 8), 1.0)  # white 1
+    values = torch.tensor([0.0, 4.0, 16.0])
+    assert to_model_scale(values, x_over_255, "a.npy", white=16).tolist() == [0.0, 0.25, 1.0]  # 4 / 16
+    assert to_model_scale(values / 16, x_over_255, "a.npy").tolist() == [0.0, 0.25, 1.0]  # in its scale: as is
+    for top, suggested in ((16.0, "16"), (200.0, "255"), (1000.0, "1000")):
+        with pytest.raises(CnnkitError, match=rf"a.npy: values reach {top:g}, above white in the model's training "
+                                              rf"scale \(0..1\); pass --white {suggested} if"):
+            to_model_scale(torch.tensor([0.0, top]), x_over_255, "a.npy")
+    with pytest.raises(CnnkitError, match=r"a.npy: values reach 16, above the stated --white 8"):
+        to_model_scale(values, x_over_255, "a.npy", white=8)

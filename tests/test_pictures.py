@@ -170,3 +170,26 @@ def test_class_names_with_dollar_signs_are_drawn_as_text(tmp_path):
     plot_confusion([[2, 0], [1, 3]], names, tmp_path / "confusion.png")
     plot_examples(torch.zeros(2, 1, 8, 8), [f"pred {n}" for n in names], tmp_path / "wrong.png", "$\\frac{")
     assert (tmp_path / "confusion.png").stat().st_size > 0 and (tmp_path / "wrong.png").stat().st_size > 0
+
+
+def _texts(fig) -> str:
+    """Every title and caption a figure draws."""
+    return "\n".join([t.get_text() for t in fig.texts] + [ax.get_title() for ax in fig.axes])
+
+
+@pytest.mark.parametrize("source", ["digits_cnn", "run"])
+def test_pictures_of_a_registered_model_say_untrained(source, run, digit, tmp_path, monkeypatch, capsys):
+    from cnnkit.analysis import pictures
+
+    drawn = []
+    real_save = pictures._save
+    monkeypatch.setattr(pictures, "_save", lambda fig, path: drawn.append(_texts(fig)) or real_save(fig, path))
+    model = source if source != "run" else str(run)  # a registered name holds random weights; the run does not
+    untrained = source != "run"
+    records = pictures.explain_decision(model, [str(digit[0])], tmp_path / "why")
+    assert [r["untrained"] for r in records] == [untrained]
+    assert main(["visualize", model, "--image", str(digit[0]), "--out", str(tmp_path / "vis")]) == 0
+    printed = capsys.readouterr().out
+    assert len(drawn) == 2 + len(list((tmp_path / "vis").iterdir()))  # saliency, Grad-CAM; filters and maps
+    assert all(("UNTRAINED" in text) == untrained for text in drawn), drawn
+    assert ("UNTRAINED: digits_cnn is a registered model with random weights" in printed) == untrained

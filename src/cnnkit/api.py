@@ -162,10 +162,12 @@ class TrainedModel:
         """Class names, in the model's output order."""
         return self.trained.class_names
 
-    def predict(self, images: str | Path | list | torch.Tensor | np.ndarray, top_k: int = 3) -> list[dict]:
+    def predict(self, images: str | Path | list | torch.Tensor | np.ndarray, top_k: int = 3,
+                white: float | None = None) -> list[dict]:
         """Class and top-k probabilities per image: image files / .npy arrays (a path or a list of them), or a
-        tensor / array of (N, C, H, W) or one (C, H, W) image in the training data's pixel scale (as stored)."""
-        from cnnkit.analysis.inference import predict, read_inputs
+        tensor / array of (N, C, H, W) or one (C, H, W) image, pixels in the training data's scale (as stored)
+        unless `white` gives white's value in them (e.g. 255); values above white are refused."""
+        from cnnkit.analysis.inference import predict, read_inputs, to_model_scale
 
         _check_top_k(top_k)
         if isinstance(images, (str, Path)):
@@ -175,19 +177,21 @@ class TrainedModel:
                 raise CnnkitError("predict: a list must hold image file or .npy paths; pass pixels as one tensor")
             if not images:
                 raise CnnkitError("predict: the list of images is empty")
-            batch = read_inputs([str(item) for item in images], self.trained)[0]
+            batch = read_inputs([str(item) for item in images], self.trained, white, flag="white=")[0]
         else:
-            batch = _pixel_batch(images)
+            batch = to_model_scale(_pixel_batch(images), self.trained, "predict: the pixels", white, flag="white=")
         return predict(self.trained, batch, top_k)
 
-    def evaluate(self, data: str | Path | None = None, top_k: int = 5) -> dict:
-        """`cnnkit evaluate --json`'s metrics: on the run's own held-out test split, or on every image of `data`."""
+    def evaluate(self, data: str | Path | None = None, top_k: int = 5, white: float | None = None) -> dict:
+        """`cnnkit evaluate --json`'s metrics (plain Python numbers): on the run's own held-out test split, or on
+        every image of `data` (an .npz / .csv array in the model's scale unless `white` gives white's value)."""
         from cnnkit.analysis.inference import evaluate_checkpoint
 
         _check_top_k(top_k)
         if data is not None:
             _check_path("data", data)
-        return evaluate_checkpoint(str(self.path), None if data is None else str(data), top_k, progress=False)
+        return evaluate_checkpoint(str(self.path), None if data is None else str(data), top_k, progress=False,
+                                   white=white)
 
     def summary(self) -> Summary:
         """The per-layer table (`cnnkit summary`): `.rows`, `.totals`, `.table()`, `.to_dict()`."""

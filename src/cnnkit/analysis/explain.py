@@ -125,12 +125,28 @@ def draw_window(info: dict, path: Path, gif: bool = False) -> Path:
     return path
 
 
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg", ".pdf", ".webp", ".tif", ".tiff")  # matplotlib writes these
+
+
+def check_picture_name(out: Path, gif: bool) -> None:
+    """Refuse an --out whose suffix names another format than the one written (a GIF needs .gif, a still picture
+    one of PICTURE_SUFFIXES), before anything is drawn."""
+    suffix = out.suffix.lower()
+    if gif and suffix != ".gif":
+        raise CnnkitError(f"{out}: --gif writes an animated GIF; name it .gif")
+    if not gif and suffix not in PICTURE_SUFFIXES:
+        hint = " (add --gif for an animation)" if suffix == ".gif" else ""
+        raise CnnkitError(f"{out}: a picture is written as {', '.join(PICTURE_SUFFIXES)}; received "
+                          f"{suffix or 'no suffix'}{hint}")
+
+
 def explain(kind: str, size: tuple[int, int], kernel: int, stride: int, padding: str | int, dilation: int,
             out: Path | None, gif: bool = False, overwrite: bool = False) -> dict:
     """The numbers of `explain_window` plus, unless `out` is None, the picture (PNG of the first window, or a GIF of
     the scan) at `out`, which must not exist unless `overwrite`."""
     info = explain_window(kind, size, kernel, stride, padding, dilation)
     if out is not None:
+        check_picture_name(out, gif)
         if out.exists() and not overwrite:
             raise CnnkitError(f"{out} already exists; pass --overwrite to replace it")
         if out.exists() and not out.is_file():

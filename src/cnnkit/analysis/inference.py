@@ -72,9 +72,14 @@ def untrained(name: str, input_shape: tuple[int, int, int] | None = None, num_cl
     return Trained(model, None, {}, [str(i) for i in range(classes)], model.input_shape, 255.0, trained=False)
 
 
+def names_registry_model(source: str) -> bool:
+    """Whether `open_model` takes `source` as a registered model name (fresh, untrained weights)."""
+    return source in list_models() and not Path(source).exists()
+
+
 def open_model(source: str, input_shape: tuple[int, int, int] | None = None, num_classes: int | None = None) -> Trained:
     """A checkpoint or run directory, or else a registered model name (fresh weights)."""
-    if source in list_models() and not Path(source).exists():
+    if names_registry_model(source):
         return untrained(source, input_shape, num_classes)
     if not Path(source).exists():
         raise CnnkitError(f"{source!r} is neither a registered model (see `cnnkit models`) nor a checkpoint path")
@@ -82,17 +87,23 @@ def open_model(source: str, input_shape: tuple[int, int, int] | None = None, num
     if input_shape and tuple(input_shape) != trained.input_shape:
         raise CnnkitError(f"the checkpoint's model takes {'x'.join(map(str, trained.input_shape))}; received "
                           f"--input-size {'x'.join(map(str, input_shape))}")
+    if num_classes is not None and num_classes != len(trained.class_names):  # a registry-only choice, never ignored
+        raise CnnkitError(f"--num-classes {num_classes} applies to a registered model name; {source} is a checkpoint "
+                          f"whose model has {len(trained.class_names)} classes")
     return trained
 
 
-def read_inputs(paths: list[str], trained: Trained) -> tuple[torch.Tensor, list[str]]:
+def read_inputs(paths: list[str], trained: Trained, white: float | None = None, flag: str = "--white "
+                ) -> tuple[torch.Tensor, list[str]]:
     """Image files and .npy arrays (an image (H, W) or (C, H, W), or a batch (N, C, H, W)) as one stored-scale
-    batch, with a name per image (`file.npy[i]` for the images of a batch array)."""
+    batch, with a name per image (`file.npy[i]` for the images of a batch array); arrays are taken in the model's
+    scale, or rescaled from `white` (see `to_model_scale`)."""
     parts, names = [], []
     for path in paths:
         if path.endswith(".npy"):
             batch = read_npy(Path(path))
             trained.check_shape(batch, path)
+            batch = to_model_scale(batch, trained, path, white, flag)
             names += [path] if len(batch) == 1 else [f"{path}[{i}]" for i in range(len(batch))]
         else:
             batch = read_image_files([path], trained)
@@ -117,6 +128,47 @@ def read_image_files(paths: list[str | Path], trained: Trained) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).float() * (trained.pixel_max / 255.0)
 
 
+def to_model_scale(values: torch.Tensor, trained: Trained, where: str, white: float | None = None,
+                   flag: str = "--white ") -> torch.Tensor:
+    """Bare numbers (an array file, which states no scale) in the model's training scale: taken as they are, or
+    multiplied by pixel_max / `white` when `white` says what white is in the file; values above white are refused
+    rather than read at the wrong scale (digits in 0..255 fed to a model trained on 0..16); `flag` names the way
+    to state white (the API's `white=`)."""
+    check_white(white, flag)
+    top = float(values.max()) if values.numel() else 0.0
+    limit = trained.pixel_max if white is None else white
+    if top <= limit * (1 + SCALE_SLACK):
+        return values if white is None else values * (trained.pixel_max / white)
+    if white is not None:
+        raise CnnkitError(f"{where}: values reach {top:g}, above the stated {flag}{white:g}")
+    suggested = next((w for w in COMMON_WHITES if top <= w), top)
+    raise CnnkitError(f"{where}: values reach {top:g}, above white in the model's training scale (0..{limit:g}); "
+                      f"pass {flag}{suggested:g} if white is {suggested:g} in this file, or rescale it to "
+                      f"0..{limit:g}")
+
+
+SCALE_SLACK = 1e-4  # relative: float round-off just above white is still white
+COMMON_WHITES = (16, 255)  # the --white suggested for a file's largest value: scikit-learn's digits, 8-bit pixels
+
+
+def check_white(white: float | None, flag: str = "--white ") -> None:
+    """Refuse a white that is no positive finite number."""
+    if white is not None and (isinstance(white, bool) or not isinstance(white, (int, float))
+                              or not np.isfinite(white) or white <= 0):
+        raise CnnkitError(f"{flag.strip()} must be a positive number (white's value in the file, e.g. 255 or 1); "
+                          f"received {white!r}")
+
+
+def scale_note(values: torch.Tensor, trained: Trained, white: float | None) -> str | None:
+    """A warning when an array taken in the model's scale lies within 0..1 while the model's white is above 1 (a
+    file of x/255 values would be read as nearly black); None otherwise."""
+    top = float(values.max()) if values.numel() else 0.0
+    if white is not None or trained.pixel_max <= 1 or not 0 < top <= 1:
+        return None
+    return (f"its values lie within 0..1 and were taken in the model's training scale 0..{trained.pixel_max:g} "
+            "(nearly black); if white is 1 in this file, pass --white 1")
+
+
 @torch.no_grad()
 def predict(trained: Trained, images: torch.Tensor, top_k: int = 3, batch_size: int = 256) -> list[dict]:
     """Class and top-k probabilities per stored-scale image; each image's answer is independent of its batch."""
@@ -137,11 +189,14 @@ def logits_of(trained: Trained, images: torch.Tensor, batch_size: int = 256) -> 
     return torch.cat([trained.model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
-def evaluation_data(trained: Trained, data: str | None, progress: bool | None = None
+def evaluation_data(trained: Trained, data: str | None, progress: bool | None = None, white: float | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(images, labels as the model's class indices, description): the run's own held-out test split, or every
-    image of `data` with its classes matched to the model's by name."""
+    image of `data` with its classes matched to the model's by name (`white`: see `read_data`)."""
     if data is None:
+        if white is not None:
+            raise CnnkitError("--white states the scale of an array file given with --data; the run's own test "
+                              "split is in the model's scale already")
         if not trained.meta.get("config"):
             raise CnnkitError("this checkpoint was not trained by cnnkit, so it has no held-out split to evaluate on; "
                               "pass --data PATH")
@@ -150,7 +205,7 @@ def evaluation_data(trained: Trained, data: str | None, progress: bool | None = 
         index = split.test if len(split.test) else torch.arange(len(source))
         what = f"the run's held-out test split of {config.data}" if len(split.test) else "all data"
         return source.images[index], source.labels[index], what
-    images, source = read_data(trained, data, progress)
+    images, source = read_data(trained, data, progress, white)
     return images, model_labels(trained, source, data), f"all of {data}"
 
 
@@ -166,12 +221,22 @@ def model_labels(trained: Trained, source: ImageDataset, data: str) -> torch.Ten
     return mapping[source.labels]
 
 
-def read_data(trained: Trained, data: str, progress: bool | None = None) -> tuple[torch.Tensor, ImageDataset]:
-    """Every image of a data source at the model's size, in the training data's scale, and the source itself."""
+def read_data(trained: Trained, data: str, progress: bool | None = None, white: float | None = None
+              ) -> tuple[torch.Tensor, ImageDataset]:
+    """Every image of a data source at the model's size, in the training data's scale, and the source itself.
+
+    Sources whose white is known (image files, IDX, CIFAR: 255; digits: 16) are mapped to the model's white; bare
+    arrays (.npz, .csv) are taken in the model's scale unless `white` states theirs (see `to_model_scale`)."""
+    check_white(white)
     source = load_source(data, trained.input_shape[1:], progress)
     if source.image_shape[0] != trained.input_shape[0]:
         raise CnnkitError(f"{data}: images have {source.image_shape[0]} channel(s); the model expects "
                           f"{trained.input_shape[0]}")
+    if not source.pixel_max_known:
+        return to_model_scale(source.images, trained, data, white), source
+    if white is not None:
+        raise CnnkitError(f"--white states the scale of an array file (.npz, .csv, .npy); white in {data} is "
+                          f"{source.pixel_max:g} already")
     return source.images * (trained.pixel_max / source.pixel_max), source
 
 
@@ -188,8 +253,9 @@ def evaluate_trained(trained: Trained, images: torch.Tensor, labels: torch.Tenso
     present = sorted(set(labels.tolist()))
     macro = macro_average(true, guessed, present)
     return {
-        "count": len(labels), "accuracy": float((predicted == labels).float().mean()),
-        f"top{k}_accuracy": float(top.float().mean()),
+        # exact fractions (a float32 mean gives 0.80277776 for 289/360)
+        "count": len(labels), "accuracy": int((predicted == labels).sum()) / len(labels),
+        f"top{k}_accuracy": int(top.sum()) / len(labels),
         "per_class": [{"class": name, "precision": _defined(p), "recall": _defined(r), "f1": _defined(f),
                        "support": int(s)}
                       for name, p, r, f, s in zip(trained.class_names, precision, recall, f1, support, strict=True)],
@@ -211,39 +277,51 @@ def score_text(value: float | None) -> str:
 
 
 def evaluate_checkpoint(checkpoint: str, data: str | None = None, top_k: int = 5,
-                        progress: bool | None = None) -> dict:
-    """Metrics of a checkpoint on its run's held-out test split, or on every image of `data`."""
+                        progress: bool | None = None, white: float | None = None) -> dict:
+    """Metrics of a checkpoint on its run's held-out test split, or on every image of `data` (an array file's
+    white stated by `white`, else taken as the model's); a `note` warns of an array that looks 0..1."""
     trained = load_trained(checkpoint)
-    images, labels, described = evaluation_data(trained, data, progress)
+    images, labels, described = evaluation_data(trained, data, progress, white)
     metrics = evaluate_trained(trained, images, labels, top_k)
     metrics.pop("predicted")
     epoch = None if "imported_from" in trained.meta else trained.meta.get("epoch")  # imported: never trained here
+    note = scale_note(images, trained, white) if data is not None and is_array_file(data) else None
     return {"checkpoint": str(resolve_checkpoint(checkpoint)), "epoch": epoch, "data": described,
-            "classes": trained.class_names, **metrics}
+            "classes": trained.class_names, **metrics, **({"note": f"{data}: {note}"} if note else {})}
+
+
+def is_array_file(data: str) -> bool:
+    """Whether a data argument is read as bare numbers (an .npz or .csv file, as `load_source` picks its reader)."""
+    return data.lower().endswith((".npz", ".csv")) and Path(data).is_file()
 
 
 def predict_sources(checkpoint: str, inputs: list[str], data: str | None = None, top_k: int = 3,
-                    progress: bool | None = None) -> list[dict]:
+                    progress: bool | None = None, white: float | None = None) -> list[dict]:
     """Predictions for image files / .npy arrays and every image of a data source, each named by its input (a
-    data source's images by file where it has files, with their true class)."""
+    data source's images by file where it has files, with their true class); `white` states the arrays' white."""
     if not inputs and not data:
         raise CnnkitError("give image files / .npy arrays to predict, or --data PATH")
+    if white is not None and not data and not any(path.endswith(".npy") for path in inputs):
+        raise CnnkitError("--white states the scale of .npy arrays or an .npz/.csv --data file; image files' white "
+                          "is 255 already")
     trained = load_trained(checkpoint)
     names, batches, truths, notes = [], [], [], []
     if inputs:
-        images, named = read_inputs(inputs, trained)
+        images, named = read_inputs(inputs, trained, white)
         batches.append(images)
         names += named
         truths += [None] * len(named)
-        notes += [_joined(polarity_note(trained, image), aspect_note(name, trained.input_shape[1:]))
+        notes += [_joined(polarity_note(trained, image), aspect_note(name, trained.input_shape[1:]),
+                          scale_note(image, trained, white) if name.endswith((".npy", "]")) else None)
                   for name, image in zip(named, images, strict=True)]
     if data:
-        images, source = read_data(trained, data, progress)
+        images, source = read_data(trained, data, progress, white)
         labels = model_labels(trained, source, data)
         batches.append(images)
         names += [source.name_of(i) for i in range(len(images))]
         truths += [trained.class_names[int(label)] for label in labels]
-        notes += [None] * len(images)
+        # one warning for the whole file, on its first image
+        notes += [None if source.pixel_max_known else scale_note(images, trained, white)] + [None] * (len(images) - 1)
     results = predict(trained, torch.cat(batches), top_k)
     rows = []
     for name, truth, note, result in zip(names, truths, notes, results, strict=True):

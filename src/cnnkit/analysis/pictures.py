@@ -15,7 +15,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from torch import nn  # noqa: E402
 
-from cnnkit.analysis.inference import logits_of, open_model, read_inputs  # noqa: E402
+from cnnkit.analysis.inference import Trained, logits_of, open_model, read_inputs  # noqa: E402
 from cnnkit.analysis.saliency import grad_cam, input_gradient, saliency_map, upsample  # noqa: E402
 from cnnkit.analysis.trace import grad_cam_layer, record, trace_units  # noqa: E402
 from cnnkit.core.errors import CnnkitError  # noqa: E402
@@ -102,8 +102,9 @@ def show_mosaic(ax: plt.Axes, panels: np.ndarray, cmap: str, low: float, high: f
     return image
 
 
-def plot_filters(model: nn.Module, path: Path, limit: int = 64) -> Path:
-    """The first conv layer's kernels, one panel each (the mean over input channels for colour inputs)."""
+def plot_filters(model: nn.Module, path: Path, limit: int = 64, note: str = "") -> Path:
+    """The first conv layer's kernels, one panel each (the mean over input channels for colour inputs); `note`
+    (e.g. UNTRAINED) heads the title."""
     conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     if conv is None:
         raise CnnkitError("the model has no convolution layer to draw")
@@ -113,7 +114,7 @@ def plot_filters(model: nn.Module, path: Path, limit: int = 64) -> Path:
     fig, ax = plt.subplots(figsize=(0.9 * cols + 2.2, 0.9 * rows + 1.2))
     bound = float(abs(kernels).max()) or 1.0
     image = show_mosaic(ax, kernels, "RdBu_r", -bound, bound)
-    ax.set_title(f"first-layer filters ({conv.out_channels} x {conv.in_channels}x{conv.kernel_size[0]}x"
+    ax.set_title(f"{note}first-layer filters ({conv.out_channels} x {conv.in_channels}x{conv.kernel_size[0]}x"
                  f"{conv.kernel_size[1]}, mean over input channels); filter = row + column", fontsize=9)
     fig.colorbar(image, ax=ax, shrink=0.7, label="weight")
     return _save(fig, path)
@@ -243,26 +244,36 @@ def file_stem(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
+UNTRAINED = "UNTRAINED (random weights): "  # heads every picture of a registry model, so none passes for a trained one
+
+
+def untrained_note(trained: Trained) -> str:
+    """UNTRAINED for a registered model's fresh weights, else nothing."""
+    return "" if trained.trained else UNTRAINED
+
+
 def visualize(source: str, image: str, layers: list[str] | None, out: Path, activation: str = "post",
-              label: str | None = None, overwrite: bool = False) -> list[Path]:
+              label: str | None = None, overwrite: bool = False, white: float | None = None) -> list[Path]:
     """Filters of the first conv layer, and per layer one PNG of the image beside its maps (after the layer's
-    batch norm and activation unless `activation` is 'pre'), titled with the predicted (and true) class."""
+    batch norm and activation unless `activation` is 'pre'), titled with the predicted (and true) class, and
+    UNTRAINED for a registered model's fresh weights."""
     trained = open_model(source)
     if label is not None and label not in trained.class_names:
         raise CnnkitError(f"--label {label!r} is not one of the model's classes: {', '.join(trained.class_names)}")
-    images = read_inputs([image], trained)[0][:1]
+    images = read_inputs([image], trained, white)[0][:1]
     x = trained.prepare(images)
     maps_by_layer = feature_maps(trained.model, x, layers or default_layers(trained.model), activation)  # names first
     probabilities = torch.softmax(logits_of(trained, images)[0], dim=0)
     predicted = int(probabilities.argmax())
-    caption = f"input: predicted {trained.class_names[predicted]} ({100 * float(probabilities[predicted]):.1f}%)" \
-              + (f"\ntrue {label}" if label is not None else "")
+    caption = (f"input: predicted {trained.class_names[predicted]} ({100 * float(probabilities[predicted]):.1f}%)"
+               + (f"\ntrue {label}" if label is not None else "")
+               + ("\nUNTRAINED: random weights" if not trained.trained else ""))
     refuse_existing([out / "filters.png", *(out / f"maps_{file_stem(name)}.png" for name in maps_by_layer)],
                     overwrite)
-    written = [plot_filters(trained.model, out / "filters.png")]
+    written = [plot_filters(trained.model, out / "filters.png", note=untrained_note(trained))]
     for name, (shown, maps) in maps_by_layer.items():
-        written.append(plot_feature_maps(map_title(name, shown), maps, out / f"maps_{file_stem(name)}.png", images[0],
-                                         caption, trained.pixel_max))
+        written.append(plot_feature_maps(untrained_note(trained) + map_title(name, shown), maps,
+                                         out / f"maps_{file_stem(name)}.png", images[0], caption, trained.pixel_max))
     return written
 
 
@@ -286,9 +297,10 @@ def why_figure(image: torch.Tensor, heat: torch.Tensor, pixel_max: float, what: 
 
 
 def explain_decision(source: str, inputs: list[str], out: Path, class_name: str | None = None,
-                     layer: str | None = None, overwrite: bool = False) -> list[dict]:
+                     layer: str | None = None, overwrite: bool = False, white: float | None = None) -> list[dict]:
     """Saliency and Grad-CAM PNGs (IMAGE_saliency.png, IMAGE_gradcam.png) per input image, for its predicted class
-    or `class_name`; returns what each picture explains."""
+    or `class_name`; returns what each picture explains, and whether the model is `untrained` (a registered
+    model's fresh weights: its pictures say UNTRAINED)."""
     trained = open_model(source)
     model = trained.model
     if class_name is not None and class_name not in trained.class_names:
@@ -296,7 +308,7 @@ def explain_decision(source: str, inputs: list[str], out: Path, class_name: str 
                           f"{', '.join(trained.class_names)}")
     cam_layer = layer or grad_cam_layer(trace_units(model, trained.input_shape))
     drawn_layers(model, trained.input_shape, [cam_layer])  # an unknown --layer is refused before any file
-    images, names = read_inputs(inputs, trained)
+    images, names = read_inputs(inputs, trained, white)
     probabilities = torch.softmax(logits_of(trained, images), dim=1)
     stems = [file_stem(Path(name).stem) for name in names]
     stems = [s if stems.count(s) == 1 else f"{i}_{s}" for i, s in enumerate(stems)]  # same file names elsewhere
@@ -308,13 +320,14 @@ def explain_decision(source: str, inputs: list[str], out: Path, class_name: str 
         x = trained.prepare(image[None])
         heat = saliency_map(input_gradient(model, x, target))
         cam = upsample(grad_cam(model, x, target, cam_layer), tuple(image.shape[-2:]))
-        title = (f"{name}: predicted {trained.class_names[predicted]} ({100 * float(probs[predicted]):.1f}%); "
-                 f"explaining class {trained.class_names[target]}")
+        title = (f"{untrained_note(trained)}{name}: predicted {trained.class_names[predicted]} "
+                 f"({100 * float(probs[predicted]):.1f}%); explaining class {trained.class_names[target]}")
         saliency_path = _save(why_figure(image, heat, trained.pixel_max, "saliency |d score / d input|", title),
                               out / f"{stem}_saliency.png")
         cam_path = _save(why_figure(image, cam, trained.pixel_max, f"Grad-CAM on {cam_layer}", title),
                          out / f"{stem}_gradcam.png")
         results.append({"input": name, "predicted": trained.class_names[predicted],
                         "probability": float(probs[predicted]), "explained": trained.class_names[target],
-                        "grad_cam_layer": cam_layer, "saliency": str(saliency_path), "grad_cam": str(cam_path)})
+                        "grad_cam_layer": cam_layer, "saliency": str(saliency_path), "grad_cam": str(cam_path),
+                        "untrained": not trained.trained})
     return results

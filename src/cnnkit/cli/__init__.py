@@ -41,6 +41,12 @@ def take_trailing_inputs(args: argparse.Namespace, extras: list[str]) -> None:
     (owner or build_parser()).error(f"unrecognized arguments: {' '.join(extras)}")
 
 
+def unprefixed(message: str, command: str) -> str:
+    """A library message without its own leading `COMMAND: ` (the line names the command already: no
+    'cnnkit explain: error: explain: ...')."""
+    return message.removeprefix(f"{command}: ")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; bad input gives a one-line error and exit code 2."""
     # OpenMP threads that find no work sleep instead of spinning: spinning threads of one process starve every
@@ -56,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except CnnkitError as error:
-        print(f"cnnkit {args.command}: error: {error}", file=sys.stderr)
+        print(f"cnnkit {args.command}: error: {unprefixed(str(error), args.command)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and closed early: not an error
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115

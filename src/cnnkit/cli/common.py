@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import math
+import re
 from typing import NoReturn
 
 from cnnkit.core.errors import CnnkitError
 
 
-def dims(text: str, count: int) -> tuple[int, ...]:
-    """'1x8x8' -> (1, 8, 8); a single number repeats ('8' -> (8, 8) for count 2)."""
-    try:
-        values = tuple(int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise CnnkitError(f"expected sizes like {'x'.join(['8'] * count)}; received {text!r}") from None
+def dims(text: str, count: int, flag: str = "") -> tuple[int, ...]:
+    """'1x8x8' -> (1, 8, 8); a single number repeats ('8' -> (8, 8) for count 2). Only digits and x: '3 x32x32',
+    '3x32x32x', '+3x8x8' and '3x8.0x8' are refused, naming `flag` and the value."""
+    example = "1x8x8" if count == 3 else "x".join(["8"] * count)
+    given = f"{flag} {text!r}" if flag else repr(text)
+    if not DIMS.fullmatch(text):
+        raise CnnkitError(f"{given}: expected {count} sizes as digits joined by x, like {example} (no spaces or "
+                          "signs)")
+    values = tuple(int(v) for v in text.lower().split("x"))
     if len(values) == 1 and count == 2:
         values = values * 2
     if len(values) != count or min(values) < 1:
-        raise CnnkitError(f"expected {count} positive sizes like {'x'.join(['8'] * count)}; received {text!r}")
+        raise CnnkitError(f"{given}: expected {count} positive sizes like {example}")
     return values
+
+
+DIMS = re.compile(r"[0-9]+([xX][0-9]+)*", re.ASCII)  # ASCII: int() would take Arabic-Indic and other digits too
 
 
 def percent(value: float) -> str:
@@ -42,6 +50,17 @@ def positive_int(text: str) -> int:
 def nonnegative_int(text: str) -> int:
     """An argparse type: a whole number of 0 or more."""
     return _bounded_int(text, 0, "a whole number of 0 or more")
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number above 0; received {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0; received {text!r}")
+    return value
 
 
 def _bounded_int(text: str, low: int, expected: str) -> int:

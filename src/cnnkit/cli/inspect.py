@@ -7,7 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from cnnkit.cli.common import dims, percent, positive_int
+from cnnkit.cli.common import dims, percent, positive_float, positive_int
+
+WHITE_HELP = ("white's value in array files (.npy, an .npz/.csv --data), e.g. 255 or 1: they are rescaled to the "
+              "model's training scale; default: they are in that scale already (16 for digits), and larger values "
+              "are refused")
 
 
 def add_inspect_parsers(commands: argparse._SubParsersAction) -> None:
@@ -18,6 +22,7 @@ def add_inspect_parsers(commands: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="run directory or checkpoint (.safetensors / .json)")
     p.add_argument("--data", help="labelled data to evaluate on (any `cnnkit train --data` source)")
     p.add_argument("--top-k", type=positive_int, default=5, help="k for top-k accuracy; default 5")
+    p.add_argument("--white", type=positive_float, help=WHITE_HELP)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar while decoding images")
     p.set_defaults(run=run_evaluate)
@@ -31,6 +36,7 @@ def add_inspect_parsers(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="a dataset source (folder, .npz, .csv, IDX, CIFAR .bin) to predict all of; "
                                   "each image is named by its file and shown with its true label")
     p.add_argument("--top-k", type=positive_int, default=3, help="how many classes to list; default 3")
+    p.add_argument("--white", type=positive_float, help=WHITE_HELP)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar while decoding images")
     p.set_defaults(run=run_predict)
@@ -80,6 +86,8 @@ def add_inspect_parsers(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--pre-activation", action="store_true",
                    help="draw each layer's own output (before its batch norm and activation)")
     p.add_argument("--label", help="the image's true class, shown beside the predicted one")
+    p.add_argument("--white", type=positive_float, help="white's value in a .npy --image (default: the model's "
+                                                          "training scale)")
     p.add_argument("--out", type=Path, default=Path("visualize"), help="output folder; default ./visualize")
     p.add_argument("--overwrite", action="store_true", help="replace pictures already in --out")
     p.set_defaults(run=run_visualize)
@@ -98,7 +106,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Print accuracy, top-k, per-class metrics and the labelled confusion matrix."""
     from cnnkit.analysis.inference import evaluate_checkpoint, score_text
 
-    metrics = evaluate_checkpoint(args.checkpoint, args.data, args.top_k, progress=False if args.no_progress else None)
+    metrics = evaluate_checkpoint(args.checkpoint, args.data, args.top_k, progress=False if args.no_progress else None,
+                                  white=args.white)
+    if "note" in metrics:
+        print(f"cnnkit evaluate: warning: {metrics['note']}", file=sys.stderr)
     if args.json:
         print(json.dumps(metrics))
         return 0
@@ -133,7 +144,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from cnnkit.analysis.inference import predict_sources
 
     results = predict_sources(args.checkpoint, args.inputs, args.data, args.top_k,
-                              progress=False if args.no_progress else None)
+                              progress=False if args.no_progress else None, white=args.white)
     for result in results:
         if "note" in result:
             print(f"cnnkit predict: warning: {result['input']}: {result['note']}", file=sys.stderr)
@@ -169,7 +180,7 @@ def run_summary(args: argparse.Namespace) -> int:
     """Print the per-layer table."""
     from cnnkit.analysis.summary import summarize_source
 
-    shape = dims(args.input_size, 3) if args.input_size else None
+    shape = dims(args.input_size, 3, "--input-size") if args.input_size is not None else None
     summary = summarize_source(args.model, shape, args.num_classes)
     print(json.dumps(summary.to_dict()) if args.json else summary.table())
     return 0
@@ -179,10 +190,10 @@ def run_explain(args: argparse.Namespace) -> int:
     """Print the padding arithmetic and draw the window."""
     from cnnkit.analysis.explain import explain
 
-    padding = int(args.padding) if args.padding.isdigit() else args.padding
+    padding = int(args.padding) if args.padding.isascii() and args.padding.isdigit() else args.padding  # not "³"
     out = args.out or Path("explain.gif" if args.gif else "explain.png")
-    info = explain(args.kind, dims(args.input, 2), args.kernel, args.stride, padding, args.dilation, out, args.gif,
-                   args.overwrite)
+    info = explain(args.kind, dims(args.input, 2, "--input"), args.kernel, args.stride, padding, args.dilation, out,
+                   args.gif, args.overwrite)
     if args.json:
         print(json.dumps(info))
         return 0
@@ -198,12 +209,17 @@ def run_explain(args: argparse.Namespace) -> int:
 
 def run_visualize(args: argparse.Namespace) -> int:
     """Write the filter grid and one feature-map grid per layer."""
+    from cnnkit.analysis.inference import names_registry_model
     from cnnkit.analysis.pictures import visualize
 
     layers = [n.strip() for n in args.layers.split(",")] if args.layers else None
     activation = "pre" if args.pre_activation else "post"
-    for path in visualize(args.checkpoint, args.image, layers, args.out, activation, args.label, args.overwrite):
+    for path in visualize(args.checkpoint, args.image, layers, args.out, activation, args.label, args.overwrite,
+                          args.white):
         print(path)
+    if names_registry_model(args.checkpoint):
+        print(f"UNTRAINED: {args.checkpoint} is a registered model with random weights; its pictures show no "
+              "trained network's view (give a run directory or checkpoint for that)")
     return 0
 
 

@@ -76,8 +76,9 @@ def run_import(args: argparse.Namespace) -> int:
     from cnnkit.cli.train import parse_option
     from cnnkit.interop import ImportOptions, import_weights
 
+    shape = dims(args.input_size, 3, "--input-size") if args.input_size is not None else None
     options = ImportOptions(
-        num_classes=args.num_classes, input_shape=dims(args.input_size, 3) if args.input_size else None,
+        num_classes=args.num_classes, input_shape=shape,
         model_options=dict(map(parse_option, args.model_option)), white=args.white,
         mean=numbers(args.mean, "--mean"), std=numbers(args.std, "--std"), bgr=args.bgr, bn_epsilon=args.bn_epsilon,
         keras_config=args.keras_config, trust=args.trust, overwrite=args.overwrite)
