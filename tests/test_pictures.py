@@ -193,3 +193,5 @@ def test_pictures_of_a_registered_model_say_untrained(source, run, digit, tmp_pa
     assert len(drawn) == 2 + len(list((tmp_path / "vis").iterdir()))  # saliency, Grad-CAM; filters and maps
     assert all(("UNTRAINED" in text) == untrained for text in drawn), drawn
     assert ("UNTRAINED: digits_cnn is a registered model with random weights" in printed) == untrained
+    assert main(["explain-decision", model, str(digit[0]), "--out", str(tmp_path / "cli")]) == 0
+    assert ("UNTRAINED (random weights): predicted" in capsys.readouterr().out) == untrained

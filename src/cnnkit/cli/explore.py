@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cnnkit.cli.common import dims, percent
+from cnnkit.cli.common import dims, percent, positive_float
 
 if TYPE_CHECKING:
     from cnnkit.explore.session import Explorer
@@ -53,6 +53,8 @@ def add_explore_parsers(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("explain-decision"), help="output folder; default "
                                                                                 "./explain-decision")
     p.add_argument("--overwrite", action="store_true", help="replace pictures already in --out")
+    p.add_argument("--white", type=positive_float, help="white's value in .npy images (default: the model's "
+                                                        "training scale); values are rescaled from it")
     p.set_defaults(run=run_explain_decision)
 
 
@@ -104,7 +106,9 @@ def run_explain_decision(args: argparse.Namespace) -> int:
     """Write the pictures and print what each shows."""
     from cnnkit.analysis.pictures import explain_decision
 
-    for item in explain_decision(args.checkpoint, args.images, args.out, args.class_name, args.layer, args.overwrite):
-        print(f"{item['input']}: predicted {item['predicted']} ({percent(item['probability'])}), explaining "
-              f"{item['explained']}: {item['saliency']} {item['grad_cam']}")
+    for item in explain_decision(args.checkpoint, args.images, args.out, args.class_name, args.layer, args.overwrite,
+                                 args.white):
+        untrained = "UNTRAINED (random weights): " if item["untrained"] else ""
+        print(f"{item['input']}: {untrained}predicted {item['predicted']} ({percent(item['probability'])}), "
+              f"explaining {item['explained']}: {item['saliency']} {item['grad_cam']}")
     return 0
