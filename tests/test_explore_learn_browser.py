@@ -22,9 +22,10 @@ EPOCHS = 10
 
 
 @pytest.mark.slow  # a real Chromium
-def test_start_watch_pause_resume(tmp_path):
+def test_start_watch_pause_resume(tmp_path, monkeypatch):
     assert Path(CHROMIUM).exists(), "the browser test needs Debian's chromium (apt-get install chromium)"
-    out = tmp_path / "run"
+    monkeypatch.chdir(tmp_path)  # a relative run directory, as a user's `--out runs/digits` (and the screenshot) shows
+    out = Path("runs/digits")
     explorer = open_training("digits_cnn", EPOCHS, out)
     server = ExploreServer(explorer).start()
     problems: list[str] = []
