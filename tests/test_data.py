@@ -410,7 +410,7 @@ def test_white_is_read_off_an_array_only_where_it_leaves_no_doubt(tmp_path):
     for top in (1.5, 16.0, 128.0, 256.0, 65535.0):
         dataset.largest = top
         with pytest.raises(SettingError, match=rf"^digits: the largest value is {top:g}; say which value is white "
-                                               r"with white \(16 for"):
+                                               r"with white= \(16 for"):
             with_white(dataset, None)
     with pytest.raises(SettingError, match=r"^digits: values reach 65535, above the stated white=255$"):
         with_white(dataset, 255.0)

@@ -42,7 +42,7 @@ def guessed_white(top: float, source: str) -> float:
         return 1.0
     if EIGHT_BIT_ABOVE < top <= 255.0 * (1 + SLACK):
         return 255.0
-    raise SettingError(f"{source}: the largest value is {top:g}; say which value is white with ", Named("white"),
+    raise SettingError(f"{source}: the largest value is {top:g}; say which value is white with ", _Setting(),
                        f" ({HINT})")
 
 
@@ -57,6 +57,14 @@ def _check_within(top: float, white: float, source: str, *said: str | Named) -> 
     """Refuse data whose largest value is above white, naming the file, the value and white."""
     if top > white * (1 + SLACK):
         raise SettingError(f"{source}: values reach {top:g}, above ", *said)
+
+
+class _Setting:
+    """`--white` on the command line, `white=` from Python (a message part, as `Named` is)."""
+
+    def worded(self, flags: bool) -> str:
+        """The setting as the caller gives it."""
+        return "--white" if flags else "white="
 
 
 def _number(value: float) -> float | int:
