@@ -114,7 +114,7 @@ def test_a_config_json_of_an_earlier_version_loads_and_resumes(tmp_path, capsys)
     assert (f"--threads {cores} overrides" in capsys.readouterr().out) == (cores > 1)
     config = json.loads((run / "config.json").read_text())
     assert config["threads"] is None
-    for newer in ("freeze", "init_from", "channels_last", "stream", "workers", "compile", "recipe"):
+    for newer in ("freeze", "init_from", "channels_last", "stream", "workers", "compile", "recipe", "white"):
         del config[newer]  # settings added since: their defaults (the earlier behaviour)
     config["threads"] = 0  # earlier versions wrote 0 for 'choose from the work'
     (run / "config.json").write_text(json.dumps(config))

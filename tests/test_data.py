@@ -1,6 +1,8 @@
 """Data sources made from small files written here, splits, preprocessing, augmentation and batching."""
 
 import gzip
+import io
+import json
 import os
 
 import numpy as np
@@ -346,3 +348,69 @@ def test_paths_that_are_not_data(tmp_path, monkeypatch):
                  lambda: load_csv(missing), lambda: decode_image(missing)):
         with pytest.raises(CnnkitError, match=f"^{missing}: no such file$"):
             read()
+
+
+def test_an_array_file_trains_in_the_white_it_states_and_images_predict_in_it(tmp_path, capsys):
+    """scikit-learn's digits as a 0..16 .npz: refused until --white says 16, then recorded, so that a PNG of a digit
+    (0..255) predicts as its .npz row does; a resume keeps the recorded white and refuses another."""
+    from sklearn.datasets import load_digits
+
+    from cnnkit.cli import main
+
+    digits, npz, run = load_digits(), tmp_path / "d16.npz", tmp_path / "run"
+    np.savez(npz, x=digits.images, y=digits.target)
+    assert main(["train", "--data", str(npz), "--out", str(tmp_path / "refused"), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (f"cnnkit train: error: {npz}: the largest value is 16; say which value is "
+                                       "white with --white (16 for scikit-learn's digits, 255 for 8-bit images, 1 "
+                                       "for 0..1 floats)\n")
+    assert not (tmp_path / "refused").exists()
+    assert main(["train", "--data", str(npz), "--white", "16", "--epochs", "2", "--out", str(run),
+                 "--no-progress"]) == 0
+    assert "white = 16 (stated; the data's largest value is 16)" in capsys.readouterr().out
+    assert json.loads((run / "last.json").read_text())["data"]["pixel_max"] == 16
+    rows = list(range(0, 1797, 90))
+    for i in rows:  # 8-bit images of the same digits
+        Image.fromarray(np.round(digits.images[i] * 255 / 16).astype(np.uint8)).save(tmp_path / f"{i}.png")
+    np.save(tmp_path / "rows.npy", digits.images[rows][:, None])  # in the run's scale, as predict takes arrays
+
+    def predicted(*inputs) -> list[int]:
+        assert main(["predict", str(run), *map(str, inputs), "--json"]) == 0
+        return [int(r["class"]) for r in json.loads(capsys.readouterr().out)]
+
+    from_rows = predicted(tmp_path / "rows.npy")
+    assert predicted(*(tmp_path / f"{i}.png" for i in rows)) == from_rows
+    assert np.mean(np.array(from_rows) == digits.target[rows]) >= 0.7  # the labels: it learned something
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--white", "255"]) == 2
+    assert "received --white 255.0: start a new run" in capsys.readouterr().err
+    config = json.loads((run / "config.json").read_text())
+    del config["white"]  # as a run made before the setting: its recorded scale is kept
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--no-progress"]) == 0
+    assert "white = 16 (recorded by the run; the data's largest value is 16)" in capsys.readouterr().out
+    assert json.loads((run / "last.json").read_text())["data"]["pixel_max"] == 16
+
+
+def test_white_is_read_off_an_array_only_where_it_leaves_no_doubt(tmp_path):
+    from cnnkit.train import TrainConfig, fit
+    from cnnkit.train.config import SettingError
+    from cnnkit.train.white import with_white
+
+    digits = load_source("digits")
+    for scale, white in ((255 / 16, 255.0), (1 / 16, 1.0)):  # 8-bit and 0..1 arrays train as before
+        np.savez(tmp_path / "d.npz", x=digits.images[:300, 0].numpy() * scale, y=digits.labels[:300].numpy())
+        log = io.StringIO()
+        fit(TrainConfig(data=str(tmp_path / "d.npz"), epochs=1), out=tmp_path / str(white), progress=False,
+            stream=log)
+        assert json.loads((tmp_path / str(white) / "last.json").read_text())["data"]["pixel_max"] == white
+        assert f"white = {white:g} (the data's largest value is {white:g})" in log.getvalue()
+    for top, white in ((0.0, 1.0), (1.0, 1.0), (128.5, 255.0), (255.0, 255.0)):
+        dataset = load_source("digits")
+        dataset.pixel_max_known, dataset.largest = False, top
+        assert with_white(dataset, None)[0].pixel_max == white
+    for top in (1.5, 16.0, 128.0, 256.0, 65535.0):
+        dataset.largest = top
+        with pytest.raises(SettingError, match=rf"^digits: the largest value is {top:g}; say which value is white "
+                                               r"with white= \(16 for"):
+            with_white(dataset, None)
+    with pytest.raises(SettingError, match=r"^digits: values reach 65535, above the stated white=255$"):
+        with_white(dataset, 255.0)

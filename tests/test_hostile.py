@@ -207,6 +207,21 @@ CASES: list[tuple[str, str, str]] = [
      "the training split (1,257 images) is smaller than one batch of 5000"),
     ("freeze without a checkpoint", "train --freeze features --out {tmp}/fz",
      "--freeze features keeps a checkpoint's features: it needs --init-from"),
+    # white in training data (helper trainwhite): stated for array files whose values leave it in doubt, refused
+    # where the source states it
+    ("train on an npz of unknown white", "train --data {files}/digits16.npz --out {tmp}/w1",
+     "{files}/digits16.npz: the largest value is 16; say which value is white with --white (16 for scikit-learn's"),
+    ("train past the stated white", "train --data {files}/white255.npz --white 16 --out {tmp}/w2",
+     "{files}/white255.npz: values reach 255, above the stated --white 16"),
+    ("train with white for digits", "train --white 16 --out {tmp}/w3",
+     "--white states the scale of an array file (.npz, .csv); white in digits is 16 already"),
+    ("train with white for a stream", "train --stream --data {files}/broken --white 255 --out {tmp}/w4",
+     "--white states the scale of an array file (.npz, .csv); white in {files}/broken is 255 already"),
+    ("train with white of zero", "train --data {files}/digits16.npz --white 0 --out {tmp}/w5",
+     "--white must be a positive number (white's value in the array file, e.g. 16, 255 or 1); received 0.0"),
+    ("resume with another white", "train --resume {run} --white 255",
+     "--resume continues {run} with the settings in its config.json (only --epochs and --threads may change); "
+     "received --white 255.0"),
 ]
 
 
@@ -244,6 +259,7 @@ def make_files(folder: Path) -> None:
     np.save(folder / "nan.npy", np.full((8, 8), np.nan, np.float32))
     np.savez(folder / "white255.npz", x=np.full((2, 8, 8), 255.0), y=np.array([0, 1]))  # digits run: white 16
     np.save(folder / "white255.npy", np.full((8, 8), 255, np.uint8))
+    np.savez(folder / "digits16.npz", x=np.full((4, 8, 8), 16.0), y=np.array([0, 1, 0, 1]))  # white 16 or 255?
     (folder / "long.csv").write_text("label,p0,p1,p2,p3\n1,0," + "9" * 200_000 + ",3,4\n")
     (folder / "binary.csv").write_bytes(b"1,2,3,4,5\n\xff\xfe\x00\x81\n")
     (folder / "cifar").mkdir()

@@ -68,7 +68,7 @@ def load_npz(path: Path) -> ImageDataset:
     check_pixel_values(x, f"{path}: x")
     labels, names = labels_from(y, path)
     return ImageDataset(float_images(to_nchw(x, path)), labels, names, source=str(path),
-                        pixel_max=pixel_max(x), pixel_max_known=False)
+                        pixel_max=pixel_max(x), pixel_max_known=False, largest=largest(x))
 
 
 def _check_zip_directory(path: Path) -> None:
@@ -210,7 +210,7 @@ def load_csv(path: Path) -> ImageDataset:
     labels, names = labels_from(np.array(labels, dtype=np.int64), path)  # read exactly: float32 merges 2**24 + 1
     images = float_images(values[:, 1:].reshape(-1, 1, side, side))
     return ImageDataset(images, labels, names, source=str(path), pixel_max=pixel_max(values[:, 1:]),
-                        pixel_max_known=False)
+                        pixel_max_known=False, largest=largest(values[:, 1:]))
 
 
 def _count_lines(path: Path) -> int:
@@ -279,9 +279,15 @@ def _label(text: str, line: int, path: Path) -> int:
 
 
 def pixel_max(images: np.ndarray) -> float:
-    """White's guessed value for training on a bare array: 1.0 for arrays already in [0, 1], else 255 (evaluate and
-    predict take arrays in the model's own scale instead: see `cnnkit.analysis.inference.to_model_scale`)."""
-    return 1.0 if images.size and float(images.max()) <= 1.0 else 255.0
+    """White's guessed value in a bare array, for showing it: 1.0 for arrays already in [0, 1], else 255. Training
+    states or checks white (`cnnkit.train.white`); evaluate and predict take arrays in the model's own scale (see
+    `cnnkit.analysis.inference.to_model_scale`)."""
+    return 1.0 if largest(images) <= 1.0 else 255.0
+
+
+def largest(images: np.ndarray) -> float:
+    """An array's largest value (0 for an empty one)."""
+    return float(images.max()) if images.size else 0.0
 
 
 def _is_number(text: str) -> bool:

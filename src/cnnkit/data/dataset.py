@@ -26,6 +26,7 @@ class ImageDataset:
     source: str = ""
     pixel_max: float = 255.0  # the value of a white pixel in this data (digits: 16); image files map 255 to it
     pixel_max_known: bool = True  # False for bare arrays (.npz, .csv): their pixel_max is a guess (1 or 255)
+    largest: float | None = None  # bare arrays: their largest value as read (before any resizing), for white's checks
     official_test: torch.Tensor | None = None  # bool (N,): True for the images of the source's own test set
     official_test_source: str = ""  # its files, e.g. "t10k-images-idx3-ubyte"
     item_names: list[str] | None = None  # a name per image where the source has one (a folder's file paths)

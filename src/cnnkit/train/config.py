@@ -38,6 +38,12 @@ class TrainConfig(BaseModel):
     model_options: dict = _setting(dict, "model builder options, e.g. {'width': 32}")
     data: str = _setting("digits", "'digits' (built in), an image folder (ROOT/CLASS/IMAGES), MNIST IDX files, "
                          "CIFAR-10 .bin, .npz or .csv")
+    white: float | None = _setting(None, "white's value in an array file (.npz, .csv data), e.g. 16 for scikit-learn's "
+                                   "digits, 255 or 1; the run records it as the data's scale, and larger values are "
+                                   "refused. Default: 1 for data within 0..1, 255 for data whose largest value is "
+                                   "above 128 and at most 255; any other file must state it",
+                                   "a positive number (white's value in the array file, e.g. 16, 255 or 1)",
+                                   gt=0.0, le=1e6)
     image_size: int | None = _setting(None, "resize images to SIZE x SIZE (needed when a folder mixes sizes)",
                                       "a whole number of pixels between 1 and 4096", ge=1, le=4096)
     val_fraction: float = _setting(0.1, "fraction held out for validation (model selection, early stopping)",

@@ -13,6 +13,7 @@ from cnnkit.data import ImageDataset, Preprocessing, Split, load_source, stratif
 from cnnkit.data.batches import tensor_batches
 from cnnkit.data.stream import FolderImages, stream_batches
 from cnnkit.train.config import TrainConfig
+from cnnkit.train.white import refuse_for_known, with_white
 
 
 @dataclass
@@ -74,16 +75,18 @@ def split_notes(dataset: ImageDataset) -> list[str]:
 
 def prepare_data(config: TrainConfig, device: torch.device, progress: bool | None = None,
                  given: tuple[Preprocessing | None, float] | None = None,
-                 loaded: ImageDataset | None = None) -> PreparedData:
+                 loaded: ImageDataset | None = None, recorded_white: float | None = None) -> PreparedData:
     """Load, split (stratified, seeded), fit preprocessing on the training split only, move to `device`.
 
     `given` = (preprocessing, its white value) replaces the fitting: a fine-tuned network keeps the input scaling
     its weights were trained with (None: inputs used as they were, scaled to that white). `loaded`: the source
-    already decoded (several seeds split one decode of it).
+    already decoded (several seeds split one decode of it). White's value in an array file is the config's, else
+    `recorded_white` (a resumed run's), else read off its values where they leave no doubt (see `with_white`).
     """
     if config.stream:
         return _prepare_stream(config, device, given)
     dataset = loaded if loaded is not None else load_source(config.data, image_size(config), progress)
+    dataset, white_note = with_white(dataset, config.white, recorded_white)
     split = split_dataset(dataset, config)
     preprocessing = _preprocessing(config, dataset.images[split.train], dataset.pixel_max, given)
 
@@ -91,7 +94,7 @@ def prepare_data(config: TrainConfig, device: torch.device, progress: bool | Non
         return _preprocessed(dataset.images, index, preprocessing, device), dataset.labels[index].to(device)
 
     return PreparedData(dataset, preprocessing, part(split.train), part(split.val), part(split.test),
-                        notes=split_notes(dataset))
+                        notes=([white_note] if white_note else []) + split_notes(dataset))
 
 
 def _preprocessed(images: torch.Tensor, index: torch.Tensor, preprocessing: Preprocessing,
@@ -122,6 +125,7 @@ def _prepare_stream(config: TrainConfig, device: torch.device,
     if not config.data.strip() or not path.is_dir():  # Path("") is the current folder: never read it unasked
         raise CnnkitError(f"--stream reads image folders; {config.data!r} is not a folder")
     images = FolderImages(path, image_size(config))
+    refuse_for_known(config.white, config.data, images.pixel_max)
     split = stratified_split(images.labels, config.val_fraction, config.test_fraction, config.seed)
     sample = split.train[torch.randperm(len(split.train), generator=torch.Generator().manual_seed(config.seed))]
     preprocessing = _preprocessing(config, images.load(sample[:STREAM_FIT_IMAGES]), images.pixel_max, given)

@@ -17,7 +17,7 @@ from torch import nn
 from cnnkit.core.errors import CnnkitError
 from cnnkit.data.batches import num_batches
 from cnnkit.layers.batchnorm import BatchNorm2d
-from cnnkit.store.checkpoint import build_model, model_spec
+from cnnkit.store.checkpoint import build_model, model_spec, read_metadata
 from cnnkit.train.compiled import CompiledStep, should_compile
 from cnnkit.train.config import Named, SettingError, TrainConfig
 from cnnkit.train.data import PreparedData, prepare_data, training_batches
@@ -121,7 +121,8 @@ def _fit(config: TrainConfig, run: RunDirectory, world: World, log: EpochLog, ca
     if world.size > 1:
         log.note(f"{world.size} processes, global batch {config.batch_size * world.size} ({config.batch_size} per "
                  "process)")
-    config, data, spec, model = _data_and_model(config, world.device, log)
+    recorded_white = float(read_metadata(run.path / "last")["data"]["pixel_max"]) if call.resume else None
+    config, data, spec, model = _data_and_model(config, world.device, log, recorded_white)
     trainee = Trainee(config, data, run, TrainState(model, make_optimizer(config, model)), world)
     schedule = _schedule(trainee)  # refused here, a split smaller than a batch leaves even --overwrite's run alone
     restored = _open(trainee, spec, log, call)
@@ -272,16 +273,16 @@ def run_result(trainee: Trainee, final: dict | None, started: float) -> RunResul
                      state.compiled is not None)
 
 
-def _data_and_model(config: TrainConfig, device: torch.device, log: EpochLog
+def _data_and_model(config: TrainConfig, device: torch.device, log: EpochLog, recorded_white: float | None = None
                     ) -> tuple[TrainConfig, PreparedData, dict, nn.Module]:
     """The run's data and model on `device`: a fresh model, or --init-from's (the config then fitted to it); the
-    thread count chosen from the model's work."""
+    thread count chosen from the model's work. `recorded_white`: a resumed run's scale, kept for its array file."""
     torch.manual_seed(config.seed)
     start = read_start(config.init_from) if config.init_from else None
     if start is not None:
         config = _fit_to_start(config, start[2]["model"], log)
     given = (start[1], start[2]["data"]["pixel_max"]) if start is not None else None
-    data = prepare_data(config, device, progress=log.enabled and log.tty, given=given)
+    data = prepare_data(config, device, progress=log.enabled and log.tty, given=given, recorded_white=recorded_white)
     for line in data.notes:
         log.note(line)
     channels, h, w = data.dataset.image_shape
