@@ -107,7 +107,8 @@ def test_config_json_is_validated_by_the_same_model():
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
-def test_a_config_json_of_an_earlier_version_loads_and_resumes(tmp_path, capsys):
+def test_a_config_json_of_an_earlier_version_loads_and_resumes(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # a user's setting would pick the threads instead
     run = tmp_path / "run"
     assert main(["train", "--epochs", "1", "--out", str(run), "--no-progress"]) == 0
     cores = available_cores()  # digits steps run on one thread: the log says how to use the rest
