@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import Route
 from torch import nn
 
@@ -30,12 +30,14 @@ from cnnkit.analysis.summary import summarize
 from cnnkit.analysis.trace import grad_cam_layer, trace_units
 from cnnkit.core.errors import CnnkitError
 from cnnkit.explore.graph import unit_inputs
+from cnnkit.explore.respond import reply, whole_number
 from cnnkit.explore.session import Explorer, encode
 from cnnkit.models import list_models
 from cnnkit.train.config import TrainConfig
 
 SNAPSHOT_BYTES = 64 * 1024**2  # weights kept in memory for comparing epochs, beyond the first, best and latest
 LOG_LINES = 30  # the trainer's last log lines shown on the page
+MAX_EPOCH = 10**9  # the largest `since` the status accepts
 
 
 def state_bytes(state: dict[str, torch.Tensor]) -> int:
@@ -303,22 +305,22 @@ def training_routes(explorer: Explorer, parse: Callable[[Request, type], Awaitab
             raise HTTPException(404, "training is off: open the explorer with `cnnkit explore SOURCE --train`")
         return explorer.training
 
-    async def start(request: Request) -> JSONResponse:
+    async def start(request: Request) -> Response:
         await parse(request, _Empty)
-        return JSONResponse(session().start())
+        return reply(session().start())
 
-    async def pause(request: Request) -> JSONResponse:
+    async def pause(request: Request) -> Response:
         await parse(request, _Empty)
-        return JSONResponse(session().pause())
+        return reply(session().pause())
 
-    async def status(request: Request) -> JSONResponse:
-        since = request.query_params.get("since", "0")
-        if not since.isdigit() or len(since) > 9:
-            raise CnnkitError(f"since must be an epoch number (0 or more); received {since[:20]!r}")
-        return JSONResponse(session().status(int(since)))
+    async def status(request: Request) -> Response:
+        training = session()
+        return reply(training.status(whole_number(request.query_params.get("since", "0"), "since (an epoch number)",
+                                                  MAX_EPOCH)))
 
-    async def filters(_request: Request) -> JSONResponse:
-        return JSONResponse(await run_in_threadpool(session().filters))
+    async def filters(_request: Request) -> Response:
+        return reply(await run_in_threadpool(session().filters),
+                     not_finite="the first convolution's weights are not finite (inf/NaN): the run diverged")
 
     return [Route("/api/train/start", start, methods=["POST"]), Route("/api/train/pause", pause, methods=["POST"]),
             Route("/api/train/status", status), Route("/api/train/filters", filters)]
