@@ -110,6 +110,15 @@ class Training:
             self.pausing = True
         return self.status()
 
+    def stop_soon(self) -> int | None:
+        """Ask a running session to stop once the epoch being trained is saved (the server is shutting down): the
+        epoch it will stop after, or None when nothing is training."""
+        with self._lock:
+            if self.state != "running":
+                return None
+            self.pausing = True
+            return self.epoch + self._segment()
+
     def wait(self, timeout: float | None = None) -> None:
         """Wait for the training thread to stop (paused, done or failed)."""
         thread = self._thread
