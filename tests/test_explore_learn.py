@@ -4,6 +4,7 @@ directly, `cnnkit train --resume` and the checkpoints on disk."""
 import base64
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from starlette.testclient import TestClient
 
 from cnnkit.analysis.inference import load_trained, logits_of
 from cnnkit.cli import main
+from cnnkit.core.errors import CnnkitError
 from cnnkit.explore.app import create_app
 from cnnkit.explore.learn import adopt, open_training, thin
 from cnnkit.explore.session import Explorer
@@ -207,6 +209,7 @@ import sys, time
 from pathlib import Path
 import cnnkit.train.run_dir as run_dir
 from cnnkit.cli import main
+from cnnkit.core.errors import CnnkitError
 write, writes = run_dir.save_checkpoint, []
 def save_or_hang(path, *args, **kwargs):
     if Path(path).name == "last":
@@ -280,3 +283,20 @@ def test_a_second_ctrl_c_quits_at_once_keeping_the_saved_epoch(tmp_path):
     assert "cnnkit explore: interrupted: epoch 2 is lost; the run in" in err and "keeps epoch 1;" in err
     assert json.loads((run / "last.json").read_text())["epoch"] == 1
     resumes(run, err.split("continue it with: ")[1].splitlines()[0], 1)
+
+
+def test_the_run_folder_is_checked_before_the_server_starts_and_nothing_is_left(tmp_path, capsys):
+    with pytest.raises(CnnkitError, match=r"^--out /proc/cnnkit_run: cannot create it in /proc \("):
+        open_training("digits_cnn", 2, "/proc/cnnkit_run")
+    assert not Path("/proc/cnnkit_run").exists()  # /proc refuses new folders, whoever asks (root too)
+    for empty in ("", " "):
+        with pytest.raises(CnnkitError, match="names no folder"):
+            open_training("digits_cnn", 2, empty)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CnnkitError, match=f"^--out {tmp_path}/file/run: {tmp_path}/file is a file, not a folder"):
+        open_training("digits_cnn", 2, tmp_path / "file" / "run")
+    assert main(["explore", "digits_cnn", "--train", "--out", "", "--no-browser"]) == 2
+    assert "cnnkit explore: error: --out '' names no folder" in capsys.readouterr().err
+    explorer = open_training("digits_cnn", 2, tmp_path / "new" / "deeper")  # writable: accepted, nothing made
+    assert explorer.training.out == tmp_path / "new" / "deeper"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

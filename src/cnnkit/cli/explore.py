@@ -43,7 +43,7 @@ def add_explore_parsers(commands: argparse._SubParsersAction) -> None:
                         "name starts a new run with `cnnkit train`'s recipe; a run directory continues it as "
                         "`cnnkit train --resume` does")
     p.add_argument("--epochs", type=int, help="with --train: the run's epochs (a resumed run: extend it to N)")
-    p.add_argument("--out", type=Path, help="with --train and a model name: the run directory; default "
+    p.add_argument("--out", help="with --train and a model name: the run directory; default "
                                             "runs/MODEL-TIMESTAMP")
     p.add_argument("--overwrite", action="store_true", help="with --train: replace a run already in --out")
     p.set_defaults(run=run_explore)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -261,13 +263,35 @@ def adopt(explorer: Explorer, trained: Trained) -> None:
 
 # --- opening a run to train, and the page's endpoints ------------------------------------------------------------
 
-def open_training(source: str, epochs: int | None = None, out: Path | None = None, overwrite: bool = False
+def check_writable(out: Path, what: str) -> None:
+    """Refuse a run folder that cannot be created or written: a probe folder is made where the first missing
+    folder would go (or inside `out` when it exists) and removed at once, so nothing is left behind."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CnnkitError(f"{what}: {existing} is a file, not a folder; --out needs a folder for the run")
+    try:
+        probe = tempfile.mkdtemp(prefix=".cnnkit-probe-", dir=existing)
+    except OSError as error:
+        where = "write in" if existing == out else f"create it in {existing}"
+        raise CnnkitError(f"{what}: cannot {where} ({error.strerror or error}); pass a folder you can "
+                          "write") from None
+    os.rmdir(probe)
+
+
+def open_training(source: str, epochs: int | None = None, out: str | Path | None = None, overwrite: bool = False
                   ) -> Explorer:
     """An explorer whose run trains from the page: a new run of a registered model (`cnnkit train`'s recipe and
     default --out), or a run directory continued as `cnnkit train --resume RUN [--epochs N]` would. Everything is
-    checked here, before the server starts; nothing is written until the page presses Start."""
+    checked here, before the server starts (that the run folder can be written too); nothing is written until the
+    page presses Start."""
     from cnnkit.train.run_dir import RunDirectory
 
+    if out is not None and not str(out).strip():
+        raise CnnkitError(f"--out {str(out)!r} names no folder; pass the run directory to write, e.g. --out "
+                          "runs/NAME")
+    out = None if out is None else Path(out)
     path = Path(source)
     if source in list_models() and not path.exists():
         config = TrainConfig.for_model(source, **({} if epochs is None else {"epochs": epochs}))
@@ -281,6 +305,7 @@ def open_training(source: str, epochs: int | None = None, out: Path | None = Non
             raise CnnkitError(str(error).replace(f"pass --resume {out} to continue it",
                                                  f"pass it as SOURCE (cnnkit explore {out} --train) to continue it"))\
                 from None
+        check_writable(out, f"--out {out}")
         explorer, resume = Explorer.open(source), False
     elif path.is_dir():
         if out is not None and out.resolve() != path.resolve() or overwrite:
@@ -289,6 +314,7 @@ def open_training(source: str, epochs: int | None = None, out: Path | None = Non
         config = TrainConfig.from_run_dir(path, epochs)
         config.check_device()
         RunDirectory(path).check_resumable(config)
+        check_writable(path, f"{path} (the run --train continues)")
         explorer, out, resume = Explorer(load_trained(path / "last"), path.name), path, True  # its latest weights
     elif path.exists() or path.with_suffix(".safetensors").exists():
         raise CnnkitError(f"{source} is a checkpoint file; --train needs a run directory (cnnkit train's --out) to "
