@@ -381,7 +381,8 @@ def compare_routes(explorer: Explorer) -> list[Route]:
     """GET /api/checkpoints and POST /api/compare for the explorer."""
 
     async def checkpoints(_request: Request) -> Response:
-        return reply(await run_in_threadpool(lambda: Checkpoints.of(explorer).listing()))
+        return reply(await run_in_threadpool(lambda: Checkpoints.of(explorer).listing()),
+                     not_finite="a checkpoint's metadata holds a number that is not finite (inf/NaN)")
 
     async def compare(request: Request) -> Response:
         body = await parse(request, CompareRequest)
