@@ -406,3 +406,84 @@ def test_upload_decoder_handles_colour_files(client):
     Image.new("RGB", (40, 30), (255, 255, 255)).save(buffer, format="PNG")
     uploaded = client.post("/api/upload", content=buffer.getvalue(), headers={"Content-Type": "image/png"}).json()
     assert uploaded["shape"] == [1, 8, 8] and uploaded["pixels"] == [255.0] * 64  # white, grey, 8x8
+
+
+def huge_copy(run, folder: Path, layer: str) -> Path:
+    """The stem of a copy of the run's best checkpoint whose `layer` weights are 3e38: finite, so the load-time
+    NaN/inf check passes, but float32 overflows on any image."""
+    from safetensors.torch import save_file
+
+    from cnnkit.store.checkpoint import META_KEY, load_checkpoint
+
+    tensors, meta = load_checkpoint(run / "best")
+    weight = tensors[f"model.{layer}.weight"].clone()
+    weight[:] = 3e38
+    tensors[f"model.{layer}.weight"] = weight
+    stem = folder / f"huge_{layer.replace('.', '_')}"
+    text = json.dumps(meta, indent=1)
+    save_file(tensors, f"{stem}.safetensors", metadata={META_KEY: text})
+    Path(f"{stem}.json").write_text(text)
+    return stem
+
+
+@pytest.mark.parametrize("layer", ["features.conv1", "head.out"])
+def test_finite_but_huge_weights_are_refused_naming_the_layer(run, tmp_path, layer):
+    stem = huge_copy(run, tmp_path, layer)
+    white = [255.0] * 64
+    first = first_overflow(stem, white)  # the reference: the forward pass really overflows, at this layer
+    assert first is not None and first_or_after(first, layer)
+    expected = ("the model's output for this image is not finite (inf/NaN): its weights are out of range "
+                f"(layer {first} overflows first; its largest weight is 3e+38)")
+    with TestClient(create_app(Explorer.open(str(stem))), raise_server_exceptions=False) as client:
+        for route, body in (("predict", {"image": {"pixels": white}, "layers": {"features.conv1": 0}}),
+                            ("why", {"image": {"pixels": white}}), ("predict", {"image": {"pixels": white}})):
+            response = client.post(f"/api/{route}", json=body)
+            assert response.status_code == 400, response.text
+            assert response.json()["error"] == expected
+        strip = client.get("/api/heldout").json()
+        assert strip["available"] is False and strip["reason"].startswith(expected.split(" (layer")[0])
+        assert client.get("/api/model").status_code == 200  # the page still opens
+
+
+def first_overflow(stem: Path, pixels: list[float]) -> str | None:
+    """The first leaf layer whose output is not finite, by forward hooks on cnnkit.load's model."""
+    import cnnkit
+
+    trained = cnnkit.load(str(stem)).trained
+    order = []
+    handles = [m.register_forward_hook(lambda _m, _i, out, n=n: order.append((n, bool(torch.isfinite(out).all()))))
+               for n, m in trained.model.named_modules() if n and not list(m.children())]
+    with torch.no_grad():
+        trained.model(trained.prepare(torch.tensor(pixels).reshape(1, 1, 8, 8) * (16 / 255)))
+    for handle in handles:
+        handle.remove()
+    return next((n for n, finite in order if not finite), None)
+
+
+def first_or_after(found: str, layer: str) -> bool:
+    """Whether `found` is `layer` or runs after it (digitsnet's forward order)."""
+    order = ["features.conv1", "features.relu1", "features.conv2", "features.bn2", "features.relu2",
+             "features.pool2", "head.flatten", "head.fc1", "head.relu3", "head.out"]
+    return order.index(found) >= order.index(layer)
+
+
+def test_every_json_answer_is_strict_and_a_non_finite_one_is_a_400():
+    from cnnkit.explore.respond import ApiError, reply
+
+    assert json.loads(reply({"a": [1.5, 3e38]}).body) == {"a": [1.5, 3e38]}
+    for bad in (math.inf, -math.inf, math.nan):
+        with pytest.raises(ApiError, match="not finite") as raised:
+            reply({"top": [{"probability": bad}]})
+        assert raised.value.status == 400
+    explore = Path(__file__).resolve().parents[1] / "src" / "cnnkit" / "explore"
+    for path in explore.glob("*.py"):  # the one encoder: no route builds a JSONResponse (allow_nan) of its own
+        assert "JSONResponse" not in path.read_text(), path.name
+
+
+def test_a_checkpoint_stem_opens_as_compare_takes_it(run, capsys):
+    stem = str(run / "best")  # runA/best: no such file, but runA/best.safetensors is
+    assert not Path(stem).exists()
+    explorer = Explorer.open(stem)
+    assert explorer.trained.trained and explorer.title == "best"
+    assert main(["explore", str(run / "nothing"), "--no-browser"]) == 2
+    assert "neither a registered model" in capsys.readouterr().err

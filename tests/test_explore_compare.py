@@ -195,3 +195,59 @@ def test_attach_refuses_another_network_for_a_registry_model(runs):
     assert [e.name for e in explorer.checkpoints.files] == [str(runs["one"] / "best")]
     with pytest.raises(CnnkitError, match=r"--compare .*narrow is digits_cnn \(dropout=0.2, width=8\)"):
         Checkpoints.attach(explorer, "digits_cnn", [str(runs["narrow"])])
+
+
+def test_a_rewritten_checkpoint_is_relabelled_and_reloaded(runs, tmp_path):
+    """A live run rewrites last (an atomic rename): the label and the weights compared follow the file, never a
+    cached copy of the old one under the new label or the old label on the new weights."""
+    import shutil
+
+    from tests.conftest import copy_run
+
+    run = copy_run(runs["two"], tmp_path)
+    explorer = Explorer.open(str(run))
+    Checkpoints.attach(explorer, str(run), [str(runs["one"])])
+    pixels = digit(5)
+    body = {"image": {"pixels": pixels.tolist()}, "a": "last", "b": "best", "layer": "features.0"}
+    images = torch.tensor(pixels, dtype=torch.float32).reshape(1, 1, 8, 8) * (16.0 / 255)
+    with TestClient(create_app(explorer)) as client:
+        before = post(client, body)["a"]  # loads and caches last
+        old = read_metadata(run / "last")
+        assert before["label"].startswith(f"last (epoch {old['epoch']},")
+        for suffix in (".safetensors", ".json"):  # another epoch's weights written over last, as a rename does
+            shutil.copyfile(runs["one"] / f"best{suffix}", run / f"new{suffix}")
+            (run / f"new{suffix}").replace(run / f"last{suffix}")
+        new = read_metadata(run / "last")
+        assert new["epoch"] == 1 != old["epoch"]
+        listed = {c["name"]: c for c in client.get("/api/checkpoints").json()["checkpoints"]}
+        assert listed["last"]["epoch"] == 1
+        assert listed["last"]["label"] == f"last (epoch 1, val {100 * new['metrics']['val_accuracy']:.1f}%)"
+        after = post(client, body)["a"]
+        assert after["label"] == listed["last"]["label"]
+        expected = cnnkit.load(runs["one"] / "best").predict(images, top_k=5)[0]["top"]
+        assert [t["probability"] for t in after["top"]] == pytest.approx([t["probability"] for t in expected],
+                                                                          abs=1e-6)
+
+
+def test_a_checkpoint_whose_huge_weights_overflow_is_refused_naming_it(runs, tmp_path):
+    """3e38 weights pass the load-time NaN/inf check; comparing them is a one-line 400, never a 500."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from cnnkit.store.checkpoint import META_KEY, load_checkpoint
+
+    tensors, meta = load_checkpoint(runs["one"] / "best")
+    tensors["model.head.2.weight"] = torch.full_like(tensors["model.head.2.weight"], 3e38)
+    stem = tmp_path / "huge"
+    save_file(tensors, f"{stem}.safetensors", metadata={META_KEY: json.dumps(meta)})
+    explorer = Explorer.open(str(runs["two"]))
+    Checkpoints.attach(explorer, str(runs["two"]), [str(stem)])
+    with TestClient(create_app(explorer), raise_server_exceptions=False) as client:
+        response = client.post("/api/compare", json={"image": {"pixels": [255.0] * 64}, "a": "best", "b": str(stem),
+                                                     "layer": "features.0"})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == (
+            f"checkpoint {str(stem)!r}: the model's output for this image is not finite (inf/NaN): its weights are out "
+            "of range (layer head.2 overflows first; its largest weight is 3e+38)")
+        assert post(client, {"image": {"heldout": 0}, "a": "best", "b": "last", "layer": "features.0"})

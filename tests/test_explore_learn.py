@@ -4,6 +4,7 @@ directly, `cnnkit train --resume` and the checkpoints on disk."""
 import base64
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from starlette.testclient import TestClient
 
 from cnnkit.analysis.inference import load_trained, logits_of
 from cnnkit.cli import main
+from cnnkit.core.errors import CnnkitError
 from cnnkit.explore.app import create_app
 from cnnkit.explore.learn import adopt, open_training, thin
 from cnnkit.explore.session import Explorer
@@ -187,3 +189,114 @@ def test_another_network_replaces_the_explorers_units(reference):
     pixels = explorer.heldout_data()[0][:1]
     got = explorer.predict(pixels, {})["logits"]
     np.testing.assert_allclose(got, logits_of(trained, pixels)[0].numpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("since", ["²", "٣", "1e3", " 1", "+1", "1.0", "99999999999999999999999", ""])
+def test_since_takes_ascii_digits_only(tmp_path, since):
+    """str.isdigit takes '²' and '٣' (int() refuses the first): a strict parse answers 400, never 500."""
+    with TestClient(create_app(open_training("digits_cnn", 2, tmp_path / "run")),
+                    raise_server_exceptions=False) as client:
+        response = client.get("/api/train/status", params={"since": since})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"].startswith("since (an epoch number) must be a whole number from 0 to")
+        assert client.get("/api/train/status", params={"since": "0"}).status_code == 200
+
+
+# The child of the second Ctrl+C test: `cnnkit explore --train` whose second write of `last` blocks (before it
+# writes), so the first Ctrl+C finds an epoch being trained that cannot end, and the second one has to quit.
+STUCK_TRAINER = """
+import sys, time
+from pathlib import Path
+import cnnkit.train.run_dir as run_dir
+from cnnkit.cli import main
+from cnnkit.core.errors import CnnkitError
+write, writes = run_dir.save_checkpoint, []
+def save_or_hang(path, *args, **kwargs):
+    if Path(path).name == "last":
+        writes.append(path)
+        if len(writes) == 2:
+            time.sleep(300)  # the test's second SIGINT ends the process meanwhile
+    write(path, *args, **kwargs)
+run_dir.save_checkpoint = save_or_hang
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def explore_training(tmp_path, child: list[str]):
+    """`cnnkit explore digits_cnn --train --epochs 300` in a subprocess, started from its page and left to train
+    until its first epoch is saved: (process, run folder)."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    run = tmp_path / "a run"
+    process = subprocess.Popen([sys.executable, *child, "explore", "digits_cnn", "--train", "--epochs", "300",
+                                "--out", str(run), "--no-browser"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    url = process.stdout.readline().split(" at ")[1].split()[0]
+    assert httpx.post(f"{url}api/train/start", json={}).status_code == 200
+    deadline = time.monotonic() + 120
+    while httpx.get(f"{url}api/train/status").json()["epoch"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return process, run
+
+
+def resumes(run, hint: str, done: int) -> None:
+    """The hint is `cnnkit train --resume RUN --epochs 300`, and that resume (one epoch further) works."""
+    import shlex
+
+    assert shlex.split(hint) == ["cnnkit", "train", "--resume", str(run), "--epochs", "300"]
+    assert main(["train", "--resume", str(run), "--epochs", str(done + 1), "--no-progress"]) == 0
+    assert json.loads((run / "last.json").read_text())["epoch"] == done + 1
+    assert [r["epoch"] for r in records(run) if "epoch" in r] == list(range(1, done + 2))
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_training_stops_after_the_epoch_and_exits_cleanly(tmp_path):
+    import signal
+
+    process, run = explore_training(tmp_path, ["-m", "cnnkit"])
+    process.send_signal(signal.SIGINT)
+    err = process.communicate(timeout=120)[1]
+    assert process.returncode == 0, err
+    assert "terminate called" not in err and "Traceback" not in err
+    assert "cnnkit explore: stopping: training ends once epoch" in err
+    saved = json.loads((run / "last.json").read_text())["epoch"]
+    assert f"(epoch {saved} of 300 saved); continue it with: " in err
+    assert [r["epoch"] for r in records(run)] == list(range(1, saved + 1))  # no epoch half recorded
+    resumes(run, err.split("continue it with: ")[1].splitlines()[0], saved)
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_quits_at_once_keeping_the_saved_epoch(tmp_path):
+    import signal
+
+    process, run = explore_training(tmp_path, ["-c", STUCK_TRAINER])
+    process.send_signal(signal.SIGINT)
+    assert process.stderr.readline().startswith("cnnkit explore: stopping: training ends once epoch 2")
+    process.send_signal(signal.SIGINT)
+    err = process.communicate(timeout=60)[1]
+    assert process.returncode == 130, err
+    assert "terminate called" not in err and "Traceback" not in err
+    assert "cnnkit explore: interrupted: epoch 2 is lost; the run in" in err and "keeps epoch 1;" in err
+    assert json.loads((run / "last.json").read_text())["epoch"] == 1
+    resumes(run, err.split("continue it with: ")[1].splitlines()[0], 1)
+
+
+def test_the_run_folder_is_checked_before_the_server_starts_and_nothing_is_left(tmp_path, capsys):
+    with pytest.raises(CnnkitError, match=r"^--out /proc/cnnkit_run: cannot create it in /proc \("):
+        open_training("digits_cnn", 2, "/proc/cnnkit_run")
+    assert not Path("/proc/cnnkit_run").exists()  # /proc refuses new folders, whoever asks (root too)
+    for empty in ("", " "):
+        with pytest.raises(CnnkitError, match="names no folder"):
+            open_training("digits_cnn", 2, empty)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CnnkitError, match=f"^--out {tmp_path}/file/run: {tmp_path}/file is a file, not a folder"):
+        open_training("digits_cnn", 2, tmp_path / "file" / "run")
+    assert main(["explore", "digits_cnn", "--train", "--out", "", "--no-browser"]) == 2
+    assert "cnnkit explore: error: --out '' names no folder" in capsys.readouterr().err
+    explorer = open_training("digits_cnn", 2, tmp_path / "new" / "deeper")  # writable: accepted, nothing made
+    assert explorer.training.out == tmp_path / "new" / "deeper"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

@@ -33,6 +33,16 @@ RUNNER = Path(__file__).with_name("hostile_runner.py")
 CASES: list[tuple[str, str, str]] = [
     # train: names and paths
     ("unknown model", "train --model nosuch --out {tmp}/a", "unknown model 'nosuch'"),
+    # explore (helper exhard): --train checks its run folder before the server starts; a missing stem is named
+    ("explore --train to an unwritable --out", "explore digits_cnn --train --out /proc/cnnkit_run --no-browser",
+     "--out /proc/cnnkit_run: cannot create it in /proc"),
+    ("explore --train to an empty --out", "explore digits_cnn --train --out '' --no-browser",
+     "--out '' names no folder"),
+    ("explore --train to an --out under a file", "explore digits_cnn --train --out {files}/digit.png/run --no-browser",
+     "--out {files}/digit.png/run: {files}/digit.png is a file, not a folder"),
+    ("explore a missing checkpoint stem", "explore {run}/nosuch --no-browser",
+     "'{run}/nosuch' is neither a registered model"),
+    ("explore with an empty --out but no --train", "explore digits_cnn --out '' --no-browser", "--out needs --train"),
     # sizes, scales and registry-only flags (helper fixes2): strict CxHxW, array scales, no silently ignored flag
     ("input size with a space", "summary resnet18 --input-size '3 x32x32'",
      "--input-size '3 x32x32': expected 3 sizes as digits joined by x, like 1x8x8 (no spaces or signs)"),

@@ -151,8 +151,20 @@ def test_a_busy_port_is_refused_in_one_line(trained_digitsnet):
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        with pytest.raises(cnnkit.CnnkitError, match=f"cannot listen on 127.0.0.1:{port}"):
+        with pytest.raises(cnnkit.CnnkitError) as error:
             cnnkit.show(cnnkit.load(trained_digitsnet), port=port)
+    message = str(error.value)  # in show's terms: its port= argument, never the command line's --host / --port
+    assert message.startswith(f"show: cannot listen on 127.0.0.1:{port} (") and "\n" not in message
+    assert message.endswith("pass another port=, or port=0 (the default) for a free one")
+    assert "--" not in message
+
+
+def test_a_checkpoint_stem_is_shown_as_compare_takes_it(trained_digitsnet, views):
+    stem = trained_digitsnet / "best"  # runA/best: runA/best.safetensors is there, runA/best is not
+    assert not stem.exists()
+    view = cnnkit.show(str(stem))
+    views.append(view)
+    assert model_of(view)["trained"] is True and view.title == "best"
 
 
 @pytest.mark.parametrize(("source", "options", "words"), [

@@ -77,11 +77,23 @@ def names_registry_model(source: str) -> bool:
     return source in list_models() and not Path(source).exists()
 
 
+def is_checkpoint_path(source: str | Path) -> bool:
+    """Whether `source` exists, or names a checkpoint by its stem (`runA/best` for runA/best.safetensors), as
+    `resolve_checkpoint` and `--compare` take it."""
+    if Path(source).exists():
+        return True
+    try:
+        resolve_checkpoint(source)
+    except CnnkitError:
+        return False
+    return True
+
+
 def open_model(source: str, input_shape: tuple[int, int, int] | None = None, num_classes: int | None = None) -> Trained:
     """A checkpoint or run directory, or else a registered model name (fresh weights)."""
     if names_registry_model(source):
         return untrained(source, input_shape, num_classes)
-    if not Path(source).exists():
+    if not is_checkpoint_path(source):
         raise CnnkitError(f"{source!r} is neither a registered model (see `cnnkit models`) nor a checkpoint path")
     trained = load_trained(source)
     if input_shape and tuple(input_shape) != trained.input_shape:

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shlex
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cnnkit.cli.common import dims, percent, positive_float
 
 if TYPE_CHECKING:
+    from cnnkit.explore.learn import Training
     from cnnkit.explore.session import Explorer
 
 
@@ -37,7 +43,7 @@ def add_explore_parsers(commands: argparse._SubParsersAction) -> None:
                         "name starts a new run with `cnnkit train`'s recipe; a run directory continues it as "
                         "`cnnkit train --resume` does")
     p.add_argument("--epochs", type=int, help="with --train: the run's epochs (a resumed run: extend it to N)")
-    p.add_argument("--out", type=Path, help="with --train and a model name: the run directory; default "
+    p.add_argument("--out", help="with --train and a model name: the run directory; default "
                                             "runs/MODEL-TIMESTAMP")
     p.add_argument("--overwrite", action="store_true", help="with --train: replace a run already in --out")
     p.set_defaults(run=run_explore)
@@ -59,7 +65,8 @@ def add_explore_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def run_explore(args: argparse.Namespace) -> int:
-    """Open the model, bind the port, print the URL, open the browser, serve until Ctrl+C."""
+    """Open the model, bind the port, print the URL, open the browser, serve until Ctrl+C (or SIGTERM), which is
+    the explorer's normal end: exit 0 once a run being trained has saved its epoch."""
     from cnnkit.explore.compare import Checkpoints
     from cnnkit.explore.server import ExploreServer, exposure_warning
 
@@ -74,12 +81,52 @@ def run_explore(args: argparse.Namespace) -> int:
         import webbrowser  # only here: it imports subprocess and friends
 
         webbrowser.open(server.url)
-    server.run()
-    training = explorer.training
-    if training is not None and training.epoch and training.state in ("running", "paused"):
+    try:
+        with _sigterm_as_interrupt():
+            server.run()
+    except KeyboardInterrupt:  # Ctrl+C is how the explorer stops: uvicorn shut down, then raised it again
+        pass
+    return _stop_training(explorer.training) if explorer.training is not None else 0
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the explorer as Ctrl+C does (training ends at an epoch), not by killing it mid-epoch."""
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_training(training: Training) -> int:
+    """After the server stopped: let training end with the epoch being trained (saved, so resumable), say how to
+    continue the run; exit 0. A second Ctrl+C quits at once (exit 130), losing only that epoch."""
+    resume = f"cnnkit train --resume {shlex.quote(str(training.out))} --epochs {training.config.epochs}"
+    target = None
+    try:
+        with _sigterm_as_interrupt():
+            target = training.stop_soon()
+            if target is not None:
+                print(f"cnnkit explore: stopping: training ends once epoch {target} (being trained) is saved; Ctrl+C "
+                      "again quits at once", file=sys.stderr, flush=True)
+                training.wait()
+    except KeyboardInterrupt:
+        lost = f"epoch {target} is lost; " if target is not None else ""
+        print(f"cnnkit explore: interrupted: {lost}the run in {training.out} keeps epoch {training.epoch}; continue "
+              f"it with: {resume}", file=sys.stderr, flush=True)
+        os._exit(130)  # the training thread is inside torch: no interpreter shutdown under its feet
+    if training.state == "failed":
+        print(f"cnnkit explore: training failed: {training.error}", file=sys.stderr)
+    elif training.epoch and training.state == "paused":
         print(f"cnnkit explore: the run is in {training.out} (epoch {training.epoch} of {training.config.epochs} "
-              f"saved); continue it with: cnnkit train --resume {shlex.quote(str(training.out))} --epochs "
-              f"{training.config.epochs}", file=sys.stderr)
+              f"saved); continue it with: {resume}", file=sys.stderr)
     return 0
 
 

@@ -14,27 +14,20 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from cnnkit.core.errors import CnnkitError
 from cnnkit.explore.learn import training_routes
 from cnnkit.explore.playground import MAX_INPUT, window_example
+from cnnkit.explore.respond import ApiError, reply, whole_number
 from cnnkit.explore.session import MAX_SIDE, MAX_UPLOAD_BYTES, PAGE_SIZE, Explorer
 
 STATIC = Path(__file__).parent / "static"
 MAX_JSON_BYTES = 8 * 1024**2  # a 224x224 RGB image as JSON numbers is about 1 MB
 # Everything the page loads comes from this server: no CDN, no other origin.
 POLICY = "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'"
-
-
-class ApiError(Exception):
-    """A refused request: HTTP status and a one-line message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class Strict(BaseModel):
@@ -111,9 +104,14 @@ class WhyRequest(Strict):
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it is known to pass `limit` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"the request body has {int(declared):,} bytes; the limit is {limit:,}")
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = whole_number(declared.strip(), "Content-Length", 2**62)
+        except CnnkitError as error:
+            raise ApiError(400, str(error)) from None
+        if size > limit:
+            raise ApiError(413, f"the request body has {size:,} bytes; the limit is {limit:,}")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
@@ -134,7 +132,7 @@ async def parse(request: Request, model: type[Strict]) -> Strict:
 
 
 def create_app(explorer: Explorer) -> Starlette:
-    """The page and its API for one opened model."""
+    """The page and its API for one opened model; every JSON answer goes through `reply` (strict JSON)."""
 
     def image_of(body: PredictRequest | CellRequest | ScanRequest | DenseRequest | WhyRequest):
         return explorer.image(body.image.pixels, body.image.heldout)
@@ -143,64 +141,64 @@ def create_app(explorer: Explorer) -> Starlette:
         return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": POLICY,
                                                             "Cache-Control": "no-cache"})
 
-    async def model(_request: Request) -> JSONResponse:
-        return JSONResponse(explorer.describe())
+    async def model(_request: Request) -> Response:
+        return reply(explorer.describe())
 
-    async def heldout(_request: Request) -> JSONResponse:
-        return JSONResponse(await run_in_threadpool(explorer.heldout))
+    async def heldout(_request: Request) -> Response:
+        return reply(await run_in_threadpool(explorer.heldout))
 
-    async def predict(request: Request) -> JSONResponse:
+    async def predict(request: Request) -> Response:
         body = await parse(request, PredictRequest)
-        return JSONResponse(await run_in_threadpool(
+        return reply(await run_in_threadpool(
             lambda: explorer.predict(image_of(body), body.layers, body.activation, body.top_k,
                                      body.page_size, body.max_side)))
 
-    async def cell(request: Request) -> JSONResponse:
+    async def cell(request: Request) -> Response:
         body = await parse(request, CellRequest)
-        return JSONResponse(await run_in_threadpool(
+        return reply(await run_in_threadpool(
             lambda: explorer.cell(image_of(body), body.layer, body.channel, body.y, body.x)))
 
-    async def scan(request: Request) -> JSONResponse:
+    async def scan(request: Request) -> Response:
         body = await parse(request, ScanRequest)
-        return JSONResponse(await run_in_threadpool(
+        return reply(await run_in_threadpool(
             lambda: explorer.scan(image_of(body), body.layer, body.channel, body.input_channel)))
 
-    async def dense(request: Request) -> JSONResponse:
+    async def dense(request: Request) -> Response:
         body = await parse(request, DenseRequest)
-        return JSONResponse(await run_in_threadpool(
+        return reply(await run_in_threadpool(
             lambda: explorer.dense(image_of(body), body.layer, body.output)))
 
-    async def window(request: Request) -> JSONResponse:
+    async def window(request: Request) -> Response:
         body = await parse(request, WindowRequest)
-        return JSONResponse(await run_in_threadpool(
+        return reply(await run_in_threadpool(
             lambda: window_example(body.kind, (body.height, body.width), body.kernel, body.stride, body.padding,
                                    body.dilation)))
 
-    async def why(request: Request) -> JSONResponse:
+    async def why(request: Request) -> Response:
         body = await parse(request, WhyRequest)
-        return JSONResponse(await run_in_threadpool(
+        return reply(await run_in_threadpool(
             lambda: explorer.why(image_of(body), body.class_index, body.layer)))
 
-    async def upload(request: Request) -> JSONResponse:
+    async def upload(request: Request) -> Response:
         kind = request.headers.get("content-type", "")
         if not (kind.startswith("image/") or kind == "application/octet-stream"):
             raise ApiError(415, f"upload an image file (Content-Type image/*); received {kind or 'no type'!r}")
         data = await read_body(request, MAX_UPLOAD_BYTES)
-        return JSONResponse(await run_in_threadpool(explorer.decode_upload, data))
+        return reply(await run_in_threadpool(explorer.decode_upload, data))
 
-    def refused(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
+    def refused(status: int, message: str) -> Response:
+        return reply({"error": message}, status)
 
-    async def api_error(_request: Request, error: Exception) -> JSONResponse:
+    async def api_error(_request: Request, error: Exception) -> Response:
         return refused(error.status, str(error))
 
-    async def bad_input(_request: Request, error: Exception) -> JSONResponse:
+    async def bad_input(_request: Request, error: Exception) -> Response:
         return refused(400, str(error))
 
-    async def http_error(_request: Request, error: Exception) -> JSONResponse:
+    async def http_error(_request: Request, error: Exception) -> Response:
         return refused(error.status_code, str(error.detail))
 
-    async def crashed(_request: Request, error: Exception) -> JSONResponse:
+    async def crashed(_request: Request, error: Exception) -> Response:
         return refused(500, f"internal error: {type(error).__name__}: {error}")
 
     from cnnkit.explore.compare import compare_routes  # here: compare.py imports this module's request types

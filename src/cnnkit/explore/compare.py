@@ -8,6 +8,7 @@ training scale, and each checkpoint's own preprocessing feeds it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 from collections import OrderedDict
@@ -19,13 +20,14 @@ import torch
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
-from cnnkit.analysis.inference import Trained, load_trained
+from cnnkit.analysis.inference import Trained, is_checkpoint_path, load_trained, names_registry_model
 from cnnkit.analysis.trace import record
 from cnnkit.core.errors import CnnkitError
 from cnnkit.explore.app import ImageInput, Strict, parse
+from cnnkit.explore.respond import refuse_non_finite, reply
 from cnnkit.explore.session import Explorer, encode, map_page
 from cnnkit.models import get_model
 from cnnkit.store.checkpoint import read_metadata, resolve_checkpoint
@@ -46,6 +48,7 @@ class Entry:
     val_accuracy: float | None
     origin: str  # 'run' (the explored source), 'compare' (--compare) or 'training'
     stem: Path | None = None
+    identity: tuple | None = None  # the file's (inode, mtime_ns, size) its label was read from
 
     def listed(self) -> dict:
         """What GET /api/checkpoints says of it."""
@@ -70,6 +73,18 @@ def _label(name: str, meta: dict) -> tuple[str, int | None, float | None]:
     return (f"{name} ({', '.join(parts)})" if parts else name), epoch, accuracy
 
 
+def identity(stem: Path) -> tuple | None:
+    """What changes when a checkpoint file is rewritten (an atomic rename: a new inode): (inode, mtime_ns, size) of
+    its tensors file, else of its JSON; None when neither is there."""
+    for path in (stem.with_suffix(".safetensors"), stem.with_suffix(".json")):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        return stat.st_ino, stat.st_mtime_ns, stat.st_size
+    return None
+
+
 def _same_epoch(entries: list[Entry], name: str, meta: dict) -> bool:
     """Whether the entry `name` is listed with the epoch `meta` records."""
     return any(e.name == name and e.epoch is not None and e.epoch == _label(name, meta)[1] for e in entries)
@@ -90,8 +105,10 @@ class Checkpoints:
     def __init__(self, explorer: Explorer, source: str | None = None, entries: list[Entry] | None = None) -> None:
         self.explorer, self.source = explorer, source
         self.files = entries or []
-        self.lock = threading.Lock()
-        self.cache: OrderedDict[str, Trained] = OrderedDict()
+        self.lock = threading.Lock()  # one comparison at a time; `_files_lock` guards the files' labels
+        self._files_lock = threading.Lock()
+        self._seen: set[Path] = set()
+        self.cache: OrderedDict[tuple, Trained] = OrderedDict()  # keyed by (name, file identity)
         self.first_conv = next((u.id for u in explorer.units if u.kind == "conv"), None)
 
     @classmethod
@@ -99,8 +116,8 @@ class Checkpoints:
         """The source's best and last (or the checkpoint itself) and each --compare checkpoint or run directory,
         refused unless they are the explored network; stored as `explorer.checkpoints`."""
         found = cls(explorer, source)
-        seen: set[Path] = set()
-        if Path(source).exists():
+        seen = found._seen
+        if not names_registry_model(source) and is_checkpoint_path(source):  # a stem (runA/best) too
             for suffix, stem in _stems(source):
                 found._add("run", suffix or stem.name, stem, read_metadata(stem), seen)
         for path in compare:
@@ -125,7 +142,31 @@ class Checkpoints:
         while name in {e.name for e in self.files}:  # a relative --compare path may repeat a name
             name += "'"
         label, epoch, accuracy = _label(name, meta)
-        self.files.append(Entry(name, label, epoch, accuracy, origin, stem))
+        self.files.append(Entry(name, label, epoch, accuracy, origin, stem, identity(stem)))
+
+    def _refreshed(self) -> list[Entry]:
+        """The file entries, each relabelled from its file when the file changed since it was read (a live run
+        rewrites best and last), and a run's best or last that appeared since listed."""
+        with self._files_lock:
+            if self.source is not None and Path(self.source).is_dir():
+                for name in ("best", "last"):
+                    stem = Path(self.source) / name
+                    if stem.resolve() not in self._seen and identity(stem) is not None:
+                        try:
+                            self._add("run", name, stem, read_metadata(stem), self._seen)
+                        except CnnkitError:  # half written: listed once it reads
+                            self._seen.discard(stem.resolve())
+            for entry in self.files:
+                now = identity(entry.stem)
+                if now != entry.identity and now is not None:
+                    with contextlib.suppress(CnnkitError):  # unreadable now: loading it says why
+                        self._relabel(entry, read_metadata(entry.stem), now)
+            return list(self.files)
+
+    @staticmethod
+    def _relabel(entry: Entry, meta: dict, now: tuple | None) -> None:
+        entry.label, entry.epoch, entry.val_accuracy = _label(entry.name, meta)
+        entry.identity = now
 
     @staticmethod
     def of(explorer: Explorer) -> Checkpoints:
@@ -171,7 +212,7 @@ class Checkpoints:
             meta = {"config": True, "epoch": named, "metrics": {"val_accuracy": accuracy.get(epoch)}}
             shown, _, val = _label(label, meta)
             live.append(Entry(f"training: {label}", f"{shown} (training)", epoch, val, "training"))
-        return self.files + live
+        return self._refreshed() + live
 
     def listing(self) -> dict:
         """GET /api/checkpoints: every checkpoint, the default pair (earliest vs best) and a note."""
@@ -183,7 +224,7 @@ class Checkpoints:
             others = [e for e in entries if e is not best]
             earliest = min(others, key=lambda e: (e.epoch is None, e.epoch or 0))
             listed["a"], listed["b"] = earliest.name, best.name
-        run = {e.name: e for e in self.files if e.origin == "run"}
+        run = {e.name: e for e in entries if e.origin == "run"}
         if "best" in run and "last" in run and run["best"].epoch == run["last"].epoch is not None:
             listed["note"] = (f"best and last are the same epoch ({run['best'].epoch}): the run's last epoch was its "
                               "best, so they hold the same weights")
@@ -191,8 +232,9 @@ class Checkpoints:
 
     # --- loading ----------------------------------------------------------------------------------------------------
 
-    def load(self, name: str) -> Trained:
-        """The named checkpoint, from the cache or loaded (call with self.lock held)."""
+    def load(self, name: str) -> tuple[Trained, str]:
+        """The named checkpoint, from the cache (keyed by the file's identity) or loaded, and the label of the
+        weights returned (call with self.lock held)."""
         entries = {e.name: e for e in self.entries()}
         if name not in entries:
             shown = ", ".join(list(entries)[:8]) + (", ..." if len(entries) > 8 else "")
@@ -202,34 +244,46 @@ class Checkpoints:
             state = self.snapshots().get(name.removeprefix("training: "))
             if state is None:
                 raise CnnkitError(f"the training snapshot {name!r} is gone (the trainer replaced it); pick another")
-            return self._snapshot(name, state)
-        if name not in self.cache:
-            trained = load_trained(entry.stem)
+            return self._snapshot(name, state), entry.label
+        key = (name, entry.identity)
+        if key not in self.cache:
+            for _ in range(3):  # rewritten while it was read: read again, so label and weights are one file's
+                before = identity(entry.stem)
+                trained = load_trained(entry.stem)
+                if identity(entry.stem) == before:
+                    break
             self.check_spec(trained.meta["model"], str(entry.stem))  # the file may have changed since it was listed
-            self._keep(name, trained)
-        self.cache.move_to_end(name)
-        return self.cache[name]
+            with self._files_lock:
+                self._relabel(entry, trained.meta, before)  # the label says what was loaded
+            key = (name, before)
+            for stale in [k for k in self.cache if k[0] == name]:
+                del self.cache[stale]
+            self._keep(key, trained)
+        self.cache.move_to_end(key)
+        trained = self.cache[key]
+        return trained, _label(name, trained.meta)[0]
 
     def _snapshot(self, name: str, state: dict[str, torch.Tensor]) -> Trained:
         """A training snapshot in a private copy of the explored model, its weights reloaded on every request (the
         trainer may replace a label's weights)."""
-        if name not in self.cache:
+        key = (name, None)
+        if key not in self.cache:
             base = self.explorer.trained
             with self.explorer.lock:  # no other request's hooks are on the model while it is copied
                 model = copy.deepcopy(base.model).eval()
-            self._keep(name, Trained(model, base.preprocessing, {}, base.class_names, base.input_shape,
-                                     base.pixel_max, base.trained))
-        trained = self.cache[name]
+            self._keep(key, Trained(model, base.preprocessing, {}, base.class_names, base.input_shape,
+                                    base.pixel_max, base.trained))
+        trained = self.cache[key]
         try:
             trained.model.load_state_dict(state)
         except RuntimeError as error:
             detail = " ".join(str(error).split())[:300]
             raise CnnkitError(f"training snapshot {name!r} does not fit the explored network: {detail}") from None
-        self.cache.move_to_end(name)
+        self.cache.move_to_end(key)
         return trained
 
-    def _keep(self, name: str, trained: Trained) -> None:
-        self.cache[name] = trained
+    def _keep(self, key: tuple, trained: Trained) -> None:
+        self.cache[key] = trained
         while len(self.cache) > CACHE_SIZE:
             self.cache.popitem(last=False)
 
@@ -242,11 +296,14 @@ class Checkpoints:
         unit = self.explorer.unit(layer)
         output = unit.output_name(activation)
         with self.lock:
-            sides = [self._side(self.load(name), image, output) for name in (a, b)]
+            loaded = {name: self.load(name) for name in (a, b)}
+            sides = [self._side(name, loaded[name][0], image, output) for name in (a, b)]
+        labels = {name: label for name, (_, label) in loaded.items()}  # of the weights compared, file or snapshot
         (top_a, filters_a, maps_a), (top_b, filters_b, maps_b) = sides
         pages = [map_page(m, page, COMPARE_PAGE) for m in (maps_a, maps_b)]
-        result = {"layer": unit.id, "output": output, "a": {"name": a, "top": top_a, "maps": pages[0]},
-                  "b": {"name": b, "top": top_b, "maps": pages[1]},
+        result = {"layer": unit.id, "output": output,
+                  "a": {"name": a, "label": labels[a], "top": top_a, "maps": pages[0]},
+                  "b": {"name": b, "label": labels[b], "top": top_b, "maps": pages[1]},
                   "maps": {"low": min(p["low"] for p in pages), "high": max(p["high"] for p in pages),
                            "change": relative_change(_rows(maps_a), _rows(maps_b)).tolist()},
                   "filters": None}
@@ -260,11 +317,17 @@ class Checkpoints:
                                  "change": relative_change(filters_a.flatten(1), filters_b.flatten(1)).tolist()}
         return result
 
-    def _side(self, trained: Trained, image: torch.Tensor, output: str
+    def _side(self, name: str, trained: Trained, image: torch.Tensor, output: str
               ) -> tuple[list[dict], torch.Tensor | None, torch.Tensor]:
-        """(top classes, first-conv weights, the layer's output) of one checkpoint for the explorer's image."""
+        """(top classes, first-conv weights, the layer's output) of one checkpoint for the explorer's image;
+        refused, naming the checkpoint and layer, when its weights overflow on the image."""
         scaled = image * (trained.pixel_max / self.explorer.trained.pixel_max)  # its own training scale
-        logits, outputs, _ = record(trained.model, trained.prepare(scaled), {output})
+        x = trained.prepare(scaled)
+        logits, outputs, _ = record(trained.model, x, {output})
+        try:
+            refuse_non_finite(trained.model, x, logits, outputs[output])
+        except CnnkitError as error:
+            raise CnnkitError(f"checkpoint {name!r}: {error}") from None
         probabilities = torch.softmax(logits[0], dim=0)
         values, indices = probabilities.topk(min(TOP_K, len(probabilities)))
         top = [{"class": trained.class_names[int(i)], "index": int(i), "probability": float(p)}
@@ -317,12 +380,13 @@ class CompareRequest(Strict):
 def compare_routes(explorer: Explorer) -> list[Route]:
     """GET /api/checkpoints and POST /api/compare for the explorer."""
 
-    async def checkpoints(_request: Request) -> JSONResponse:
-        return JSONResponse(await run_in_threadpool(lambda: Checkpoints.of(explorer).listing()))
+    async def checkpoints(_request: Request) -> Response:
+        return reply(await run_in_threadpool(lambda: Checkpoints.of(explorer).listing()),
+                     not_finite="a checkpoint's metadata holds a number that is not finite (inf/NaN)")
 
-    async def compare(request: Request) -> JSONResponse:
+    async def compare(request: Request) -> Response:
         body = await parse(request, CompareRequest)
-        return JSONResponse(await run_in_threadpool(
+        return reply(await run_in_threadpool(
             lambda: Checkpoints.of(explorer).compare(explorer.image(body.image.pixels, body.image.heldout), body.a,
                                                      body.b, body.layer, body.page, body.activation)))
 

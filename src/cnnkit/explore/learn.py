@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -21,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import Route
 from torch import nn
 
@@ -30,12 +32,14 @@ from cnnkit.analysis.summary import summarize
 from cnnkit.analysis.trace import grad_cam_layer, trace_units
 from cnnkit.core.errors import CnnkitError
 from cnnkit.explore.graph import unit_inputs
+from cnnkit.explore.respond import reply, whole_number
 from cnnkit.explore.session import Explorer, encode
 from cnnkit.models import list_models
 from cnnkit.train.config import TrainConfig
 
 SNAPSHOT_BYTES = 64 * 1024**2  # weights kept in memory for comparing epochs, beyond the first, best and latest
 LOG_LINES = 30  # the trainer's last log lines shown on the page
+MAX_EPOCH = 10**9  # the largest `since` the status accepts
 
 
 def state_bytes(state: dict[str, torch.Tensor]) -> int:
@@ -107,6 +111,15 @@ class Training:
                 raise HTTPException(409, f"nothing to pause: training is {self.state}")
             self.pausing = True
         return self.status()
+
+    def stop_soon(self) -> int | None:
+        """Ask a running session to stop once the epoch being trained is saved (the server is shutting down): the
+        epoch it will stop after, or None when nothing is training."""
+        with self._lock:
+            if self.state != "running":
+                return None
+            self.pausing = True
+            return self.epoch + self._segment()
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait for the training thread to stop (paused, done or failed)."""
@@ -250,13 +263,35 @@ def adopt(explorer: Explorer, trained: Trained) -> None:
 
 # --- opening a run to train, and the page's endpoints ------------------------------------------------------------
 
-def open_training(source: str, epochs: int | None = None, out: Path | None = None, overwrite: bool = False
+def check_writable(out: Path, what: str) -> None:
+    """Refuse a run folder that cannot be created or written: a probe folder is made where the first missing
+    folder would go (or inside `out` when it exists) and removed at once, so nothing is left behind."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CnnkitError(f"{what}: {existing} is a file, not a folder; --out needs a folder for the run")
+    try:
+        probe = tempfile.mkdtemp(prefix=".cnnkit-probe-", dir=existing)
+    except OSError as error:
+        where = "write in" if existing == out else f"create it in {existing}"
+        raise CnnkitError(f"{what}: cannot {where} ({error.strerror or error}); pass a folder you can "
+                          "write") from None
+    os.rmdir(probe)
+
+
+def open_training(source: str, epochs: int | None = None, out: str | Path | None = None, overwrite: bool = False
                   ) -> Explorer:
     """An explorer whose run trains from the page: a new run of a registered model (`cnnkit train`'s recipe and
     default --out), or a run directory continued as `cnnkit train --resume RUN [--epochs N]` would. Everything is
-    checked here, before the server starts; nothing is written until the page presses Start."""
+    checked here, before the server starts (that the run folder can be written too); nothing is written until the
+    page presses Start."""
     from cnnkit.train.run_dir import RunDirectory
 
+    if out is not None and not str(out).strip():
+        raise CnnkitError(f"--out {str(out)!r} names no folder; pass the run directory to write, e.g. --out "
+                          "runs/NAME")
+    out = None if out is None else Path(out)
     path = Path(source)
     if source in list_models() and not path.exists():
         config = TrainConfig.for_model(source, **({} if epochs is None else {"epochs": epochs}))
@@ -270,6 +305,7 @@ def open_training(source: str, epochs: int | None = None, out: Path | None = Non
             raise CnnkitError(str(error).replace(f"pass --resume {out} to continue it",
                                                  f"pass it as SOURCE (cnnkit explore {out} --train) to continue it"))\
                 from None
+        check_writable(out, f"--out {out}")
         explorer, resume = Explorer.open(source), False
     elif path.is_dir():
         if out is not None and out.resolve() != path.resolve() or overwrite:
@@ -278,6 +314,7 @@ def open_training(source: str, epochs: int | None = None, out: Path | None = Non
         config = TrainConfig.from_run_dir(path, epochs)
         config.check_device()
         RunDirectory(path).check_resumable(config)
+        check_writable(path, f"{path} (the run --train continues)")
         explorer, out, resume = Explorer(load_trained(path / "last"), path.name), path, True  # its latest weights
     elif path.exists() or path.with_suffix(".safetensors").exists():
         raise CnnkitError(f"{source} is a checkpoint file; --train needs a run directory (cnnkit train's --out) to "
@@ -303,22 +340,22 @@ def training_routes(explorer: Explorer, parse: Callable[[Request, type], Awaitab
             raise HTTPException(404, "training is off: open the explorer with `cnnkit explore SOURCE --train`")
         return explorer.training
 
-    async def start(request: Request) -> JSONResponse:
+    async def start(request: Request) -> Response:
         await parse(request, _Empty)
-        return JSONResponse(session().start())
+        return reply(session().start())
 
-    async def pause(request: Request) -> JSONResponse:
+    async def pause(request: Request) -> Response:
         await parse(request, _Empty)
-        return JSONResponse(session().pause())
+        return reply(session().pause())
 
-    async def status(request: Request) -> JSONResponse:
-        since = request.query_params.get("since", "0")
-        if not since.isdigit() or len(since) > 9:
-            raise CnnkitError(f"since must be an epoch number (0 or more); received {since[:20]!r}")
-        return JSONResponse(session().status(int(since)))
+    async def status(request: Request) -> Response:
+        training = session()
+        return reply(training.status(whole_number(request.query_params.get("since", "0"), "since (an epoch number)",
+                                                  MAX_EPOCH)))
 
-    async def filters(_request: Request) -> JSONResponse:
-        return JSONResponse(await run_in_threadpool(session().filters))
+    async def filters(_request: Request) -> Response:
+        return reply(await run_in_threadpool(session().filters),
+                     not_finite="the first convolution's weights are not finite (inf/NaN): the run diverged")
 
     return [Route("/api/train/start", start, methods=["POST"]), Route("/api/train/pause", pause, methods=["POST"]),
             Route("/api/train/status", status), Route("/api/train/filters", filters)]

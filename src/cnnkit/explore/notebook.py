@@ -11,7 +11,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from cnnkit.analysis.inference import Trained
+from cnnkit.analysis.inference import Trained, is_checkpoint_path
 from cnnkit.core.errors import CnnkitError
 from cnnkit.explore.server import ExploreServer
 from cnnkit.explore.session import Explorer
@@ -79,7 +79,11 @@ def show(source: object, *, height: int = 900, port: int = 0) -> ExplorerView:
     explorer = opened()  # before retiring the old server: a source that fails to open leaves it serving
     for old in [k for k in _SERVERS if k[:2] == key[:2]]:  # stopped, on another port, or an older checkpoint
         _SERVERS.pop(old)[0].stop()
-    server = ExploreServer(explorer, HOST, port).start()
+    try:
+        server = ExploreServer(explorer, HOST, port, "pass another port=, or port=0 (the default) for a free one")
+    except CnnkitError as error:  # in show's own terms: its arguments, not the command line's flags
+        raise CnnkitError(f"show: {error}") from None
+    server.start()
     _SERVERS[key] = (server, explorer.title, owner)
     return ExplorerView(server, explorer.title, height)
 
@@ -100,7 +104,7 @@ def _resolve(source: object) -> tuple[tuple, object, Any]:
     text = str(source)
     if text in list_models() and not Path(text).exists():
         return ("model", text), None, lambda: Explorer.open(text)
-    if not Path(text).exists():
+    if not is_checkpoint_path(text):  # a checkpoint's stem (runA/best) too, as --compare takes it
         raise CnnkitError(f"show: {text!r} is neither a registered model (see cnnkit.list_models()) nor a "
                           "checkpoint path")
     stem = resolve_checkpoint(text)

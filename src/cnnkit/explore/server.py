@@ -29,7 +29,10 @@ def exposure_warning(host: str) -> str | None:
 class ExploreServer:
     """The explorer's uvicorn server on an already bound socket, so the URL is known before it starts."""
 
-    def __init__(self, explorer: Explorer, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, explorer: Explorer, host: str = "127.0.0.1", port: int = 0,
+                 retry: str = "check --host, or pass --port 0 for a free port") -> None:
+        """`retry` ends the message when the port cannot be bound: what to change, in the caller's own terms
+        (command-line flags here, `show`'s arguments in a notebook)."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # IPPROTO_TCP by name: asyncio sets TCP_NODELAY on accepted connections only then (with proto 0, each
         # keep-alive response waits ~40 ms for a delayed ACK).
@@ -40,8 +43,7 @@ class ExploreServer:
         except (OSError, OverflowError) as error:  # in use, not an address of this machine, not 0..65535
             self.socket.close()
             reason = getattr(error, "strerror", None) or error
-            raise CnnkitError(f"cannot listen on {host}:{port} ({reason}); check --host, or pass --port 0 for a "
-                              "free port") from None
+            raise CnnkitError(f"cannot listen on {host}:{port} ({reason}); {retry}") from None
         self.socket.listen(128)  # connections wait in the queue until uvicorn accepts them
         self.port = self.socket.getsockname()[1]
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host

@@ -26,6 +26,7 @@ from cnnkit.core.errors import CnnkitError
 from cnnkit.data.safety import decode_image
 from cnnkit.explore.cell import explain_cell
 from cnnkit.explore.graph import unit_inputs
+from cnnkit.explore.respond import refuse_non_finite
 from cnnkit.explore.scan import dense_output, scan_plane
 
 PAGE_SIZE = 32  # maps sent per layer and request; the page pages through the rest
@@ -167,7 +168,11 @@ class Explorer:
         try:
             with self.lock:
                 images, labels, described = self.heldout_data()
-                probabilities = torch.softmax(logits_of(self.trained, images), dim=1)
+                logits = logits_of(self.trained, images)
+                if not bool(torch.isfinite(logits).all()):  # the strip says why it is empty instead of failing
+                    bad = int((~torch.isfinite(logits).all(dim=1)).nonzero()[0])
+                    refuse_non_finite(self.trained.model, self.trained.prepare(images[bad:bad + 1]), logits)
+                probabilities = torch.softmax(logits, dim=1)
         except CnnkitError as error:
             return {"available": False, "reason": str(error), "images": []}
         confidence, predicted = probabilities.max(dim=1)
@@ -196,7 +201,9 @@ class Explorer:
         units = [self.unit(name) for name in layers]
         wanted = {unit.output_name(activation) for unit in units}
         with self.lock:
-            logits, outputs, _ = record(self.trained.model, self.trained.prepare(image), wanted)
+            x = self.trained.prepare(image)
+            logits, outputs, _ = record(self.trained.model, x, wanted)
+            refuse_non_finite(self.trained.model, x, logits, *outputs.values())
         probabilities = torch.softmax(logits[0], dim=0)
         values, indices = probabilities.topk(min(top_k, len(probabilities)))
         names = self.trained.class_names
@@ -217,7 +224,9 @@ class Explorer:
                 raise CnnkitError(f"{name}={value} is out of range for {layer}'s {'x'.join(map(str, unit.shape))} "
                                   f"output (0..{size - 1})")
         with self.lock:
-            _, outputs, inputs = record(self.trained.model, self.trained.prepare(image), set(unit.names), {unit.pre})
+            prepared = self.trained.prepare(image)
+            _, outputs, inputs = record(self.trained.model, prepared, set(unit.names), {unit.pre})
+            refuse_non_finite(self.trained.model, prepared, *outputs.values(), *inputs.values())
         explained = explain_cell(unit, inputs[unit.pre][0], {n: t[0] for n, t in outputs.items()}, channel, y, x)
         explained["field"] = unit.field.box(y, x) if unit.field is not None else None
         return explained
@@ -230,7 +239,9 @@ class Explorer:
         if not 0 <= channel < unit.shape[0]:
             raise CnnkitError(f"channel={channel} is out of range for {layer} (0..{unit.shape[0] - 1})")
         with self.lock:
-            _, outputs, inputs = record(self.trained.model, self.trained.prepare(image), {unit.pre}, {unit.pre})
+            x = self.trained.prepare(image)
+            _, outputs, inputs = record(self.trained.model, x, {unit.pre}, {unit.pre})
+            refuse_non_finite(self.trained.model, x, *outputs.values(), *inputs.values())
         return scan_plane(unit, inputs[unit.pre][0], outputs[unit.pre][0], channel, input_channel)
 
     def dense(self, image: torch.Tensor, layer: str, output: int) -> dict:
@@ -240,7 +251,9 @@ class Explorer:
         while source is not None and source.types[0] in ("Flatten", "Dropout"):  # back to the map flattened
             source = self._feeding(source)
         with self.lock:
-            _, _, inputs = record(self.trained.model, self.trained.prepare(image), set(), {unit.pre})
+            x = self.trained.prepare(image)
+            _, _, inputs = record(self.trained.model, x, set(), {unit.pre})
+            refuse_non_finite(self.trained.model, x, *inputs.values())
         return dense_output(unit, inputs[unit.pre][0], output, source)
 
     def _feeding(self, unit: Unit) -> Unit | None:
@@ -257,6 +270,7 @@ class Explorer:
             gradient = input_gradient(self.trained.model, x, target)
             cam_layer = layer or self.cam_layer
             cam = grad_cam(self.trained.model, x, target, cam_layer) if cam_layer else None
+            refuse_non_finite(self.trained.model, x, logits, gradient, cam)
         heat = saliency_map(gradient)
         probabilities = torch.softmax(logits, dim=0)
         return {"class_index": target, "class": self.trained.class_names[target],
