@@ -158,8 +158,8 @@ def test_bad_requests_are_refused(client, body, message):
 class FakeTraining:
     """What `explore --train` hangs on the explorer: label -> state dict."""
 
-    def __init__(self, states: dict) -> None:
-        self.states = states
+    def __init__(self, states: dict, records: list[dict] | None = None) -> None:
+        self.states, self.records = states, records or []
 
     def snapshots(self) -> dict:
         return self.states
@@ -168,12 +168,16 @@ class FakeTraining:
 def test_live_training_snapshots_are_listed_and_compared(runs):
     explorer = Explorer.open(str(runs["two"]))  # no attach: the snapshots alone
     one, two = cnnkit.load(runs["one"]), cnnkit.load(runs["two"])
-    explorer.training = FakeTraining({"epoch 1": one.model.state_dict(), "epoch 2 (best)": two.model.state_dict()})
+    first, second = one.model.state_dict(), two.model.state_dict()  # as learn.py: 'best', 'latest' alias epochs
+    explorer.training = FakeTraining({"epoch 1": first, "epoch 2": second, "best": second, "latest": second},
+                                     [{"epoch": 1, "val_accuracy": 0.8}, {"epoch": 2, "val_accuracy": 0.9}])
     with TestClient(create_app(explorer)) as client:
         listed = client.get("/api/checkpoints").json()
-        assert [c["name"] for c in listed["checkpoints"]] == ["training: epoch 1", "training: epoch 2 (best)"]
-        assert [c["epoch"] for c in listed["checkpoints"]] == [1, 2] and listed["live"] is True
-        assert (listed["a"], listed["b"]) == ("training: epoch 1", "training: epoch 2 (best)")
+        assert [c["label"] for c in listed["checkpoints"]] == [
+            "training epoch 1 (val 80.0%)", "training epoch 2 (val 90.0%)", "training best (epoch 2, val 90.0%)",
+            "training latest (epoch 2, val 90.0%)"]
+        assert [c["epoch"] for c in listed["checkpoints"]] == [1, 2, 2, 2] and listed["live"] is True
+        assert (listed["a"], listed["b"]) == ("training: epoch 1", "training: best")
         pixels = digit(11)
         result = post(client, {"image": {"pixels": pixels.tolist()}, "a": listed["a"], "b": listed["b"],
                                "layer": "features.0"})

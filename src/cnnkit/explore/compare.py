@@ -210,8 +210,8 @@ class Checkpoints:
             epoch = epochs.get(id(state))
             named = None if label.startswith("epoch ") else epoch  # 'epoch 2 (epoch 2, ...)' says it twice
             meta = {"config": True, "epoch": named, "metrics": {"val_accuracy": accuracy.get(epoch)}}
-            shown, _, val = _label(label, meta)
-            live.append(Entry(f"training: {label}", f"{shown} (training)", epoch, val, "training"))
+            shown, _, val = _label(f"training {label}", meta)  # 'training best (epoch 5, val 96.7%)'
+            live.append(Entry(f"training: {label}", shown, epoch, val, "training"))
         return self._refreshed() + live
 
     def listing(self) -> dict:
@@ -344,7 +344,7 @@ def _best(entries: list[Entry]) -> Entry:
     for entry in entries:
         if entry.origin == "run" and entry.name == "best":
             return entry
-    marked = [e for e in entries if e.origin == "training" and "best" in e.label.removesuffix(" (training)")]
+    marked = [e for e in entries if e.origin == "training" and e.name == "training: best"]
     if marked:
         return marked[-1]
     scored = [e for e in entries if e.val_accuracy is not None]
