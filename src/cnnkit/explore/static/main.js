@@ -11,7 +11,7 @@ import {closeCell, explainCell, followImage} from "./cell.js";
 import {refreshWhy} from "./why.js";
 import {loadStrip, setupStrip} from "./strip.js";
 import {buildOverview, onOverviewClick, refreshOverview} from "./overview.js";
-import {refreshDense, setLogits, setupSoftmax} from "./softmax.js";
+import {orderByProbability, refreshDense, setLogits, setupSoftmax} from "./softmax.js";
 import {setupPlayground} from "./playground.js";
 import {setupCompare} from "./compare.js";
 import {setupLearn} from "./learn.js";
@@ -24,6 +24,9 @@ function describeModel(model) {
   $("input-size").textContent = `${C}x${H}x${W}`;
   $("seen").width = W;
   $("seen").height = H;
+  const scale = 96 / Math.max(H, W);  // the larger side at 96 CSS pixels, the aspect ratio kept (8x12 stays 8x12)
+  $("seen").style.width = `${Math.round(W * scale)}px`;
+  $("seen").style.height = `${Math.round(H * scale)}px`;
   $("totals").textContent = `${model.units.length} units; trainable parameters ${model.totals.trainable.toLocaleString()}; ` +
     `multiply-adds per image ${model.totals.macs.toLocaleString()}`;
   model.classes.forEach((name, i) => {
@@ -41,7 +44,10 @@ function wire() {
   });
   $("cell-close").addEventListener("click", closeCell);
   onImage(() => { refresh(); refreshOverview(); });
-  onPrediction((result) => setLogits(result.logits));
+  onPrediction((result) => {
+    setLogits(result.logits);
+    orderByProbability($("why-class"), result.logits, 1);  // "the predicted one", then the classes by probability
+  });
   onSettled(() => { followImage(); refreshWhy(); refreshDense(); });
   onCellClick(explainCell);
   onOverviewClick((unit, channel) => {
