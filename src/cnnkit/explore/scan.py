@@ -70,7 +70,7 @@ def post_plane(unit: Unit, pre: torch.Tensor, channel: int) -> dict | None:
     from the head's output by the unit's own modules; None for a unit that is its head alone."""
     if len(unit.members) == 1:
         return None
-    value = pre[None]
+    value = pre[None].clone()  # an in-place ReLU must not change the recorded pre-activation map
     with torch.no_grad():
         for module in unit.members[1:]:
             value = module(value)

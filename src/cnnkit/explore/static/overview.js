@@ -68,8 +68,23 @@ export function buildOverview() {
   const svg = document.createElementNS(SVG, "svg");
   svg.classList.add("ov-lines");
   box.replaceChildren(row, svg);  // the lines over the columns: they stay visible where a curve crosses one
+  new ResizeObserver(() => { drawEdges(); fitNote(); }).observe(box);
   new ResizeObserver(drawEdges).observe(row);
+  let queued = false;  // the pinned column moves as the row scrolls: its lines follow, once a frame
+  box.addEventListener("scroll", () => {
+    if (queued) return;
+    queued = true;
+    requestAnimationFrame(() => { queued = false; drawEdges(); });
+  });
   box.addEventListener("mouseleave", clearHighlight);
+}
+
+// Say so when the row is wider than its panel (a narrow window, a notebook's frame): it scrolls sideways.
+function fitNote() {
+  const box = $("overview");
+  const wide = box.querySelector(".ov-row").scrollWidth > box.clientWidth + 1;
+  $("overview-scroll").hidden = !wide;
+  box.classList.toggle("scrolls", wide);
 }
 
 function colOf(id) {
@@ -207,14 +222,21 @@ function paint(result) {
         canvas.addEventListener("click", () => clickHandler && clickHandler(unit, m));
         holder.append(canvas);
       }
-      if (data.channels > data.count) holder.append(element("div", "ov-more", `+${data.channels - data.count}`));
+      if (data.channels > data.count) {
+        const more = element("div", "ov-more", `+${data.channels - data.count} more`);
+        more.title = `${data.channels - data.count} more maps not drawn: the first ${data.count} of ${data.channels} ` +
+          "are; open the layer below for all of them";
+        holder.append(more);
+      }
     } else if (unit === state.model.units[state.model.units.length - 1] && data.length === probabilities.length) {
       holder.append(classList(probabilities));
+      colOf(unit.id).classList.add("ov-pinned");  // the probabilities stay in view while the layers scroll
     } else {
       holder.append(vectorStrip(unit, values, data, span));
     }
   }
   drawEdges();
+  fitNote();
   $("overview").dataset.settled = String(result.logits.length);
 }
 
