@@ -35,7 +35,7 @@ function column(unit) {
   col.dataset.unit = unit.id;
   col.dataset.inputs = JSON.stringify(unit.inputs);
   const kind = unit.types.filter((t) => t !== "Dropout").join("+") || unit.types[0];
-  const label = element("div", "ov-label", kind);
+  const label = element("div", "ov-label", kind.replaceAll("+", "+\u200b"));  // may break after each "+"
   label.title = `${unit.id}: ${unit.types.join(" → ")}, output ${unit.shape.join("x")}`;
   col.append(label, element("div", "ov-maps"), element("div", "ov-shape", unit.shape.join("x")));
   return col;

@@ -72,10 +72,7 @@ function showSoftmax() {
   const body = $("sm-rows");
   body.replaceChildren();
   const order = logits.map((_, i) => i).sort((a, b) => logits[b] - logits[a]);
-  const listed = order.slice(0, SHOWN);
-  const chosen = Number($("sm-output").value);
-  if (!listed.includes(chosen)) listed.push(chosen);  // the class whose dense terms are open stays in view
-  for (const i of listed) {
+  for (const i of order.slice(0, SHOWN)) {
     const row = element("tr", "sm-row");
     row.dataset.index = String(i);
     const p = exps[i] / sum;
@@ -90,8 +87,7 @@ function showSoftmax() {
     body.append(row);
   }
   $("sm-shown").textContent = logits.length > SHOWN ?
-    `${Math.min(SHOWN, logits.length)} of ${logits.length} classes (the most probable${listed.length > SHOWN ?
-      ", and the class chosen below" : ""}); the sum runs over all ${logits.length}.` : "";
+    `${SHOWN} of ${logits.length} classes (the most probable); the sum runs over all ${logits.length}.` : "";
   $("sm-sum").textContent = fmt(sum);
   $("sm-max").textContent = fmt(top);
   $("softmax-view").dataset.temperature = T.toFixed(1);
