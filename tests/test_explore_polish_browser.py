@@ -70,8 +70,9 @@ def test_many_classes_non_square_and_untrained(tmp_path):
         note = page.locator("#why-note").inner_text()
         assert "for the 8x12 input" in note and "Untrained" in note
         assert page.locator("#input-warning").inner_text() == "The input is empty: draw or upload an image."
-        box = page.locator("#seen").bounding_box()
-        assert box["width"] / box["height"] == pytest.approx(12 / 8, abs=0.05)
+        for canvas in ("#seen", "#draw", "#saliency", "#grad-cam", "#overview .ov-input canvas"):
+            box = page.locator(canvas).bounding_box()
+            assert box["width"] / box["height"] == pytest.approx(12 / 8, abs=0.05), canvas
         assert page.locator("#top .untrained-mark").is_visible()
 
         pixels = np.random.default_rng(0).integers(0, 256, (8, 12))

@@ -82,6 +82,25 @@ def test_scan_shares_add_up_to_the_layer_output(client):
     assert np.allclose(total + got["bias"], plane(got["output_values"]), atol=1e-4)
 
 
+def test_scan_sends_the_post_activation_map_the_model_computes(client):
+    """post_values: the conv + BN + ReLU unit's map as the model's own ReLU outputs it (a forward hook); none for a
+    pool, whose map has nothing after it."""
+    model = EXPLORER.trained.model
+    seen = {}
+    hook = model.features[5].register_forward_hook(lambda m, i, out: seen.update(relu=out.detach().clone()))
+    try:
+        with torch.no_grad():
+            model(EXPLORER.image(pixels=IMAGE["pixels"]))
+    finally:
+        hook.remove()
+    got = client.post("/api/scan", json={"image": IMAGE, "layer": "features.3", "channel": 5}).json()
+    assert got["after"] == ["BatchNorm2d", "ReLU"]
+    assert np.allclose(plane(got["post_values"]), seen["relu"][0, 5].double().numpy(), atol=1e-5)
+    assert (plane(got["post_values"]) >= 0).all() and (plane(got["output_values"]) < 0).any()  # the ReLU did work
+    pool = client.post("/api/scan", json={"image": IMAGE, "layer": "features.6", "channel": 0}).json()
+    assert pool["post_values"] is None and pool["after"] == []
+
+
 def test_scan_of_a_224_stem_sends_whole_planes_compactly():
     """resnet18's 7x7 stride-2 stem at 224x224 (229x229 padded): every plane sent, torch's conv reproduced from the
     sent input plane and kernel, and the reply a few hundred kB."""

@@ -1,7 +1,7 @@
 // The overview: every unit as a column of small maps from the input to the class probabilities, with the
 // connections drawn; branches of a block are drawn side by side (one row each) and merge into the fusion.
 // Hovering a map highlights the maps that feed it; clicking opens its detail below.
-import {$, element, floats, fmt, groupUnits, hideTooltip, mapCanvas, status, tooltip} from "./util.js";
+import {$, element, floats, fmt, groupUnits, hideTooltip, keepAspect, mapCanvas, status, tooltip} from "./util.js";
 import {api} from "./api.js";
 import {latestWins} from "./latest.js";
 import {state} from "./state.js";
@@ -47,7 +47,7 @@ export function buildOverview() {
   const inputCol = element("div", "ov-col ov-input");
   inputCol.dataset.unit = "";
   const canvas = element("canvas");
-  canvas.width = canvas.height = 2 * PX;
+  keepAspect(canvas, state.model.input_shape.slice(1), 2 * PX);
   inputCol.append(element("div", "ov-label", "input"), canvas, element("div", "ov-shape", state.model.input_shape.join("x")));
   row.append(inputCol);
   for (const group of groupUnits(state.model.units)) {
