@@ -143,6 +143,11 @@ def test_trained_digits_overview_animation_and_input_hints(trained_run, tmp_path
         assert page.locator("#overview").evaluate("e => e.scrollWidth <= e.clientWidth")
         more = page.locator("#overview .ov-col[data-unit='features.0'] .ov-more")
         assert more.inner_text() == f"+{units['features.0']['shape'][0] - 6} more"
+        page.set_viewport_size({"width": 1200, "height": 960})  # a notebook's frame: narrower gaps, still no scroller
+        page.wait_for_function("() => getComputedStyle(document.querySelector('#overview'))"
+                               ".getPropertyValue('--ov-gap') !== '26px'")
+        assert page.locator("#overview").evaluate("e => e.scrollWidth <= e.clientWidth")
+        assert page.locator("#overview-scroll").is_hidden()
         page.set_viewport_size({"width": 700, "height": 960})
         page.wait_for_selector("#overview-scroll:not([hidden])", timeout=10_000)
         assert inside(page, "#overview .ov-classes", "#overview")

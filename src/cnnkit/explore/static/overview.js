@@ -79,10 +79,18 @@ export function buildOverview() {
   box.addEventListener("mouseleave", clearHighlight);
 }
 
-// Say so when the row is wider than its panel (a narrow window, a notebook's frame): it scrolls sideways.
+const GAPS = [26, 20, 14];  // px between columns, widest first: the narrowest that still shows the arrows
+
+// Fit the row to its panel: the widest gap between columns that fits; past the narrowest the row scrolls
+// sideways (a narrow window, a notebook's frame) with the probabilities pinned, and a note says so.
 function fitNote() {
   const box = $("overview");
-  const wide = box.querySelector(".ov-row").scrollWidth > box.clientWidth + 1;
+  const row = box.querySelector(".ov-row");
+  for (const gap of GAPS) {
+    box.style.setProperty("--ov-gap", `${gap}px`);
+    if (row.scrollWidth <= box.clientWidth) break;
+  }
+  const wide = row.scrollWidth > box.clientWidth + 1;
   $("overview-scroll").hidden = !wide;
   box.classList.toggle("scrolls", wide);
 }
