@@ -70,6 +70,7 @@ def check_new_views(page, server, index, tmp_path):
     assert contrast_on_white(edge) >= 3.0  # WCAG's contrast for graphics: the lines are seen at normal zoom
     assert float(edge.evaluate("e => parseFloat(getComputedStyle(e).strokeWidth)")) >= 1.5
     # The input's line (straight, so Playwright's hover sees no height: the mouse goes to its middle): lit, named.
+    page.locator("#overview").scroll_into_view_if_needed()  # the mouse below goes to viewport coordinates
     rect = page.locator("#overview .ov-lines .edge[data-to='features.0']").evaluate(
         "e => { const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }")
     page.mouse.move(*rect)

@@ -82,6 +82,29 @@ def test_scan_shares_add_up_to_the_layer_output(client):
     assert np.allclose(total + got["bias"], plane(got["output_values"]), atol=1e-4)
 
 
+def test_scan_sends_the_post_activation_map_the_model_computes(client):
+    """post_values: the conv + BN + ReLU unit's map as the model's own ReLU outputs it (a forward hook), on a map
+    the ReLU changes; none for a pool, whose map has nothing after it."""
+    model = EXPLORER.trained.model
+    seen = {}
+    hooks = [model.features[4].register_forward_hook(lambda m, i, out: seen.update(bn=out.detach().clone())),
+             model.features[5].register_forward_hook(lambda m, i, out: seen.update(relu=out.detach().clone()))]
+    try:
+        with torch.no_grad():
+            model(EXPLORER.image(pixels=IMAGE["pixels"]))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    channel = next(c for c in range(seen["bn"].shape[1]) if (seen["bn"][0, c] < 0).any())  # the ReLU zeroes some
+    got = client.post("/api/scan", json={"image": IMAGE, "layer": "features.3", "channel": channel}).json()
+    assert got["after"] == ["BatchNorm2d", "ReLU"]
+    post = plane(got["post_values"])  # float32 sums of 0..255 pixels: compared to a millionth of their size
+    assert np.allclose(post, seen["relu"][0, channel].double().numpy(), rtol=1e-5, atol=1e-6 * np.abs(post).max())
+    assert (post == 0).any() and (post >= 0).all()
+    pool = client.post("/api/scan", json={"image": IMAGE, "layer": "features.6", "channel": 0}).json()
+    assert pool["post_values"] is None and pool["after"] == []
+
+
 def test_scan_of_a_224_stem_sends_whole_planes_compactly():
     """resnet18's 7x7 stride-2 stem at 224x224 (229x229 padded): every plane sent, torch's conv reproduced from the
     sent input plane and kernel, and the reply a few hundred kB."""

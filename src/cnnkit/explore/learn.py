@@ -132,6 +132,7 @@ class Training:
         with self._lock:
             return {"state": self.state, "error": self.error, "pausing": self.pausing, "epoch": self.epoch,
                     "epochs": self.config.epochs, "run_dir": str(self.out), "model_version": self.model_version,
+                    "label_smoothing": self.config.label_smoothing, "loss": self.config.loss,
                     "records": [_finite(r) for r in self.records if r["epoch"] > since],
                     "final": _finite(self.final), "best_epoch": self._best,
                     "log": self.log.getvalue().splitlines()[-LOG_LINES:]}

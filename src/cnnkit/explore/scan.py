@@ -43,7 +43,8 @@ def scan_plane(unit: Unit, layer_input: torch.Tensor, pre: torch.Tensor, channel
     out = {"layer": unit.id, "channel": channel, "kernel": list(window.kernel), "stride": list(window.stride),
            "dilation": list(window.dilation), "pads": dict(zip(("top", "bottom", "left", "right"), window.pads,
                                                                strict=True)),
-           "output_values": plane(pre[channel])}
+           "output_values": plane(pre[channel]), "post_values": post_plane(unit, pre, channel),
+           "after": unit.types[1:]}
     if unit.kind == "conv":
         per_group = head.out_channels // head.groups
         width = head.in_channels // head.groups
@@ -62,6 +63,18 @@ def scan_plane(unit: Unit, layer_input: torch.Tensor, pre: torch.Tensor, channel
     op = "max" if _is_max(head) else "avg"
     return {**out, "op": op, "input_channel": channel, "input_values": plane(layer_input[channel]),
             "kernel_values": None, "counts_padding": op == "avg" and _counts_padding(head)}
+
+
+def post_plane(unit: Unit, pre: torch.Tensor, channel: int) -> dict | None:
+    """Map `channel` after the unit's batch norms and activation (what the post-activation maps show), computed
+    from the head's output by the unit's own modules; None for a unit that is its head alone."""
+    if len(unit.members) == 1:
+        return None
+    value = pre[None].clone()  # an in-place ReLU must not change the recorded pre-activation map
+    with torch.no_grad():
+        for module in unit.members[1:]:
+            value = module(value)
+    return plane(value[0, channel])
 
 
 def dense_output(unit: Unit, layer_input: torch.Tensor, output: int, source: Unit | None) -> dict:

@@ -20,6 +20,7 @@ export function animation(spec, {integers = false} = {}) {
   const number = integers ? short : fmt;
   const input = planeOf(spec.input_values), output = planeOf(spec.output_values);
   const partial = spec.partial_values ? planeOf(spec.partial_values) : null;
+  const post = spec.post_values ? planeOf(spec.post_values) : null;  // what the post-activation map shows
   const {h: H, w: W} = input, {h: OH, w: OW} = output;
   const {top, bottom, left, right} = spec.pads;
   const [kh, kw] = spec.kernel, [sh, sw] = spec.stride, [dh, dw] = spec.dilation;
@@ -91,6 +92,7 @@ export function animation(spec, {integers = false} = {}) {
     root.dataset.y = String(y);
     root.dataset.x = String(x);
     work.replaceChildren(...describe(spec, output, partial, number, y, x, inWindow, view.zoomed));
+    if (post) work.append(element("br"), ...afterwards(spec, post, y, x));
   }
 
   function stop() {
@@ -142,6 +144,23 @@ function numberField(className, max) {
   return field;
 }
 
+// The layers after the head, by name ("BatchNorm2d and ReLU"): what turns the animated output into the map shown.
+function after(spec) {
+  const names = (spec.after || []).filter((t) => t !== "Dropout");
+  return names.length ? names.join(" and ") : "the layers after it";
+}
+
+// The current cell after the unit's batch norm and activation: the value its post-activation map shows.
+function afterwards(spec, post, y, x) {
+  return [`after ${after(spec)}, the post-activation map shows `, element("span", "anim-post", fmt(post.at(y, x))),
+    ` at (${y}, ${x})`];
+}
+
+// What the animated output grid is: the head's own output, or, without layers after it, the map itself.
+function outputCaption(spec, g) {
+  return spec.post_values ? `the layer's own output ${g.OH}x${g.OW}, before ${after(spec)}` : `output ${g.OH}x${g.OW}`;
+}
+
 // The work for one window: the products (or values) and their sum, or, when the window has a zoomed table, the
 // table and the sum alone.
 function describe(spec, output, partial, number, y, x, inWindow, zoomed) {
@@ -163,7 +182,7 @@ function describe(spec, output, partial, number, y, x, inWindow, zoomed) {
     }
     if (partial) {
       parts.push(element("br"), `this is input channel ${spec.input_channel}'s share; over all input channels ` +
-        `${spec.input_channels[0]}..${spec.input_channels[1]} plus the bias ${fmt(spec.bias)}, the layer's output is `,
+        `${spec.input_channels[0]}..${spec.input_channels[1]} plus the bias ${fmt(spec.bias)}, the layer's own output is `,
         element("span", "anim-out", fmt(out)));
     } else {
       parts.push(element("br"), "output = ", element("span", "anim-out", number(out)));
@@ -243,7 +262,7 @@ function gridView(spec, input, output, g, number) {
   }
   const figures = element("div", "scan-figures");
   figures.append(figure(`padded input ${g.PH}x${g.PW}`, inputTable), kernelBox(spec, number),
-    figure(`output ${g.OH}x${g.OW}`, outputTable));
+    figure(outputCaption(spec, g), outputTable));
   let lit = [];
   return {
     figures,
@@ -318,7 +337,7 @@ function canvasView(spec, input, output, g) {
   figures.append(
     figure(`padded input ${g.PH}x${g.PW} (one pixel a cell; grey: padding${hasExtra ? ", orange: TF SAME's extra " +
       "row / column" : ""})`, stack),
-    figure(`output ${g.OH}x${g.OW}, filled in up to the window (click a cell to jump there)`, outStack));
+    figure(`${outputCaption(spec, g)}, filled in up to the window (click a cell to jump there)`, outStack));
   let filled = -1;  // output cells painted: 0..filled
   const paint = (index, on) => {
     const oy = Math.floor(index / g.OW), ox = index % g.OW;

@@ -41,12 +41,48 @@ function canvasPixels() {
   return pixels;
 }
 
-export function setImage(image, pixels, note) {
+// Border and overall mean brightness (0..255) of display pixels, over every channel.
+export function brightness(pixels) {
+  const [C, H, W] = state.model.input_shape;
+  let border = 0, cells = 0, all = 0;
+  for (let c = 0; c < C; c++) {
+    for (let y = 0; y < H; y++) {
+      for (let x = 0; x < W; x++) {
+        const v = pixels[(c * H + y) * W + x];
+        all += v;
+        if (y === 0 || x === 0 || y === H - 1 || x === W - 1) { border += v; cells += 1; }
+      }
+    }
+  }
+  return {border: border / cells, mean: all / (C * H * W)};
+}
+
+const FAR = 96;  // brightness apart (of 255) past which an upload looks inverted against the held-out images
+
+// A warning under the input: an empty one (every pixel alike), or an upload whose border is far brighter or
+// darker than the held-out images' (digits are light on dark: white = high values).
+function guidance(pixels, uploaded) {
+  state.blank = pixels.every((v) => v === pixels[0]);
+  const digits = state.model.classes.length === 10 && state.model.classes.every((name, i) => name === String(i));
+  if (state.blank) return `The input is empty: ${digits ? "draw a digit" : "draw or upload an image"}.`;
+  const held = state.heldoutBrightness;
+  if (!uploaded || !held) return "";
+  const own = brightness(pixels);
+  if (Math.abs(own.border - held.border) < FAR) return "";
+  const [mine, theirs] = own.border > held.border ? ["bright", "dark"] : ["dark", "bright"];
+  return `This image's border is ${mine} (mean ${own.border.toFixed(0)} of 255) while the held-out images' is ` +
+    `${theirs} (${held.border.toFixed(0)}): the network was trained on ${theirs} backgrounds. Try Invert.`;
+}
+
+export function setImage(image, pixels, note, {uploaded = false} = {}) {
   state.image = image;
   state.pixels = pixels;
   $("cell-panel").dataset.current = "0";
   drawInput($("seen"));
   $("input-note").textContent = note || "";
+  const warning = guidance(pixels, uploaded);
+  $("input-warning").textContent = warning;
+  $("input-warning").hidden = !warning;
   for (const card of document.querySelectorAll(".card")) card.classList.add("stale");
   changed();
 }
@@ -116,7 +152,7 @@ export function setupDrawing() {
       const data = await response.json();
       if (!response.ok) throw new Error(data.error);
       paintDrawCanvas(data.pixels);
-      setImage({pixels: data.pixels}, data.pixels, `uploaded ${file.name}`);
+      setImage({pixels: data.pixels}, data.pixels, `uploaded ${file.name}`, {uploaded: true});
       status("");
     } catch (error) {
       status(`upload refused: ${error.message}`);

@@ -57,6 +57,11 @@ function showTop(top) {
     bar.append(fill);
     item.append(element("span", "label", entry.class), bar, element("span", "p", `${(100 * entry.probability).toFixed(1)}%`));
     list.append(item);
+    if (item === list.firstChild && !state.model.trained) {  // random weights: a confident "4 100.0%" means nothing
+      const mark = element("span", "untrained-mark", "untrained: random weights");
+      mark.title = "This network has not been trained; its prediction shows the architecture only.";
+      item.append(mark);
+    }
   }
 }
 

@@ -3,7 +3,7 @@
 // changed(). The page polls /api/train/status (same origin; no sockets needed under the CSP).
 import {$, floats, smallCanvas} from "./util.js";
 import {api} from "./api.js";
-import {changed} from "./state.js";
+import {changed, state as appState} from "./state.js";
 import {loadStrip} from "./strip.js";
 
 const RUNNING_MS = 500;   // status polls while training
@@ -66,6 +66,7 @@ function show(status) {
     if (status.epoch > 0) loadFilters();
     if (!first) {
       $("untrained").hidden = true;
+      appState.model.trained = true;  // the prediction and Why drop their "untrained" marks
       loadStrip().catch(() => {});  // the held-out mistakes of the new weights (the split opens with epoch 1)
       changed();  // every view asks again, with the new weights
     }
@@ -77,7 +78,19 @@ function show(status) {
   else if (status.state === "idle" || status.state === "paused") schedule(WAITING_MS);
 }
 
+// Why the training curve can sit above the validation one: the two are not the same measurement.
+export function lossCaption(status, units) {
+  const dropout = units.some((u) => u.types.includes("Dropout"));
+  const objective = status.loss === "article" ? "the article's clipped one-hot loss" :
+    status.label_smoothing > 0 ? `cross-entropy with label smoothing ${status.label_smoothing}` : "cross-entropy";
+  return `The train objective is ${objective}, averaged over the epoch's batches in training mode` +
+    `${dropout ? " (dropout on)" : ""} while the weights change; the validation curve is plain cross-entropy in ` +
+    `eval mode${dropout ? " (no dropout)" : ""} after the epoch: validation can sit below training without ` +
+    "the network doing better on unseen images.";
+}
+
 function showState(status) {
+  $("learn-caption").textContent = lossCaption(status, appState.model.units);
   const {state} = status;
   $("learn-start").hidden = state !== "idle";
   $("learn-pause").hidden = state !== "running";

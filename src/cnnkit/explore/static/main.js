@@ -2,7 +2,7 @@
 // arithmetic (animated), softmax and dense with the current numbers, why, and a hyperparameter playground.
 // Plain ES modules; the page talks only to the server that served it (/api/...), and names images by their pixels
 // or by their index in the held-out strip, never by a file path.
-import {$, element, status} from "./util.js";
+import {$, element, keepAspect, status} from "./util.js";
 import {api} from "./api.js";
 import {changed, onImage, state} from "./state.js";
 import {clearCanvas, fromDrawing, setupDrawing} from "./input.js";
@@ -11,7 +11,7 @@ import {closeCell, explainCell, followImage} from "./cell.js";
 import {refreshWhy} from "./why.js";
 import {loadStrip, setupStrip} from "./strip.js";
 import {buildOverview, onOverviewClick, refreshOverview} from "./overview.js";
-import {refreshDense, setLogits, setupSoftmax} from "./softmax.js";
+import {orderByProbability, refreshDense, setLogits, setupSoftmax} from "./softmax.js";
 import {setupPlayground} from "./playground.js";
 import {setupCompare} from "./compare.js";
 import {setupLearn} from "./learn.js";
@@ -22,8 +22,9 @@ function describeModel(model) {
   document.title = `cnnkit explore: ${model.title}`;
   $("untrained").hidden = model.trained;
   $("input-size").textContent = `${C}x${H}x${W}`;
-  $("seen").width = W;
-  $("seen").height = H;
+  keepAspect($("seen"), [H, W], Math.max(H, W), 96);  // one canvas pixel an input pixel, the larger side 96 px
+  keepAspect($("draw"), [H, W], 280, 240);  // drawn in the input's shape, so nothing is squeezed on the way in
+  for (const id of ["saliency", "grad-cam"]) keepAspect($(id), [H, W], 140);
   $("totals").textContent = `${model.units.length} units; trainable parameters ${model.totals.trainable.toLocaleString()}; ` +
     `multiply-adds per image ${model.totals.macs.toLocaleString()}`;
   model.classes.forEach((name, i) => {
@@ -41,7 +42,10 @@ function wire() {
   });
   $("cell-close").addEventListener("click", closeCell);
   onImage(() => { refresh(); refreshOverview(); });
-  onPrediction((result) => setLogits(result.logits));
+  onPrediction((result) => {
+    setLogits(result.logits);
+    orderByProbability($("why-class"), result.logits, 1);  // "the predicted one", then the classes by probability
+  });
   onSettled(() => { followImage(); refreshWhy(); refreshDense(); });
   onCellClick(explainCell);
   onOverviewClick((unit, channel) => {

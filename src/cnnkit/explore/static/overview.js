@@ -1,7 +1,7 @@
 // The overview: every unit as a column of small maps from the input to the class probabilities, with the
 // connections drawn; branches of a block are drawn side by side (one row each) and merge into the fusion.
 // Hovering a map highlights the maps that feed it; clicking opens its detail below.
-import {$, element, floats, fmt, groupUnits, hideTooltip, mapCanvas, status, tooltip} from "./util.js";
+import {$, element, floats, fmt, groupUnits, hideTooltip, keepAspect, mapCanvas, status, tooltip} from "./util.js";
 import {api} from "./api.js";
 import {latestWins} from "./latest.js";
 import {state} from "./state.js";
@@ -35,7 +35,7 @@ function column(unit) {
   col.dataset.unit = unit.id;
   col.dataset.inputs = JSON.stringify(unit.inputs);
   const kind = unit.types.filter((t) => t !== "Dropout").join("+") || unit.types[0];
-  const label = element("div", "ov-label", kind);
+  const label = element("div", "ov-label", kind.replaceAll("+", "+\u200b"));  // may break after each "+"
   label.title = `${unit.id}: ${unit.types.join(" → ")}, output ${unit.shape.join("x")}`;
   col.append(label, element("div", "ov-maps"), element("div", "ov-shape", unit.shape.join("x")));
   return col;
@@ -47,7 +47,7 @@ export function buildOverview() {
   const inputCol = element("div", "ov-col ov-input");
   inputCol.dataset.unit = "";
   const canvas = element("canvas");
-  canvas.width = canvas.height = 2 * PX;
+  keepAspect(canvas, state.model.input_shape.slice(1), 2 * PX);
   inputCol.append(element("div", "ov-label", "input"), canvas, element("div", "ov-shape", state.model.input_shape.join("x")));
   row.append(inputCol);
   for (const group of groupUnits(state.model.units)) {
@@ -68,8 +68,31 @@ export function buildOverview() {
   const svg = document.createElementNS(SVG, "svg");
   svg.classList.add("ov-lines");
   box.replaceChildren(row, svg);  // the lines over the columns: they stay visible where a curve crosses one
+  new ResizeObserver(() => { drawEdges(); fitNote(); }).observe(box);
   new ResizeObserver(drawEdges).observe(row);
+  let queued = false;  // the pinned column moves as the row scrolls: its lines follow, once a frame
+  box.addEventListener("scroll", () => {
+    if (queued) return;
+    queued = true;
+    requestAnimationFrame(() => { queued = false; drawEdges(); });
+  });
   box.addEventListener("mouseleave", clearHighlight);
+}
+
+const GAPS = [26, 20, 14];  // px between columns, widest first: the narrowest that still shows the arrows
+
+// Fit the row to its panel: the widest gap between columns that fits; past the narrowest the row scrolls
+// sideways (a narrow window, a notebook's frame) with the probabilities pinned, and a note says so.
+function fitNote() {
+  const box = $("overview");
+  const row = box.querySelector(".ov-row");
+  for (const gap of GAPS) {
+    box.style.setProperty("--ov-gap", `${gap}px`);
+    if (row.scrollWidth <= box.clientWidth) break;
+  }
+  const wide = row.scrollWidth > box.clientWidth + 1;
+  $("overview-scroll").hidden = !wide;
+  box.classList.toggle("scrolls", wide);
 }
 
 function colOf(id) {
@@ -207,14 +230,21 @@ function paint(result) {
         canvas.addEventListener("click", () => clickHandler && clickHandler(unit, m));
         holder.append(canvas);
       }
-      if (data.channels > data.count) holder.append(element("div", "ov-more", `+${data.channels - data.count}`));
+      if (data.channels > data.count) {
+        const more = element("div", "ov-more", `+${data.channels - data.count} more`);
+        more.title = `${data.channels - data.count} more maps not drawn: the first ${data.count} of ${data.channels} ` +
+          "are; open the layer below for all of them";
+        holder.append(more);
+      }
     } else if (unit === state.model.units[state.model.units.length - 1] && data.length === probabilities.length) {
       holder.append(classList(probabilities));
+      colOf(unit.id).classList.add("ov-pinned");  // the probabilities stay in view while the layers scroll
     } else {
       holder.append(vectorStrip(unit, values, data, span));
     }
   }
   drawEdges();
+  fitNote();
   $("overview").dataset.settled = String(result.logits.length);
 }
 

@@ -7,6 +7,7 @@ import {state} from "./state.js";
 import {SOFTMAX_GUIDE, guideBox} from "./guidance.js";
 
 let logits = null;
+const SHOWN = 10;  // rows listed (the most probable): a 1000-class table would be 18,000 px tall
 
 const dense = latestWins(
   (layer, output) => api("/api/dense", {image: state.image, layer, output}),
@@ -35,7 +36,25 @@ export function setupSoftmax() {
 
 export function setLogits(values) {
   logits = values;
+  orderByProbability($("sm-output"), values, 0);
   showSoftmax();
+}
+
+// A class menu in order of the current logits (the most probable first), each option named with its probability;
+// the first `keep` options (e.g. "the predicted one") stay on top, and the chosen class stays chosen.
+export function orderByProbability(select, values, keep) {
+  const top = Math.max(...values);
+  const exps = values.map((z) => Math.exp(z - top));
+  const sum = exps.reduce((a, b) => a + b, 0);
+  const options = [...select.options];
+  const fixed = options.slice(0, keep), classes = options.slice(keep);
+  classes.sort((a, b) => values[Number(b.value)] - values[Number(a.value)]);
+  for (const option of classes) {
+    option.textContent = `${state.model.classes[Number(option.value)]} (${(100 * exps[Number(option.value)] / sum).toFixed(1)}%)`;
+  }
+  const chosen = select.value;
+  select.replaceChildren(...fixed, ...classes);
+  select.value = chosen;
 }
 
 export function refreshDense() {
@@ -53,7 +72,7 @@ function showSoftmax() {
   const body = $("sm-rows");
   body.replaceChildren();
   const order = logits.map((_, i) => i).sort((a, b) => logits[b] - logits[a]);
-  for (const i of order) {
+  for (const i of order.slice(0, SHOWN)) {
     const row = element("tr", "sm-row");
     row.dataset.index = String(i);
     const p = exps[i] / sum;
@@ -67,6 +86,8 @@ function showSoftmax() {
     row.addEventListener("click", () => { $("sm-output").value = String(i); refreshDense(); });
     body.append(row);
   }
+  $("sm-shown").textContent = logits.length > SHOWN ?
+    `${SHOWN} of ${logits.length} classes (the most probable); the sum runs over all ${logits.length}.` : "";
   $("sm-sum").textContent = fmt(sum);
   $("sm-max").textContent = fmt(top);
   $("softmax-view").dataset.temperature = T.toFixed(1);

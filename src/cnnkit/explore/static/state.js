@@ -5,6 +5,8 @@ export const state = {
   activation: "post",
   image: null,            // {pixels: [...]} (display values 0..255, C*H*W) or {heldout: index}
   pixels: null,           // display pixels of the current image, for drawing it
+  heldoutBrightness: null,  // {border, mean} of the held-out images (0..255), once the strip is loaded
+  blank: false,           // every pixel of the current image is the same: nothing drawn
   version: 0,             // bumped on every new image or display mode
   listeners: [],          // called with the version whenever the image or mode changes
 };

@@ -1,7 +1,8 @@
 // The held-out strip, misclassified first.
 import {$, element, smallCanvas} from "./util.js";
 import {api} from "./api.js";
-import {paintDrawCanvas, pixelImage, setImage} from "./input.js";
+import {brightness, paintDrawCanvas, pixelImage, setImage} from "./input.js";
+import {state} from "./state.js";
 
 const SHOWN = 300;  // thumbnails drawn at once
 let strip = null;
@@ -18,8 +19,17 @@ export async function loadStrip() {
   $("strip-note").textContent = `${cut} from ${strip.description}; ${strip.wrong} of them misclassified ` +
     "(red, the most confident mistakes first). Click one to explore it.";
   $("strip-wrong").textContent = `misclassified only (${strip.wrong})`;
+  state.heldoutBrightness = meanBrightness(strip.images);
   renderStrip();
   return strip.images.length > 0;
+}
+
+// The held-out images' mean border and overall brightness: what an upload is compared with.
+function meanBrightness(images) {
+  if (!images.length) return null;
+  const each = images.map((item) => brightness(Uint8Array.from(atob(item.pixels), (c) => c.charCodeAt(0))));
+  return {border: each.reduce((a, b) => a + b.border, 0) / each.length,
+    mean: each.reduce((a, b) => a + b.mean, 0) / each.length};
 }
 
 function renderStrip() {

@@ -80,6 +80,16 @@ export function heat(t) {  // black-red-yellow-white, for saliency and Grad-CAM
   return [Math.min(255, 765 * v), Math.max(0, Math.min(255, 765 * v - 255)), Math.max(0, 765 * v - 510)];
 }
 
+// Size a canvas for an HxW input: its larger side `pixels` canvas pixels and `css` CSS pixels, the aspect ratio kept
+// (an 8x12 input is drawn 12 wide by 8 high, not stretched into a square).
+export function keepAspect(canvas, [H, W], pixels, css = pixels) {
+  const side = Math.max(H, W);
+  canvas.width = Math.round(pixels * W / side);
+  canvas.height = Math.round(pixels * H / side);
+  canvas.style.width = `${Math.round(css * W / side)}px`;
+  canvas.style.height = `${Math.round(css * H / side)}px`;
+}
+
 export function smallCanvas(image) {
   const canvas = element("canvas");
   canvas.width = image.width;

@@ -14,14 +14,17 @@ export function refreshWhy() {
 }
 
 function show(r) {
-  const [, H, W] = state.model.input_shape;
+  const [, H, W] = state.model.input_shape;  // named HxW, as the page's CxHxW sizes are
   overlay($("saliency"), floats(r.saliency.data), r.saliency.size, r.saliency.high, false);
   if (r.grad_cam) {
     overlay($("grad-cam"), floats(r.grad_cam.data), r.grad_cam.size, r.grad_cam.high, true);
     $("grad-cam-caption").textContent = `Grad-CAM on ${r.grad_cam.layer} (${r.grad_cam.size.join("x")})`;
   }
-  $("why-note").textContent = `Explaining class ${r.class} (probability ${(100 * r.probability).toFixed(1)}%) ` +
-    `for the ${W}x${H} input.`;
+  const warnings = [];
+  if (!state.model.trained) warnings.push("Untrained: the weights are random, so this explains noise, not a learned decision.");
+  if (state.blank) warnings.push("The input is empty: the network still picks a class, and this explains a guess on nothing.");
+  $("why-note").textContent = [`Explaining class ${r.class} (probability ${(100 * r.probability).toFixed(1)}%) ` +
+    `for the ${H}x${W} input.`, ...warnings].join(" ");
 }
 
 function overlay(canvas, values, size, high, smooth) {
