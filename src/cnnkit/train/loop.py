@@ -224,15 +224,15 @@ def _train_epoch(trainee: Trainee, plan: StepPlan, epoch: int) -> dict:
 
 def _summed_record(sums: dict, trainee: Trainee, lr: float) -> dict:
     """Training loss and accuracy of an epoch, summed over processes; a non-finite loss stops the run."""
-    world, epoch, out = trainee.world, trainee.state.epoch, trainee.run.path
+    world, epoch = trainee.world, trainee.state.epoch
     for key in ("loss_sum", "correct"):
         all_sum(sums[key], world)
     record = epoch_record({**sums, "count": sums["count"] * world.size}, epoch, trainee.state.step, lr)
     if not math.isfinite(record["train_loss"]):
         bad = int(sums["first_bad"])
         where = f"epoch {epoch}, batch {bad + 1}" if bad >= 0 else f"epoch {epoch}"
-        kept = f"; the last good checkpoint is {out / 'last'} (epoch {epoch - 1})" if out and epoch > 1 else ""
-        raise SettingError(f"the training loss became {record['train_loss']} at {where}; training stopped{kept}. "
+        raise SettingError(f"the training loss became {record['train_loss']} at {where}; training stopped"
+                           f"{trainee.run.last_good()}. "
                            "Try a lower ", Named("lr"), " or ", Named("grad_clip"))
     return record
 

@@ -24,9 +24,10 @@ from torch import nn
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.outputs import atomic_write, leftover_temp_files
 from cnnkit.data.preprocess import Preprocessing
+from cnnkit.data.safety import read_bytes
 from cnnkit.models.registry import resolved_options
 from cnnkit.store.checkpoint import check_finite, load_checkpoint, read_metadata, repair_json_copy, save_checkpoint
-from cnnkit.store.metadata import read_metrics
+from cnnkit.store.metadata import checkpoint_meta, parse_json, read_metrics
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.data import PreparedData
 from cnnkit.train.optimizers import Optimizer
@@ -96,16 +97,32 @@ class RunDirectory:
         # refused before it leaves the run as it was: None, or the metrics records its last checkpoint covers.
         self._resumed_records: list[dict] | None = None
         self._resumed_config: TrainConfig | None = None  # a new epoch count, for config.json
+        self.kept_epoch: int | None = None  # the epoch of the `last` checkpoint in the folder (saved or resumed)
 
     def check_free(self, overwrite: bool) -> None:
-        """Refuse, before anything is created, an existing run unless told to overwrite it, and a path that is
-        not a folder."""
+        """Refuse, before anything is created, an existing run unless told to overwrite it, files that only share a
+        run file's name (the user's: never replaced, not even with --overwrite), and a path that is not a folder."""
         if not self.writes:
             return
         existing = self.run_files()
+        foreign = self.foreign_files()
+        if foreign:
+            held = ", ".join(foreign)
+            raise CnnkitError(f"{self.path} holds {held} that {'is' if len(foreign) == 1 else 'are'} not a cnnkit "
+                              "run's; choose another --out")
         if existing and not overwrite:
             raise CnnkitError(f"{self.path} already holds a run ({', '.join(existing)}); pass --resume {self.path} "
                               "to continue it or --overwrite to replace it")
+
+    def foreign_files(self) -> list[str]:
+        """The files named as a run's that are not a cnnkit run's own: all of them when none is recognisably a
+        run's (a config.json of training settings, a checkpoint with a training run's metadata), else those that
+        fail their own check (a metrics.jsonl of other records beside a real run)."""
+        existing = self.run_files()
+        own = {name for name in existing if _is_run_file(self.path, name)}
+        if not own & {"config.json", "last.safetensors", "best.safetensors", "last.json", "best.json"}:
+            return existing
+        return [name for name in existing if name not in own]
 
     def run_files(self) -> list[str]:
         """The run files already in the folder; a path that exists but is no folder is refused."""
@@ -216,10 +233,12 @@ class RunDirectory:
     def save(self, name: str, state: TrainState, record: dict | None = None) -> None:
         """Write checkpoint `name` of `state` with the metrics `record` (default: its latest epoch's) and that
         record's epoch and step; 'last' also keeps the optimiser state, to resume."""
+        record = state.history[-1] if record is None else record
+        if name == "last" and self.path is not None:  # every process: each may have to name it when a run stops
+            self.kept_epoch = record.get("epoch", state.epoch)
         if not self.writes:
             return
         self._commit_resume()
-        record = state.history[-1] if record is None else record
         meta = {**self.description, "metrics": dict(record), "epoch": record.get("epoch", state.epoch),
                 "global_step": record.get("step", state.step), "best": state.best}
         extra = {"rng.torch": torch.get_rng_state()}
@@ -229,6 +248,15 @@ class RunDirectory:
             if groups is not None:
                 meta["optimizer_param_groups"] = groups
         save_checkpoint(self.path / name, state.model, meta, self.preprocessing, extra)
+
+    def last_good(self, plural: str = "") -> str:
+        """'; the last good checkpoint is RUN/last (epoch N)' for a message that stops a run, or '' when this run
+        has none (no folder, or nothing kept yet). `plural`: the seeds' folder, for all their OUT/seed-K/last."""
+        if self.path is None or self.kept_epoch is None:
+            return ""
+        if plural:
+            return f"; the last good checkpoints are {plural}/seed-K/last (epoch {self.kept_epoch})"
+        return f"; the last good checkpoint is {self.path / 'last'} (epoch {self.kept_epoch})"
 
     def check_resumable(self, config: TrainConfig, processes: int = 1) -> None:
         """Refuse, before anything is loaded or written, a run with no last checkpoint, one whose last checkpoint
@@ -283,6 +311,7 @@ class RunDirectory:
                 check_finite(best_tensors, self.path / "best")
         if self.writes:
             self._resumed_records = list(history)  # a copy: the run appends its new epochs to `history`
+        self.kept_epoch = meta["epoch"]
         self.say(f"resuming from epoch {meta['epoch']} (step {meta['global_step']})")
         return Restored(meta["epoch"] + 1, meta["global_step"], best, history, tensors,
                         meta.get("optimizer_param_groups"), best_state)
@@ -304,6 +333,28 @@ class RunDirectory:
     def _history(records: list[dict], last_epoch: int) -> list[dict]:
         """The epoch records the checkpoint covers (metrics.jsonl is trimmed to them with the first kept epoch)."""
         return [r for r in records if r.get("epoch") is not None and r["epoch"] <= last_epoch]
+
+
+def _is_run_file(folder: Path, name: str) -> bool:
+    """Whether FOLDER/NAME is what cnnkit writes there: config.json training settings, metrics.jsonl epoch and
+    final records, a checkpoint (tensors or JSON copy) whose metadata is a training run's."""
+    path = folder / name
+    try:
+        if not path.is_file():
+            return False
+        if name == "config.json":  # cnnkit writes every setting: a few that validate may be anyone's
+            values = parse_json(read_bytes(path, cap="json_bytes"), path)
+            TrainConfig.from_dict(values, str(path))
+            return isinstance(values, dict) and {"model", "data", "epochs", "lr"} <= values.keys()
+        if name == "metrics.jsonl":
+            return all("epoch" in record or "final" in record for record in read_metrics(path)[0])
+        if name.endswith(".json"):
+            meta = checkpoint_meta(parse_json(read_bytes(path, cap="json_bytes"), path), path).config
+        else:  # the tensors file's own header (files of early versions: their JSON copy holds it)
+            meta = read_metadata(path.with_suffix("")).get("config")
+        return meta is not None
+    except (CnnkitError, OSError, ValueError, TypeError):
+        return False
 
 
 def _locked_message(lock: Path, owner: str) -> str:

@@ -320,8 +320,7 @@ def _refuse_diverged(sums: list[dict], trainees: list[Trainee], epoch: int) -> N
         return
     which = ", ".join(f"seed {trainees[k].config.seed} ({float(sums[k]['loss_sum'])})" for k in bad)
     run = trainees[0].run
-    kept = f"; the last good checkpoints are {run.path.parent}/seed-K/last (epoch {epoch - 1})" \
-        if run.writes and epoch > 1 else ""
+    kept = run.last_good(str(run.path.parent)) if run.path is not None else ""
     raise CnnkitError(f"the training loss became non-finite at epoch {epoch} for {which}; training stopped{kept}. "
                       "Try a lower --lr or --grad-clip")
 
