@@ -38,7 +38,7 @@ from cnnkit.train.evaluation import final_test
 from cnnkit.train.log import EpochLog
 from cnnkit.train.losses import describe_objective, make_loss
 from cnnkit.train.optimizers import Optimizer
-from cnnkit.train.run_dir import Restored, RunDirectory, restore_optimizer
+from cnnkit.train.run_dir import Restored, RunDirectory, restore_optimizer, run_path
 from cnnkit.train.schedule import lr_at
 from cnnkit.train.threads import choose_threads
 from cnnkit.train.transfer import adapt, freeze_features, read_start
@@ -103,7 +103,7 @@ def fit(
     call = _Call(overwrite, resume, stop_after_epochs, epoch_callback, time.perf_counter())
     world = setup_world(config.device)
     log = EpochLog(config, world.is_main, progress, stream)
-    run = RunDirectory(Path(out) if out else None, world.is_main, log.note)
+    run = RunDirectory(run_path(out), world.is_main, log.note)
     threads = torch.get_num_threads()  # the run picks its own; the caller's setting comes back afterwards
     try:
         return _fit(config, run, world, log, call)

@@ -104,15 +104,18 @@ class RunDirectory:
         run file's name (the user's: never replaced, not even with --overwrite), and a path that is not a folder."""
         if not self.writes:
             return
+        self.refuse_foreign()
         existing = self.run_files()
-        foreign = self.foreign_files()
-        if foreign:
-            held = ", ".join(foreign)
-            raise CnnkitError(f"{self.path} holds {held} that {'is' if len(foreign) == 1 else 'are'} not a cnnkit "
-                              "run's; choose another --out")
         if existing and not overwrite:
             raise CnnkitError(f"{self.path} already holds a run ({', '.join(existing)}); pass --resume {self.path} "
                               "to continue it or --overwrite to replace it")
+
+    def refuse_foreign(self) -> None:
+        """Refuse a folder holding files named as a run's that are not a cnnkit run's (see foreign_files)."""
+        foreign = self.foreign_files()
+        if foreign:
+            raise CnnkitError(f"{self.path} holds {', '.join(foreign)} that {'is' if len(foreign) == 1 else 'are'} "
+                              "not a cnnkit run's; choose another --out")
 
     def foreign_files(self) -> list[str]:
         """The files named as a run's that are not a cnnkit run's own: all of them when none is recognisably a
@@ -333,6 +336,14 @@ class RunDirectory:
     def _history(records: list[dict], last_epoch: int) -> list[dict]:
         """The epoch records the checkpoint covers (metrics.jsonl is trimmed to them with the first kept epoch)."""
         return [r for r in records if r.get("epoch") is not None and r["epoch"] <= last_epoch]
+
+
+def run_path(out: str | Path | None) -> Path | None:
+    """A run's folder from `out`; None for no folder. An empty string is refused: as a Path it is the current
+    folder, and a run would write its files among whatever is there."""
+    if isinstance(out, str) and not out:
+        raise CnnkitError("out is '' (an empty path); pass a folder for the run, or None to keep no files")
+    return None if out is None else Path(out)
 
 
 def _is_run_file(folder: Path, name: str) -> bool:

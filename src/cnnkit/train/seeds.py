@@ -140,7 +140,9 @@ def _check_seeds_folder(out: Path | None) -> None:
     summary = out / SUMMARY_FILE
     if summary.exists() and not summary.is_file():
         raise CnnkitError(f"{summary}: exists and is not a file; --seeds writes the seeds' summary there")
-    held = RunDirectory(out).run_files()
+    folder = RunDirectory(out)
+    folder.refuse_foreign()  # the user's files that share a run file's name: not a run at all
+    held = folder.run_files()
     if held:
         raise CnnkitError(f"{out} holds a single run ({', '.join(held)}); --seeds writes OUT/seed-K runs and "
                           "OUT/seeds.json: choose another --out")
