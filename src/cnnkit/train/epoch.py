@@ -229,21 +229,19 @@ def refuse_diverged_epoch(trainees: list[Trainee]) -> None:
 
 def non_finite(state: TrainState) -> str | None:
     """What of an evaluated epoch is not finite (its validation loss, a model tensor, the optimiser state), said
-    for a message; None when all is (one device sync for the tensors)."""
+    for a message; None when all is (one sync per device for the tensors)."""
     loss = state.history[-1].get("val_loss") if state.history else None
     if loss is not None and not math.isfinite(loss):
         return f"validation loss {loss}"
-    names, tensors = [], []
+    on_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}  # Adam's step counts stay on the CPU
     for name, tensor in _state_tensors(state):
         if tensor.is_floating_point():
-            names.append(name)
-            tensors.append(torch.isfinite(tensor).all())
-    if not tensors:
-        return None
-    finite = torch.stack(tensors).cpu()
-    if bool(finite.all()):
-        return None
-    return f"{names[int((~finite).nonzero()[0])]} holds NaN or infinite values"
+            on_device.setdefault(tensor.device, []).append((name, torch.isfinite(tensor).all()))
+    for checks in on_device.values():
+        finite = torch.stack([check for _, check in checks]).cpu()
+        if not bool(finite.all()):
+            return f"{checks[int((~finite).nonzero()[0])][0]} holds NaN or infinite values"
+    return None
 
 
 def _state_tensors(state: TrainState) -> Iterator[tuple[str, torch.Tensor]]:
