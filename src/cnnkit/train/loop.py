@@ -38,7 +38,8 @@ from cnnkit.train.evaluation import final_test
 from cnnkit.train.log import EpochLog
 from cnnkit.train.losses import describe_objective, make_loss
 from cnnkit.train.optimizers import Optimizer
-from cnnkit.train.run_dir import Restored, RunDirectory, restore_optimizer, run_path
+from cnnkit.train.run_dir import Restored, RunDirectory, restore_optimizer
+from cnnkit.train.run_files import run_path
 from cnnkit.train.schedule import lr_at
 from cnnkit.train.threads import choose_threads
 from cnnkit.train.transfer import adapt, freeze_features, read_start

@@ -24,18 +24,17 @@ from torch import nn
 from cnnkit.core.errors import CnnkitError
 from cnnkit.core.outputs import atomic_write, leftover_temp_files
 from cnnkit.data.preprocess import Preprocessing
-from cnnkit.data.safety import read_bytes
 from cnnkit.models.registry import resolved_options
 from cnnkit.store.checkpoint import check_finite, load_checkpoint, read_metadata, repair_json_copy, save_checkpoint
-from cnnkit.store.metadata import checkpoint_meta, parse_json, read_metrics
+from cnnkit.store.metadata import read_metrics
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.data import PreparedData
 from cnnkit.train.optimizers import Optimizer
+from cnnkit.train.run_files import RUN_FILES, foreign
 
 if TYPE_CHECKING:  # the state's module imports this one
     from cnnkit.train.epoch import TrainState
 
-RUN_FILES = ("config.json", "metrics.jsonl", "last.json", "last.safetensors", "best.json", "best.safetensors")
 LOCK_FILE = ".cnnkit.lock"
 TENSORBOARD_EVENTS = "events.out.tfevents.*"  # the only files cnnkit writes under RUN/tensorboard
 NETWORK_SETTINGS = ("model", "model_options", "image_size")  # a last checkpoint of other ones is another run's
@@ -118,14 +117,8 @@ class RunDirectory:
                               "not a cnnkit run's; choose another --out")
 
     def foreign_files(self) -> list[str]:
-        """The files named as a run's that are not a cnnkit run's own: all of them when none is recognisably a
-        run's (a config.json of training settings, a checkpoint with a training run's metadata), else those that
-        fail their own check (a metrics.jsonl of other records beside a real run)."""
-        existing = self.run_files()
-        own = {name for name in existing if _is_run_file(self.path, name)}
-        if not own & {"config.json", "last.safetensors", "best.safetensors", "last.json", "best.json"}:
-            return existing
-        return [name for name in existing if name not in own]
+        """The files named as a run's that are not a cnnkit run's own (see `run_files.foreign`)."""
+        return foreign(self.path, self.run_files())
 
     def run_files(self) -> list[str]:
         """The run files already in the folder; a path that exists but is no folder is refused."""
@@ -336,36 +329,6 @@ class RunDirectory:
     def _history(records: list[dict], last_epoch: int) -> list[dict]:
         """The epoch records the checkpoint covers (metrics.jsonl is trimmed to them with the first kept epoch)."""
         return [r for r in records if r.get("epoch") is not None and r["epoch"] <= last_epoch]
-
-
-def run_path(out: str | Path | None) -> Path | None:
-    """A run's folder from `out`; None for no folder. An empty string is refused: as a Path it is the current
-    folder, and a run would write its files among whatever is there."""
-    if isinstance(out, str) and not out:
-        raise CnnkitError("out is '' (an empty path); pass a folder for the run, or None to keep no files")
-    return None if out is None else Path(out)
-
-
-def _is_run_file(folder: Path, name: str) -> bool:
-    """Whether FOLDER/NAME is what cnnkit writes there: config.json training settings, metrics.jsonl epoch and
-    final records, a checkpoint (tensors or JSON copy) whose metadata is a training run's."""
-    path = folder / name
-    try:
-        if not path.is_file():
-            return False
-        if name == "config.json":  # cnnkit writes every setting: a few that validate may be anyone's
-            values = parse_json(read_bytes(path, cap="json_bytes"), path)
-            TrainConfig.from_dict(values, str(path))
-            return isinstance(values, dict) and {"model", "data", "epochs", "lr"} <= values.keys()
-        if name == "metrics.jsonl":
-            return all("epoch" in record or "final" in record for record in read_metrics(path)[0])
-        if name.endswith(".json"):
-            meta = checkpoint_meta(parse_json(read_bytes(path, cap="json_bytes"), path), path).config
-        else:  # the tensors file's own header (files of early versions: their JSON copy holds it)
-            meta = read_metadata(path.with_suffix("")).get("config")
-        return meta is not None
-    except (CnnkitError, OSError, ValueError, TypeError):
-        return False
 
 
 def _locked_message(lock: Path, owner: str) -> str:
