@@ -232,6 +232,17 @@ CASES: list[tuple[str, str, str]] = [
     ("resume with another white", "train --resume {run} --white 255",
      "--resume continues {run} with the settings in its config.json (only --epochs and --threads may change); "
      "received --white 255.0"),
+    # the user's own files under a run file's name, and an empty --out (helper runsafe)
+    ("overwrite a user's config.json", "train --out {files}/userproj --overwrite --no-progress",
+     "{files}/userproj holds config.json, metrics.jsonl that are not a cnnkit run's; choose another --out"),
+    ("a user's config.json without overwrite", "train --out {files}/userproj --no-progress",
+     "{files}/userproj holds config.json, metrics.jsonl that are not a cnnkit run's; choose another --out"),
+    ("explore --train over a user's files", "explore digits_cnn --train --out {files}/userproj --overwrite",
+     "{files}/userproj holds config.json, metrics.jsonl that are not a cnnkit run's; choose another --out"),
+    ("seeds over a user's files", "train --seeds 2 --out {files}/userseeds --overwrite --no-progress",
+     "{files}/userseeds/seed-0 holds config.json that is not a cnnkit run's; choose another --out"),
+    ("empty --out", "train --out '' --no-progress", "argument --out: expected a folder path; received ''"),
+    ("empty --resume", "train --resume '' --no-progress", "argument --resume: expected a folder path; received ''"),
 ]
 
 
@@ -287,6 +298,11 @@ def make_files(folder: Path) -> None:
     central = data.rindex(b"PK\x01\x02")
     data[central + 24:central + 28] = (3 * 1024**3).to_bytes(4, "little")  # the member's uncompressed size
     (folder / "bomb.keras").write_bytes(bytes(data))
+    (folder / "userproj").mkdir()  # the user's own files that share a run's file names (helper runsafe)
+    (folder / "userproj" / "config.json").write_text('{"my": "settings"}')
+    (folder / "userproj" / "metrics.jsonl").write_text('{"x": 1}\n')
+    (folder / "userseeds" / "seed-0").mkdir(parents=True)
+    (folder / "userseeds" / "seed-0" / "config.json").write_text('{"epochs": 3}')
 
 
 def make_checkpoints(folder: Path, run: Path) -> None:

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from cnnkit import CnnkitError
 from cnnkit.cli import main
-from cnnkit.store.checkpoint import load_checkpoint, model_from_checkpoint
+from cnnkit.store.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from cnnkit.train import TrainConfig, fit
 from cnnkit.train.run_dir import RUN_FILES, RunDirectory
 
@@ -284,3 +284,79 @@ def test_a_run_records_its_processes_and_refuses_a_resume_with_another_count(tmp
                                     "resuming it with 1 process would change its steps per epoch and its "
                                     "learning-rate schedule: resume it under torchrun with 2 processes")
     assert captured.out == "" and _run_files(run) == before
+
+
+def _folder(folder) -> dict[str, bytes]:
+    """Every entry of a folder (lock file included) with its bytes: 'touch nothing' means this stays equal."""
+    return {p.name: p.read_bytes() if p.is_file() else b"" for p in sorted(folder.iterdir())}
+
+
+def test_overwrite_refuses_the_users_files_that_only_share_a_run_files_name(tmp_path):
+    import io
+
+    from safetensors.torch import save_file
+
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "config.json").write_text('{"my": "settings"}')
+    (proj / "metrics.jsonl").write_text('{"x": 1}\n')
+    before = _folder(proj)
+    for overwrite in (False, True):
+        with pytest.raises(CnnkitError) as refused:
+            fit(TrainConfig(epochs=1), out=proj, overwrite=overwrite, progress=False, stream=io.StringIO())
+        assert str(refused.value) == f"{proj} holds config.json, metrics.jsonl that are not a cnnkit run's; " \
+            "choose another --out"
+        assert _folder(proj) == before  # no lock file, nothing replaced
+    # Settings a TrainConfig would accept, but not the whole file cnnkit writes; and tensors without cnnkit's
+    # metadata: still the user's.
+    (proj / "config.json").write_text('{"lr": 0.1}')
+    save_file({"w": torch.ones(2)}, proj / "last.safetensors")
+    (proj / "metrics.jsonl").unlink()
+    before = _folder(proj)
+    with pytest.raises(CnnkitError, match=r"proj holds config\.json, last\.safetensors that are not a cnnkit run's"):
+        fit(TrainConfig(epochs=1), out=proj, overwrite=True, progress=False, stream=io.StringIO())
+    assert _folder(proj) == before
+
+
+def test_overwrite_of_a_real_run_names_the_users_file_beside_it_and_replaces_a_real_one(tmp_path):
+    import io
+
+    run = tmp_path / "run"
+    fit(TrainConfig(epochs=1, model_options={"width": 8}), out=run, progress=False, stream=io.StringIO())
+    theirs = (run / "metrics.jsonl").read_bytes()
+    (run / "metrics.jsonl").write_text('{"loss": 0.5}\n')  # the user's metrics under cnnkit's name
+    before = _run_files(run)
+    with pytest.raises(CnnkitError, match=r"run holds metrics\.jsonl that is not a cnnkit run's; choose another"):
+        fit(TrainConfig(epochs=1, seed=4), out=run, overwrite=True, progress=False, stream=io.StringIO())
+    assert _run_files(run) == before
+    (run / "metrics.jsonl").write_bytes(theirs)
+    fit(TrainConfig(epochs=1, seed=4, model_options={"width": 8}), out=run, overwrite=True, progress=False,
+        stream=io.StringIO())
+    assert json.loads((run / "config.json").read_text())["seed"] == 4
+    assert [json.loads(line).get("epoch") for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, None]
+
+
+def test_an_imported_checkpoint_under_a_runs_name_is_not_a_run(tmp_path):
+    import io
+
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    spec = {"name": "x", "options": {}, "num_classes": 2, "in_channels": 1, "input_size": [1, 2]}
+    # As import-weights writes one: cnnkit's metadata, but no training run's settings.
+    save_checkpoint(proj / "best", model, {"model": spec, "config": None})
+    before = _folder(proj)
+    with pytest.raises(CnnkitError, match=r"proj holds best\.json, best\.safetensors that are not a cnnkit run's"):
+        fit(TrainConfig(epochs=1), out=proj, overwrite=True, progress=False, stream=io.StringIO())
+    assert _folder(proj) == before
+
+
+def test_a_run_stopped_before_its_first_kept_epoch_is_overwritten(tmp_path):
+    import io
+
+    run = tmp_path / "run"
+    with pytest.raises(CnnkitError, match="epoch 1 diverged"):
+        fit(TrainConfig(epochs=2, lr=1e6), out=run, progress=False, stream=io.StringIO())
+    assert sorted(p.name for p in run.iterdir() if p.name != ".cnnkit.lock") == ["config.json"]
+    result = fit(TrainConfig(epochs=1), out=run, overwrite=True, progress=False, stream=io.StringIO())
+    assert result.epochs_run == 1 and json.loads((run / "config.json").read_text())["lr"] != 1e6

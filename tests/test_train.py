@@ -460,3 +460,73 @@ def test_the_final_record_names_the_epoch_whose_weights_it_tested(tmp_path, monk
         in log.getvalue()
     assert not torch.equal(load_file(run / "best.safetensors")["model.head.2.weight"],
                            load_file(run / "last.safetensors")["model.head.2.weight"])  # epoch 1's, not the last's
+
+
+def test_a_first_epoch_that_diverges_in_validation_is_not_kept(tmp_path):
+    # lr 1e6: epoch 1's training loss stays finite but its batch-norm statistics and validation loss do not.
+    run = tmp_path / "rl"
+    with pytest.raises(CnnkitError) as stopped:
+        fit(TrainConfig(model="digits_cnn", epochs=3, lr=1e6), out=run, progress=False)
+    assert str(stopped.value).startswith("epoch 1 diverged (") and "training stopped before keeping it. " \
+        "Try a lower lr" in str(stopped.value)  # no checkpoint promised: none was kept
+    assert not (run / "last.safetensors").exists() and not (run / "metrics.jsonl").exists()
+    with pytest.raises(CnnkitError, match=r"rl: nothing to resume \(no last checkpoint\)"):
+        fit(TrainConfig.from_run_dir(run), out=run, resume=True, progress=False)
+
+
+def test_an_epoch_whose_bn_statistics_are_not_finite_stops_before_it_is_kept_and_the_run_resumes(tmp_path):
+    run = tmp_path / "run"
+
+    def overflow(epoch, model):  # what a too-high lr does to the statistics while the training loss stays finite
+        if epoch == 2:
+            next(m for m in model.modules() if hasattr(m, "running_var")).running_var.fill_(float("inf"))
+
+    config = TrainConfig(epochs=3, optimizer="sgd", lr=0.01)
+    with pytest.raises(CnnkitError) as stopped:
+        fit(config, out=run, progress=False, epoch_callback=overflow)
+    assert f"training stopped before keeping it; the last good checkpoint is {run / 'last'} (epoch 1)" \
+        in str(stopped.value) and "running_var holds NaN or infinite values" in str(stopped.value)
+    tensors, meta = load_checkpoint(run / "last")
+    assert meta["epoch"] == 1 and all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point())
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert fit(TrainConfig.from_run_dir(run), out=run, resume=True, progress=False).epochs_run == 3
+
+
+def test_the_stop_names_the_last_kept_epoch_not_the_one_before(tmp_path):
+    # eval_every 2: epoch 3 is not kept, so a divergence in epoch 4 goes back to epoch 2.
+    run = tmp_path / "run"
+
+    def explode(epoch, model):
+        if epoch == 3:
+            for parameter in model.parameters():
+                parameter.data.fill_(1e30)
+
+    with pytest.raises(CnnkitError) as stopped:
+        fit(TrainConfig(epochs=4, eval_every=2, optimizer="sgd", lr=0.01), out=run, progress=False,
+            epoch_callback=explode)
+    assert str(stopped.value).endswith(f"the last good checkpoint is {run / 'last'} (epoch 2). Try a lower lr or "
+                                       "grad_clip")
+    assert load_checkpoint(run / "last")[1]["epoch"] == 2
+
+
+def test_seeds_stop_before_keeping_a_diverged_epoch(tmp_path):
+    from cnnkit.train.seeds import fit_seeds
+
+    with pytest.raises(CnnkitError, match=r"epoch 1 diverged \(seed 0: .*; seed 1: .*\); training stopped before "
+                                          r"keeping it\. Try"):
+        fit_seeds(TrainConfig(epochs=2, lr=1e6), 2, tmp_path / "s", progress=False)
+    assert not list(tmp_path.glob("s/seed-*/last.*")) and not list(tmp_path.glob("s/seed-*/metrics.jsonl"))
+
+
+def test_an_empty_out_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CnnkitError, match="out is '' \\(an empty path\\)"):
+        fit(TrainConfig(epochs=1), out="", progress=False)
+    for flag in ("--out", "--resume"):
+        with pytest.raises(SystemExit) as refused:  # argparse's refusal: exit 2
+            main(["train", flag, "", "--epochs", "1", "--no-progress"])
+        assert refused.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"cnnkit train: error: argument {flag}: expected a folder path; received ''")
+        assert len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # nothing written into the current folder

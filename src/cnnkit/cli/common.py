@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from pathlib import Path
 from typing import NoReturn
 
 from cnnkit.core.errors import CnnkitError
@@ -40,6 +41,14 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Print `PROG: error: MESSAGE (see PROG --help)` to stderr and exit 2."""
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def folder_path(text: str) -> Path:
+    """An argparse type: a folder's path; '' is refused (Path('') is the current folder, so a run would scatter its
+    files among whatever is there)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a folder path; received '' (pass . to mean this folder)")
+    return Path(text)
 
 
 def positive_int(text: str) -> int:

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args, get_origin
 
+from cnnkit.cli.common import folder_path
 from cnnkit.core.errors import CnnkitError
 
 if TYPE_CHECKING:
@@ -63,9 +64,9 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
         if name not in OWN_FLAGS:
             parser.add_argument("--" + name.replace("_", "-"), default=None, help=_help(name, info),
                                 **_kind(name, info.annotation))
-    parser.add_argument("--out", type=Path, default=None, help="run directory; default runs/MODEL-TIMESTAMP")
+    parser.add_argument("--out", type=folder_path, default=None, help="run directory; default runs/MODEL-TIMESTAMP")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+    parser.add_argument("--resume", type=folder_path, default=None, metavar="RUN_DIR",
                         help="continue the run in RUN_DIR from its last checkpoint with its recorded settings "
                              "(--epochs may extend it; other settings must match)")
     parser.add_argument("--seeds", type=int, default=None, metavar="N",

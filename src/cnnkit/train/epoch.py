@@ -8,8 +8,9 @@ is evaluated, reported and kept.
 from __future__ import annotations
 
 import copy
+import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -19,7 +20,7 @@ from cnnkit.data.augment import random_flip, random_shift
 from cnnkit.data.batches import epoch_order
 from cnnkit.models import main_logits
 from cnnkit.train.compiled import CompiledStep
-from cnnkit.train.config import TrainConfig
+from cnnkit.train.config import Named, SettingError, TrainConfig
 from cnnkit.train.data import PreparedData
 from cnnkit.train.distributed import World, broadcast_buffers
 from cnnkit.train.evaluation import (
@@ -204,7 +205,57 @@ def end_epoch(trainees: list[Trainee], records: list[dict], started: float, log:
     """
     each(lambda pair: _evaluate(*pair, started, log), zip(trainees, records, strict=True))
     report([trainee.state.history[-1] for trainee in trainees])
+    refuse_diverged_epoch(trainees)
     each(_keep, trainees)
+
+
+def refuse_diverged_epoch(trainees: list[Trainee]) -> None:
+    """Stop the run before it keeps an evaluated epoch whose validation loss, weights, batch-norm statistics or
+    optimiser state are not finite (for any trainee: seeds stop together): the training loss alone can stay finite
+    while the statistics overflow, and a `last` holding them could not be resumed."""
+    bad = [(trainee, problem) for trainee in trainees if evaluates(trainee.config, trainee.state.epoch)
+           and (problem := non_finite(trainee.state)) is not None]
+    if not bad:
+        return
+    first = trainees[0]
+    if len(trainees) == 1:
+        what, kept = bad[0][1], first.run.last_good()
+    else:
+        what = "; ".join(f"seed {trainee.config.seed}: {problem}" for trainee, problem in bad)
+        kept = first.run.last_good(str(first.run.path.parent) if first.run.path is not None else "")
+    raise SettingError(f"epoch {first.state.epoch} diverged ({what}); training stopped before keeping it{kept}. "
+                       "Try a lower ", Named("lr"), " or ", Named("grad_clip"))
+
+
+def non_finite(state: TrainState) -> str | None:
+    """What of an evaluated epoch is not finite (its validation loss, a model tensor, the optimiser state), said
+    for a message; None when all is (one sync per device for the tensors)."""
+    loss = state.history[-1].get("val_loss") if state.history else None
+    if loss is not None and not math.isfinite(loss):
+        return f"validation loss {loss}"
+    on_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}  # Adam's step counts stay on the CPU
+    for name, tensor in _state_tensors(state):
+        if tensor.is_floating_point():
+            on_device.setdefault(tensor.device, []).append((name, torch.isfinite(tensor).all()))
+    for checks in on_device.values():
+        finite = torch.stack([check for _, check in checks]).cpu()
+        if not bool(finite.all()):
+            return f"{checks[int((~finite).nonzero()[0])][0]} holds NaN or infinite values"
+    return None
+
+
+def _state_tensors(state: TrainState) -> Iterator[tuple[str, torch.Tensor]]:
+    """The tensors a 'last' checkpoint keeps, named as there, read in place (this seed's slice of stacked ones)."""
+    for name, tensor in state.model.state_dict().items():
+        yield f"model.{name}", tensor
+    if state.compiled is not None:
+        yield from state.compiled.state_tensors().items()
+        return
+    for index, slots in enumerate(state.optimizer.state.values()):
+        for slot, value in slots.items():
+            if isinstance(value, torch.Tensor):
+                own = value[state.seed_slice] if state.seed_slice is not None and value.dim() else value
+                yield f"optim.{index}.{slot}", own
 
 
 def _evaluate(trainee: Trainee, record: dict, started: float, log: EpochLog) -> None:

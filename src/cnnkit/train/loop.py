@@ -39,6 +39,7 @@ from cnnkit.train.log import EpochLog
 from cnnkit.train.losses import describe_objective, make_loss
 from cnnkit.train.optimizers import Optimizer
 from cnnkit.train.run_dir import Restored, RunDirectory, restore_optimizer
+from cnnkit.train.run_files import run_path
 from cnnkit.train.schedule import lr_at
 from cnnkit.train.threads import choose_threads
 from cnnkit.train.transfer import adapt, freeze_features, read_start
@@ -103,7 +104,7 @@ def fit(
     call = _Call(overwrite, resume, stop_after_epochs, epoch_callback, time.perf_counter())
     world = setup_world(config.device)
     log = EpochLog(config, world.is_main, progress, stream)
-    run = RunDirectory(Path(out) if out else None, world.is_main, log.note)
+    run = RunDirectory(run_path(out), world.is_main, log.note)
     threads = torch.get_num_threads()  # the run picks its own; the caller's setting comes back afterwards
     try:
         return _fit(config, run, world, log, call)
@@ -225,15 +226,15 @@ def _train_epoch(trainee: Trainee, plan: StepPlan, epoch: int) -> dict:
 
 def _summed_record(sums: dict, trainee: Trainee, lr: float) -> dict:
     """Training loss and accuracy of an epoch, summed over processes; a non-finite loss stops the run."""
-    world, epoch, out = trainee.world, trainee.state.epoch, trainee.run.path
+    world, epoch = trainee.world, trainee.state.epoch
     for key in ("loss_sum", "correct"):
         all_sum(sums[key], world)
     record = epoch_record({**sums, "count": sums["count"] * world.size}, epoch, trainee.state.step, lr)
     if not math.isfinite(record["train_loss"]):
         bad = int(sums["first_bad"])
         where = f"epoch {epoch}, batch {bad + 1}" if bad >= 0 else f"epoch {epoch}"
-        kept = f"; the last good checkpoint is {out / 'last'} (epoch {epoch - 1})" if out and epoch > 1 else ""
-        raise SettingError(f"the training loss became {record['train_loss']} at {where}; training stopped{kept}. "
+        raise SettingError(f"the training loss became {record['train_loss']} at {where}; training stopped"
+                           f"{trainee.run.last_good()}. "
                            "Try a lower ", Named("lr"), " or ", Named("grad_clip"))
     return record
 

@@ -30,11 +30,11 @@ from cnnkit.store.metadata import read_metrics
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.data import PreparedData
 from cnnkit.train.optimizers import Optimizer
+from cnnkit.train.run_files import RUN_FILES, foreign
 
 if TYPE_CHECKING:  # the state's module imports this one
     from cnnkit.train.epoch import TrainState
 
-RUN_FILES = ("config.json", "metrics.jsonl", "last.json", "last.safetensors", "best.json", "best.safetensors")
 LOCK_FILE = ".cnnkit.lock"
 TENSORBOARD_EVENTS = "events.out.tfevents.*"  # the only files cnnkit writes under RUN/tensorboard
 NETWORK_SETTINGS = ("model", "model_options", "image_size")  # a last checkpoint of other ones is another run's
@@ -96,16 +96,29 @@ class RunDirectory:
         # refused before it leaves the run as it was: None, or the metrics records its last checkpoint covers.
         self._resumed_records: list[dict] | None = None
         self._resumed_config: TrainConfig | None = None  # a new epoch count, for config.json
+        self.kept_epoch: int | None = None  # the epoch of the `last` checkpoint in the folder (saved or resumed)
 
     def check_free(self, overwrite: bool) -> None:
-        """Refuse, before anything is created, an existing run unless told to overwrite it, and a path that is
-        not a folder."""
+        """Refuse, before anything is created, an existing run unless told to overwrite it, files that only share a
+        run file's name (the user's: never replaced, not even with --overwrite), and a path that is not a folder."""
         if not self.writes:
             return
+        self.refuse_foreign()
         existing = self.run_files()
         if existing and not overwrite:
             raise CnnkitError(f"{self.path} already holds a run ({', '.join(existing)}); pass --resume {self.path} "
                               "to continue it or --overwrite to replace it")
+
+    def refuse_foreign(self) -> None:
+        """Refuse a folder holding files named as a run's that are not a cnnkit run's (see foreign_files)."""
+        foreign = self.foreign_files()
+        if foreign:
+            raise CnnkitError(f"{self.path} holds {', '.join(foreign)} that {'is' if len(foreign) == 1 else 'are'} "
+                              "not a cnnkit run's; choose another --out")
+
+    def foreign_files(self) -> list[str]:
+        """The files named as a run's that are not a cnnkit run's own (see `run_files.foreign`)."""
+        return foreign(self.path, self.run_files())
 
     def run_files(self) -> list[str]:
         """The run files already in the folder; a path that exists but is no folder is refused."""
@@ -216,10 +229,12 @@ class RunDirectory:
     def save(self, name: str, state: TrainState, record: dict | None = None) -> None:
         """Write checkpoint `name` of `state` with the metrics `record` (default: its latest epoch's) and that
         record's epoch and step; 'last' also keeps the optimiser state, to resume."""
+        record = state.history[-1] if record is None else record
+        if name == "last" and self.path is not None:  # every process: each may have to name it when a run stops
+            self.kept_epoch = record.get("epoch", state.epoch)
         if not self.writes:
             return
         self._commit_resume()
-        record = state.history[-1] if record is None else record
         meta = {**self.description, "metrics": dict(record), "epoch": record.get("epoch", state.epoch),
                 "global_step": record.get("step", state.step), "best": state.best}
         extra = {"rng.torch": torch.get_rng_state()}
@@ -229,6 +244,15 @@ class RunDirectory:
             if groups is not None:
                 meta["optimizer_param_groups"] = groups
         save_checkpoint(self.path / name, state.model, meta, self.preprocessing, extra)
+
+    def last_good(self, plural: str = "") -> str:
+        """'; the last good checkpoint is RUN/last (epoch N)' for a message that stops a run, or '' when this run
+        has none (no folder, or nothing kept yet). `plural`: the seeds' folder, for all their OUT/seed-K/last."""
+        if self.path is None or self.kept_epoch is None:
+            return ""
+        if plural:
+            return f"; the last good checkpoints are {plural}/seed-K/last (epoch {self.kept_epoch})"
+        return f"; the last good checkpoint is {self.path / 'last'} (epoch {self.kept_epoch})"
 
     def check_resumable(self, config: TrainConfig, processes: int = 1) -> None:
         """Refuse, before anything is loaded or written, a run with no last checkpoint, one whose last checkpoint
@@ -283,6 +307,7 @@ class RunDirectory:
                 check_finite(best_tensors, self.path / "best")
         if self.writes:
             self._resumed_records = list(history)  # a copy: the run appends its new epochs to `history`
+        self.kept_epoch = meta["epoch"]
         self.say(f"resuming from epoch {meta['epoch']} (step {meta['global_step']})")
         return Restored(meta["epoch"] + 1, meta["global_step"], best, history, tensors,
                         meta.get("optimizer_param_groups"), best_state)

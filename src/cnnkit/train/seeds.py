@@ -140,7 +140,9 @@ def _check_seeds_folder(out: Path | None) -> None:
     summary = out / SUMMARY_FILE
     if summary.exists() and not summary.is_file():
         raise CnnkitError(f"{summary}: exists and is not a file; --seeds writes the seeds' summary there")
-    held = RunDirectory(out).run_files()
+    folder = RunDirectory(out)
+    folder.refuse_foreign()  # the user's files that share a run file's name: not a run at all
+    held = folder.run_files()
     if held:
         raise CnnkitError(f"{out} holds a single run ({', '.join(held)}); --seeds writes OUT/seed-K runs and "
                           "OUT/seeds.json: choose another --out")
@@ -320,8 +322,7 @@ def _refuse_diverged(sums: list[dict], trainees: list[Trainee], epoch: int) -> N
         return
     which = ", ".join(f"seed {trainees[k].config.seed} ({float(sums[k]['loss_sum'])})" for k in bad)
     run = trainees[0].run
-    kept = f"; the last good checkpoints are {run.path.parent}/seed-K/last (epoch {epoch - 1})" \
-        if run.writes and epoch > 1 else ""
+    kept = run.last_good(str(run.path.parent)) if run.path is not None else ""
     raise CnnkitError(f"the training loss became non-finite at epoch {epoch} for {which}; training stopped{kept}. "
                       "Try a lower --lr or --grad-clip")
 
