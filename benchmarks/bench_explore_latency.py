@@ -129,11 +129,18 @@ def measure_while_training(repeats: int, target: float = 50.0) -> dict:
                 client.post("/api/train/start", json={}).raise_for_status()
                 while client.get("/api/train/status").json()["epoch"] < 1:  # the trainer is past its set-up
                     time.sleep(0.05)
-                counter = iter(range(10**9))
                 body = {"layers": {u.id: 0 for u in units[:VISIBLE]}}
-                redraw = timings(lambda: client.post("/api/predict", json={
-                    **body, "image": {"pixels": frames[next(counter) % len(frames)]}}).raise_for_status(), repeats)
-                epochs = client.get("/api/train/status").json()["epoch"]
+                first = client.get("/api/train/status").json()["epoch"]
+                values: list[float] = []
+                while len(values) < repeats or (client.get("/api/train/status").json()["epoch"] < first + 3
+                                                 and len(values) < 20 * repeats):  # over several whole epochs
+                    image = {"pixels": frames[len(values) % len(frames)]}
+                    started = time.perf_counter()
+                    client.post("/api/predict", json={**body, "image": image}).raise_for_status()
+                    values.append((time.perf_counter() - started) * 1e3)
+                redraw = {"median_ms": round(percentile(values, 50), 2), "p95_ms": round(percentile(values, 95), 2),
+                          "requests": len(values)}
+                epochs = client.get("/api/train/status").json()["epoch"] - first
                 client.post("/api/train/pause", json={}).raise_for_status()
                 while client.get("/api/train/status").json()["state"] == "running":
                     time.sleep(0.05)
