@@ -94,6 +94,9 @@ def check_new_views(page, server, index, tmp_path):
                      for r in page.locator("#sm-rows .sm-row").all()}
     expected = torch.softmax(logits / 2, 0)
     assert all(abs(probabilities[i] - float(expected[i])) < 1e-4 for i in range(10))
+    predicted = int(logits.argmax())  # the dense view opens on the predicted class until one is picked
+    page.wait_for_selector(f"#dense-view[data-output='{predicted}']", timeout=30_000)
+    assert page.locator("#sm-output").input_value() == str(predicted)
     page.select_option("#sm-output", "3")
     page.wait_for_selector("#dense-view[data-output='3']", timeout=30_000)
     assert number(page.locator("#dense-view .dense-value").inner_text()) == pytest.approx(float(logits[3]), abs=2e-4)

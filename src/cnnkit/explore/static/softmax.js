@@ -7,6 +7,7 @@ import {state} from "./state.js";
 import {SOFTMAX_GUIDE, guideBox} from "./guidance.js";
 
 let logits = null;
+let picked = false;  // whether the learner chose a class for the dense view (until then it follows the prediction)
 const SHOWN = 10;  // rows listed (the most probable): a 1000-class table would be 18,000 px tall
 
 const dense = latestWins(
@@ -30,13 +31,14 @@ export function setupSoftmax() {
     option.value = String(i);
     select.append(option);
   });
-  select.addEventListener("change", refreshDense);
+  select.addEventListener("change", () => { picked = true; refreshDense(); });
   if (!denseLayer()) $("dense-view").hidden = true;
 }
 
 export function setLogits(values) {
   logits = values;
   orderByProbability($("sm-output"), values, 0);
+  if (!picked) $("sm-output").value = String(values.indexOf(Math.max(...values)));  // the predicted class until one is picked
   showSoftmax();
 }
 
@@ -83,7 +85,7 @@ function showSoftmax() {
       element("td", "sm-p", fmt(p)), element("td")];
     cells[5].append(bar);
     row.append(...cells);
-    row.addEventListener("click", () => { $("sm-output").value = String(i); refreshDense(); });
+    row.addEventListener("click", () => { picked = true; $("sm-output").value = String(i); refreshDense(); });
     body.append(row);
   }
   $("sm-shown").textContent = logits.length > SHOWN ?
