@@ -202,3 +202,28 @@ def test_trained_digits_overview_animation_and_input_hints(trained_run, tmp_path
                 assert warning.is_hidden()
 
     serve(explorer, 1400, check)
+
+
+@pytest.mark.slow  # a real Chromium
+def test_hovering_a_fusion_outlines_the_maps_it_is_made_of():
+    """googlenet's depth concatenation: map c comes from one branch's map (branches stacked in order, as
+    torch.cat does); resnet18's residual add: map c is the sum of channel c of both inputs."""
+    for name, kind in (("googlenet", "concat"), ("resnet18", "add")):
+        explorer = Explorer(untrained(name, (3, 32, 32)), name)
+        fuse = next(u for u in explorer.units if u.types[0] == "Fuse")
+        depths = [explorer.by_id[i].shape[0] for i in explorer.inputs[fuse.id]]
+        assert sum(depths) == fuse.shape[0] if kind == "concat" else set(depths) == {fuse.shape[0]}
+
+        def check(page, running, fuse=fuse, kind=kind):
+            page.locator(f"#overview .ov-col[data-unit='{fuse.id}'] .ov-map").nth(2).hover()
+            fed = page.locator("#overview .feeds")
+            sources = [page.evaluate("(m) => m.closest('.ov-col').dataset.unit", fed.nth(i).element_handle())
+                       for i in range(fed.count())]
+            channels = [fed.nth(i).get_attribute("data-channel") for i in range(fed.count())]
+            inputs = explorer.inputs[fuse.id]
+            if kind == "concat":  # map 2 lies in the first branch (64 maps deep)
+                assert (sources, channels) == ([inputs[0]], ["2"])
+            else:
+                assert sorted(sources) == sorted(inputs) and channels == ["2"] * len(inputs)
+
+        serve(explorer, 1400, check)

@@ -96,18 +96,21 @@ class Explorer:
     def describe(self) -> dict:
         """The model, its classes and every unit with its summary rows."""
         summary_rows = [asdict(row) for row in self.rows.values()]
+        modules = dict(self.trained.model.named_modules())
         return {
             "title": self.title, "model": getattr(self.trained.model, "model_name", type(self.trained.model).__name__),
             "trained": self.trained.trained, "input_shape": list(self.trained.input_shape),
             "classes": self.trained.class_names, "page_size": PAGE_SIZE, "max_side": MAX_SIDE,
             "max_upload_bytes": MAX_UPLOAD_BYTES, "grad_cam_layer": self.cam_layer,
-            "units": [self._describe_unit(unit) for unit in self.units],
+            "units": [self._describe_unit(unit, modules) for unit in self.units],
             "totals": {key: sum(r[key] for r in summary_rows) for key in ("trainable", "non_trainable", "macs")},
             "training": self.training is not None,
         }
 
-    def _describe_unit(self, unit: Unit) -> dict:
+    def _describe_unit(self, unit: Unit, modules: dict) -> dict:
+        merge = getattr(modules.get(unit.names[0]), "mode", None) if unit.types[0] == "Fuse" else None
         return {"id": unit.id, "names": unit.names, "types": unit.types, "shape": list(unit.shape),
+                "merge": merge,  # a fusion's mode: 'concat' stacks its inputs' maps, 'add' etc. combine channel c
                 "kind": unit.kind, "explainable": unit.kind != "other" and len(unit.shape) == 3,
                 "block": unit.block, "branch": unit.branch, "activation": unit.has_activation,
                 "inputs": self.inputs[unit.id],

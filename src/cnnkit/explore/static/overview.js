@@ -188,10 +188,12 @@ function highlight(unit, channel, figure) {
   clearHighlight();
   const svg = $("overview").querySelector(".ov-lines");
   figure.classList.add("hot");
-  const perChannel = PER_CHANNEL.has(unit.types[0]);
+  const perChannel = PER_CHANNEL.has(unit.types[0]) || ["add", "sub", "mul", "max"].includes(unit.merge);
+  const stacked = unit.merge === "concat" ? concatSource(unit, channel) : null;
   for (const source of (unit.inputs.length ? unit.inputs : [""])) {
     const maps = [...colOf(source).querySelectorAll(".ov-map, canvas")];
-    const feeding = perChannel ? maps.filter((m) => m.dataset.channel === String(channel)) : maps;
+    const feeding = stacked ? maps.filter((m) => source === stacked.id && m.dataset.channel === String(stacked.channel))
+      : perChannel ? maps.filter((m) => m.dataset.channel === String(channel)) : maps;
     for (const map of feeding) {
       map.classList.add("feeds");
       line(svg, anchor(map, "right"), anchor(figure, "left"), "edge hot");
@@ -199,6 +201,17 @@ function highlight(unit, channel, figure) {
   }
   lightEdges((edge) => edge.dataset.to === unit.id || edge.dataset.from === unit.id);
   $("overview").dataset.hovered = unit.id;
+}
+
+// Which input, and which of its maps, map `channel` of a depth concatenation comes from (inputs stacked in order).
+function concatSource(unit, channel) {
+  let offset = 0;
+  for (const id of unit.inputs) {
+    const depth = state.model.units.find((u) => u.id === id).shape[0];
+    if (channel < offset + depth) return {id, channel: channel - offset};
+    offset += depth;
+  }
+  return null;
 }
 
 function clearHighlight() {
