@@ -214,13 +214,12 @@ def test_hovering_a_fusion_outlines_the_maps_it_is_made_of():
         depths = [explorer.by_id[i].shape[0] for i in explorer.inputs[fuse.id]]
         assert sum(depths) == fuse.shape[0] if kind == "concat" else set(depths) == {fuse.shape[0]}
 
-        def check(page, running, fuse=fuse, kind=kind):
+        def check(page, running, fuse=fuse, kind=kind, inputs=explorer.inputs[fuse.id]):
             page.locator(f"#overview .ov-col[data-unit='{fuse.id}'] .ov-map").nth(2).hover()
             fed = page.locator("#overview .feeds")
             sources = [page.evaluate("(m) => m.closest('.ov-col').dataset.unit", fed.nth(i).element_handle())
                        for i in range(fed.count())]
             channels = [fed.nth(i).get_attribute("data-channel") for i in range(fed.count())]
-            inputs = explorer.inputs[fuse.id]
             if kind == "concat":  # map 2 lies in the first branch (64 maps deep)
                 assert (sources, channels) == ([inputs[0]], ["2"])
             else:
