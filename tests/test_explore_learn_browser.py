@@ -65,6 +65,10 @@ def test_start_watch_pause_resume(tmp_path, monkeypatch):
                 assert page.locator("#learn-filters canvas").count() == filters["shape"][0]
                 assert page.locator("#untrained").is_hidden()  # the views show the trained weights
                 assert page.locator("#strip figure").count() > 0  # and the run's held-out split opened
+                # The compare menus follow the run: 'training latest' keeps its name but now holds the last epoch
+                latest = f"training latest (epoch {EPOCHS}, val {100 * epochs[-1]['val_accuracy']:.1f}%)"
+                page.wait_for_function("(text) => [...document.querySelectorAll('#cmp-a option')].some("
+                                       "(o) => o.textContent === text)", arg=latest, timeout=15_000)
                 page.locator("#learn-panel").screenshot(path=tmp_path / "explore-learn.png")
             finally:
                 browser.close()

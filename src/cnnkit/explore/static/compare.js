@@ -192,13 +192,14 @@ function fillSelect(select, wanted) {
 }
 
 function showListing(fresh) {
-  const before = listing ? listing.checkpoints.map((c) => c.name).join("\n") : null;
+  const described = (l) => l.checkpoints.map((c) => `${c.name}\t${c.label}`).join("\n");  // a relabelled file too
+  const before = listing ? described(listing) : null;
   listing = fresh;
   if (listing.checkpoints.length < 2) return;
   const first = panel().hidden;
   panel().hidden = false;
   $("cmp-note").textContent = listing.note;
-  if (listing.checkpoints.map((c) => c.name).join("\n") === before) return;
+  if (described(listing) === before) return;
   fillSelect($("cmp-a"), listing.a);
   fillSelect($("cmp-b"), listing.b);
   if (first) refreshCompare();
