@@ -182,7 +182,9 @@ def test_trained_digits_overview_animation_and_input_hints(trained_run, tmp_path
         page.click("#clear")
         page.wait_for_selector(READY[4:], timeout=30_000)
         assert page.locator("#input-warning").inner_text() == "The input is empty: draw a digit."
-        assert "The input is empty" in page.locator("#why-note").inner_text()
+        # Why answers after the prediction settles (its own request): wait for its note, not for data-settled
+        page.wait_for_function("() => document.querySelector('#why-note').textContent.includes('The input is empty')",
+                               timeout=30_000)
         strip = httpx.get(running.url + "api/heldout", timeout=30).json()["images"]
         border = np.mean([np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]]).mean() for a in (
             np.frombuffer(base64.b64decode(item["pixels"]), np.uint8).reshape(H, W) for item in strip)])
