@@ -28,10 +28,7 @@ from starlette.routing import Route
 from torch import nn
 
 from cnnkit.analysis.inference import Trained, load_trained
-from cnnkit.analysis.summary import summarize
-from cnnkit.analysis.trace import grad_cam_layer, trace_units
 from cnnkit.core.errors import CnnkitError
-from cnnkit.explore.graph import unit_inputs
 from cnnkit.explore.respond import reply, whole_number
 from cnnkit.explore.session import Explorer, encode
 from cnnkit.models import list_models
@@ -254,12 +251,7 @@ def adopt(explorer: Explorer, trained: Trained) -> None:
             if not current.trained:
                 current.trained, explorer._heldout = True, None  # the held-out strip opens with the run
             return
-        explorer.trained, explorer._heldout = trained, None
-        explorer.units = trace_units(trained.model, trained.input_shape)
-        explorer.by_id = {unit.id: unit for unit in explorer.units}
-        explorer.rows = {row.name: row for row in summarize(trained.model, trained.input_shape).rows}
-        explorer.inputs = unit_inputs(explorer.units)
-        explorer.cam_layer = grad_cam_layer(explorer.units) if any(u.kind == "conv" for u in explorer.units) else None
+        explorer.use(trained)
 
 
 # --- opening a run to train, and the page's endpoints ------------------------------------------------------------

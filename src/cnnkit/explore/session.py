@@ -73,16 +73,22 @@ class Explorer:
     """
 
     def __init__(self, trained: Trained, title: str) -> None:
-        self.trained, self.title = trained, title
+        self.title = title
+        self.lock = threading.Lock()
+        self._heldout_total = 0  # images in the split before the strip's cut
+        self.training = None  # cnnkit.explore.learn.Training with `cnnkit explore --train`
+        self.use(trained)
+
+    def use(self, trained: Trained) -> None:
+        """Explore `trained` from now on: its units, summary rows, connections and Grad-CAM layer (the held-out
+        strip reopens with its run). The caller holds the lock once requests are being served."""
+        self.trained = trained
         self.units = trace_units(trained.model, trained.input_shape)
         self.by_id = {unit.id: unit for unit in self.units}
         self.rows = {row.name: row for row in summarize(trained.model, trained.input_shape).rows}
         self.inputs = unit_inputs(self.units)
         self.cam_layer = grad_cam_layer(self.units) if any(u.kind == "conv" for u in self.units) else None
-        self.lock = threading.Lock()
         self._heldout: tuple[torch.Tensor, torch.Tensor, str] | None = None
-        self._heldout_total = 0  # images in the split before the strip's cut
-        self.training = None  # cnnkit.explore.learn.Training with `cnnkit explore --train`
 
     @classmethod
     def open(cls, source: str, input_shape: tuple[int, int, int] | None = None,
