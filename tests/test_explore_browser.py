@@ -17,10 +17,8 @@ from cnnkit import tf
 from cnnkit.analysis.inference import untrained
 from cnnkit.explore.server import ExploreServer
 from cnnkit.explore.session import Explorer
+from tests.browser import CHROMIUM, launch
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 SETTLED = "body[data-settled='1']"  # the prediction and the visible maps belong to the current image
 
 
@@ -183,7 +181,7 @@ def test_draw_predict_explain_a_cell_and_browse_the_mistakes(server, tmp_path):
     strip = httpx.get(server.url + "api/heldout", timeout=30).json()
     problems: list[str] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = launch(playwright)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 960})
             watch(page, problems)
@@ -248,7 +246,7 @@ def test_a_resnet_stem_animates_as_canvases_with_the_window_zoomed(tmp_path):
     problems: list[str] = []
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = launch(playwright)
             page = browser.new_page(viewport={"width": 1400, "height": 960})
             watch(page, problems)
             page.goto(running.url)

@@ -20,10 +20,8 @@ from cnnkit.explore.compare import Checkpoints
 from cnnkit.explore.server import ExploreServer
 from cnnkit.explore.session import Explorer
 from cnnkit.store.checkpoint import read_metadata
+from tests.browser import CHROMIUM, launch
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 COMPARED = "#compare-panel[data-settled='1']"
 
 
@@ -60,7 +58,7 @@ def test_compare_two_checkpoints_side_by_side(runs, tmp_path, monkeypatch):
         first = httpx.get(server.url + "api/heldout", timeout=30).json()["images"][0]["index"]  # the page's pick
         image = Explorer.open(str(run)).image(heldout=first)
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = launch(playwright)
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 960})
                 page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)

@@ -14,10 +14,8 @@ from playwright.sync_api import sync_playwright
 
 from cnnkit.explore.learn import open_training
 from cnnkit.explore.server import ExploreServer
+from tests.browser import CHROMIUM, launch
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 EPOCHS = 10
 
 
@@ -31,7 +29,7 @@ def test_start_watch_pause_resume(tmp_path, monkeypatch):
     problems: list[str] = []
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = launch(playwright)
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1100})
                 page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)

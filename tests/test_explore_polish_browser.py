@@ -19,10 +19,8 @@ from cnnkit.analysis.inference import untrained
 from cnnkit.explore.learn import open_training
 from cnnkit.explore.server import ExploreServer
 from cnnkit.explore.session import Explorer
+from tests.browser import CHROMIUM, launch
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 READY = "body[data-ready='1'][data-settled='1']"
 
 
@@ -31,7 +29,7 @@ def browse(url: str, width: int, check) -> None:
     assert Path(CHROMIUM).exists(), "the browser test needs Debian's chromium (apt-get install chromium)"
     problems: list[str] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = launch(playwright)
         try:
             page = browser.new_page(viewport={"width": width, "height": 960})
             page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)

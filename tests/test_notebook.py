@@ -20,13 +20,11 @@ from nbclient import NotebookClient
 
 import cnnkit
 from cnnkit.explore import notebook
+from tests.browser import launch
 from tests.conftest import copy_run
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "docs" / "explore.ipynb"
-CHROMIUM = "/usr/bin/chromium"  # Debian's, as tests/test_explore_browser.py: never a download
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 
 
 def get(url: str) -> tuple[dict, bytes]:
@@ -134,7 +132,7 @@ def test_the_page_works_inside_a_frame_of_another_localhost_origin(trained_digit
     threading.Thread(target=host.serve_forever, daemon=True).start()
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = launch(playwright)
             page = browser.new_page()
             page.goto(f"http://localhost:{host.server_port}/")  # another origin than 127.0.0.1:PORT
             frame = page.frame_locator("iframe")
