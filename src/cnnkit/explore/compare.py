@@ -27,8 +27,8 @@ from cnnkit.analysis.inference import Trained, is_checkpoint_path, load_trained,
 from cnnkit.analysis.trace import record
 from cnnkit.core.errors import CnnkitError
 from cnnkit.explore.app import ImageInput, Strict, parse
-from cnnkit.explore.respond import refuse_non_finite, reply
-from cnnkit.explore.session import Explorer, encode, map_page
+from cnnkit.explore.respond import packed, refuse_non_finite, reply
+from cnnkit.explore.session import Explorer, map_page
 from cnnkit.models import get_model
 from cnnkit.store.checkpoint import read_metadata, resolve_checkpoint
 
@@ -309,8 +309,7 @@ class Checkpoints:
                   "filters": None}
         if filters_a is not None:
             shown = slice(0, MAX_FILTERS)
-            result["a"]["filters"] = {"shape": list(filters_a[shown].shape), "data": encode(filters_a[shown])}
-            result["b"]["filters"] = {"shape": list(filters_b[shown].shape), "data": encode(filters_b[shown])}
+            result["a"]["filters"], result["b"]["filters"] = packed(filters_a[shown]), packed(filters_b[shown])
             both = torch.cat([filters_a[shown].flatten(), filters_b[shown].flatten()])
             result["filters"] = {"layer": self.first_conv, "count": len(filters_a), "low": float(both.min()),
                                  "high": float(both.max()),

@@ -9,7 +9,6 @@ its lock), so every view shows the current network; the epoch records come from 
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import tempfile
@@ -27,11 +26,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 from torch import nn
 
-from cnnkit.analysis.inference import Trained, load_trained
+from cnnkit.analysis.inference import Trained, load_trained, names_registry_model
 from cnnkit.core.errors import CnnkitError
-from cnnkit.explore.respond import reply, whole_number
-from cnnkit.explore.session import Explorer, encode
-from cnnkit.models import list_models
+from cnnkit.explore.respond import packed, reply, whole_number
+from cnnkit.explore.session import Explorer
+from cnnkit.store.metadata import read_metrics
 from cnnkit.train.config import TrainConfig
 
 SNAPSHOT_BYTES = 64 * 1024**2  # weights kept in memory for comparing epochs, beyond the first, best and latest
@@ -54,11 +53,12 @@ def _finite(value: object) -> object:
 
 
 def read_records(run: Path) -> tuple[list[dict], dict | None]:
-    """The epoch records of the run's metrics.jsonl and its final test record (None before the test)."""
+    """The epoch records of the run's metrics.jsonl and its final test record (None before the test), read as the
+    trainer reads them (size capped, a torn last line dropped)."""
     path = run / "metrics.jsonl"
     if not path.exists():
         return [], None
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = read_metrics(path)[0]
     finals = [r["final"] for r in records if "final" in r]
     return [r for r in records if "epoch" in r], finals[-1] if finals else None
 
@@ -84,7 +84,7 @@ class Training:
         self._snapshots: dict[int, dict[str, torch.Tensor]] = {}
         self._best: int | None = None
         if resume:
-            self._remember(self.epoch, explorer.trained.model, read_best(out))
+            self._remember(self.epoch, explorer.trained.model, explorer.trained.meta.get("best"))  # `last`'s
 
     # --- what the page asks ------------------------------------------------------------------------------------
 
@@ -144,8 +144,8 @@ class Training:
             weight = conv.weight.detach().clone()
         with self._lock:
             epoch = self.epoch
-        return {"layer": name, "epoch": epoch, "shape": list(weight.shape), "low": float(weight.min()),
-                "high": float(weight.max()), "data": encode(weight)}
+        return {"layer": name, "epoch": epoch, "low": float(weight.min()), "high": float(weight.max()),
+                **packed(weight)}
 
     def snapshots(self) -> dict[str, dict[str, torch.Tensor]]:
         """Copies of the weights seen in this session, labelled 'epoch K' (the first, the best, the latest and as
@@ -229,12 +229,6 @@ def thin(snapshots: dict[int, dict[str, torch.Tensor]], keep: set, budget: int) 
         del snapshots[min(middle)[1]]
 
 
-def read_best(run: Path) -> dict | None:
-    """The best epoch so far as the run's last checkpoint records it."""
-    meta = json.loads((run / "last.json").read_text()) if (run / "last.json").exists() else {}
-    return meta.get("best")
-
-
 def adopt(explorer: Explorer, trained: Trained) -> None:
     """Make `trained` the explorer's network under its lock: the weights copied into the model the views use when
     the architecture is the same (the usual case), else the network and its units replaced."""
@@ -286,7 +280,7 @@ def open_training(source: str, epochs: int | None = None, out: str | Path | None
                           "runs/NAME")
     out = None if out is None else Path(out)
     path = Path(source)
-    if source in list_models() and not path.exists():
+    if names_registry_model(source):
         config = TrainConfig.for_model(source, **({} if epochs is None else {"epochs": epochs}))
         if config.compile == "auto":  # each chained call would compile the step again; eager throughout instead
             config = config.replace(compile="off")

@@ -11,11 +11,10 @@ import html
 from pathlib import Path
 from typing import Any
 
-from cnnkit.analysis.inference import Trained, is_checkpoint_path
+from cnnkit.analysis.inference import Trained, is_checkpoint_path, names_registry_model
 from cnnkit.core.errors import CnnkitError
 from cnnkit.explore.server import ExploreServer
 from cnnkit.explore.session import Explorer
-from cnnkit.models import list_models
 from cnnkit.store.checkpoint import resolve_checkpoint
 
 HOST = "127.0.0.1"  # a notebook's explorer is for the person at this machine only
@@ -102,7 +101,7 @@ def _resolve(source: object) -> tuple[tuple, object, Any]:
     if not isinstance(source, (str, Path)) or not str(source):
         raise CnnkitError(f"show: expected {EXPECTED}; received {type(source).__name__} {source!r:.60}")
     text = str(source)
-    if text in list_models() and not Path(text).exists():
+    if names_registry_model(text):
         return ("model", text), None, lambda: Explorer.open(text)
     if not is_checkpoint_path(text):  # a checkpoint's stem (runA/best) too, as --compare takes it
         raise CnnkitError(f"show: {text!r} is neither a registered model (see cnnkit.list_models()) nor a "

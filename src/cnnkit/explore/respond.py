@@ -1,5 +1,6 @@
-"""What the explore server sends: every JSON answer goes through `reply` (strict JSON, no NaN or infinity), and
-numbers read from a query string or header through `whole_number` (ASCII digits only, bounded).
+"""What the explore server sends: every JSON answer goes through `reply` (strict JSON, no NaN or infinity), tensors
+travel packed by `encode` / `packed` (float32 base64, the page's Float32Array), and numbers read from a query string
+or header go through `whole_number` (ASCII digits only, bounded).
 
 A network with finite but huge weights (3e38 passes the load-time check) overflows float32 on an image; its
 answer is refused with a one-line 400 naming the first layer whose output overflows, never a 500.
@@ -7,6 +8,7 @@ answer is refused with a one-line 400 naming the first layer whose output overfl
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 
@@ -39,6 +41,16 @@ def reply(content: object, status: int = 200, not_finite: str = NOT_FINITE) -> R
             raise
         raise ApiError(400, not_finite) from None
     return Response(body.encode(), status_code=status, media_type="application/json")
+
+
+def encode(values: torch.Tensor) -> str:
+    """float32 little-endian bytes, base64: what the page decodes into a Float32Array."""
+    return base64.b64encode(values.detach().float().contiguous().numpy().astype("<f4").tobytes()).decode()
+
+
+def packed(values: torch.Tensor) -> dict:
+    """A tensor as its shape and `encode`d values (a 224x224 plane: 268 kB instead of about 1 MB of JSON numbers)."""
+    return {"shape": list(values.shape), "data": encode(values)}
 
 
 def whole_number(text: str, what: str, maximum: int) -> int:

@@ -1,12 +1,10 @@
 """What the animated scan and the dense view show: a whole input plane with the window's kernel slice and each
 cell's sum, and one dense output's weighted inputs.
 
-Planes travel as float32 base64 ({"shape": [h, w], "data": ...}): a 224x224 plane is 268 kB instead of about 1 MB
-of JSON numbers."""
+Planes travel `packed` ({"shape": [h, w], "data": float32 base64})."""
 
 from __future__ import annotations
 
-import base64
 import math
 
 import torch
@@ -15,17 +13,12 @@ import torch.nn.functional as F
 from cnnkit.analysis.trace import Unit, window_of
 from cnnkit.core.errors import CnnkitError
 from cnnkit.explore.cell import _counts_padding, _is_max
+from cnnkit.explore.respond import packed
 
 # Padded input cells one scan sends (384x384): Inception's 299x299 stem fits; a plane past it is refused (the
 # page says so) rather than sent as megabytes of numbers or averaged into windows the products no longer match.
 MAX_SCAN_CELLS = 384 * 384
 TOP_TERMS = 16  # weighted inputs listed for a dense output (the largest by size)
-
-
-def plane(values: torch.Tensor) -> dict:
-    """A 2-D map as its shape and float32 little-endian bytes in base64 (the page's Float32Array)."""
-    data = values.detach().float().contiguous().numpy().astype("<f4").tobytes()
-    return {"shape": list(values.shape), "data": base64.b64encode(data).decode()}
 
 
 def scan_plane(unit: Unit, layer_input: torch.Tensor, pre: torch.Tensor, channel: int, input_channel: int | None
@@ -43,7 +36,7 @@ def scan_plane(unit: Unit, layer_input: torch.Tensor, pre: torch.Tensor, channel
     out = {"layer": unit.id, "channel": channel, "kernel": list(window.kernel), "stride": list(window.stride),
            "dilation": list(window.dilation), "pads": dict(zip(("top", "bottom", "left", "right"), window.pads,
                                                                strict=True)),
-           "output_values": plane(pre[channel]), "post_values": post_plane(unit, pre, channel),
+           "output_values": packed(pre[channel]), "post_values": post_plane(unit, pre, channel),
            "after": unit.types[1:]}
     if unit.kind == "conv":
         per_group = head.out_channels // head.groups
@@ -58,10 +51,10 @@ def scan_plane(unit: Unit, layer_input: torch.Tensor, pre: torch.Tensor, channel
                         stride=window.stride, dilation=window.dilation)[0, 0]
         bias = float(head.bias.detach()[channel]) if head.bias is not None else 0.0
         return {**out, "op": "conv", "input_channel": chosen, "input_channels": [first, first + width - 1],
-                "input_values": plane(layer_input[chosen]), "kernel_values": kernel.tolist(), "bias": bias,
-                "partial_values": plane(part[:pre.shape[1], :pre.shape[2]])}
+                "input_values": packed(layer_input[chosen]), "kernel_values": kernel.tolist(), "bias": bias,
+                "partial_values": packed(part[:pre.shape[1], :pre.shape[2]])}
     op = "max" if _is_max(head) else "avg"
-    return {**out, "op": op, "input_channel": channel, "input_values": plane(layer_input[channel]),
+    return {**out, "op": op, "input_channel": channel, "input_values": packed(layer_input[channel]),
             "kernel_values": None, "counts_padding": op == "avg" and _counts_padding(head)}
 
 
@@ -74,7 +67,7 @@ def post_plane(unit: Unit, pre: torch.Tensor, channel: int) -> dict | None:
     with torch.no_grad():
         for module in unit.members[1:]:
             value = module(value)
-    return plane(value[0, channel])
+    return packed(value[0, channel])
 
 
 def dense_output(unit: Unit, layer_input: torch.Tensor, output: int, source: Unit | None) -> dict:

@@ -26,7 +26,7 @@ from cnnkit.core.errors import CnnkitError
 from cnnkit.data.safety import decode_image
 from cnnkit.explore.cell import explain_cell
 from cnnkit.explore.graph import unit_inputs
-from cnnkit.explore.respond import refuse_non_finite
+from cnnkit.explore.respond import encode, refuse_non_finite
 from cnnkit.explore.scan import dense_output, scan_plane
 
 PAGE_SIZE = 32  # maps sent per layer and request; the page pages through the rest
@@ -34,11 +34,6 @@ MAX_SIDE = 64  # a larger map is averaged down to at most this many cells a side
 MAX_VECTOR = 4096  # a longer vector (flatten, dense) is averaged down to at most this many values
 HELDOUT_LIMIT = 512  # held-out images predicted for the strip
 MAX_UPLOAD_BYTES = 10 * 1024**2
-
-
-def encode(values: torch.Tensor) -> str:
-    """float32 little-endian bytes, base64: what the page decodes into a Float32Array."""
-    return base64.b64encode(values.detach().float().contiguous().numpy().astype("<f4").tobytes()).decode()
 
 
 def map_page(output: torch.Tensor, page: int, page_size: int = PAGE_SIZE, max_side: int = MAX_SIDE) -> dict:
