@@ -20,6 +20,7 @@ from cnnkit.store.checkpoint import model_from_checkpoint, resolve_checkpoint
 from cnnkit.store.footprint import check_footprint
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.data import load_split
+from cnnkit.train.white import SLACK
 
 
 @dataclass
@@ -149,7 +150,7 @@ def to_model_scale(values: torch.Tensor, trained: Trained, where: str, white: fl
     check_white(white, flag)
     top = float(values.max()) if values.numel() else 0.0
     limit = trained.pixel_max if white is None else white
-    if top <= limit * (1 + SCALE_SLACK):
+    if top <= limit * (1 + SLACK):  # the trainer's own tolerance for white
         return values if white is None else values * (trained.pixel_max / white)
     if white is not None:
         raise CnnkitError(f"{where}: values reach {top:g}, above the stated {flag}{white:g}")
@@ -159,7 +160,6 @@ def to_model_scale(values: torch.Tensor, trained: Trained, where: str, white: fl
                       f"0..{limit:g}")
 
 
-SCALE_SLACK = 1e-4  # relative: float round-off just above white is still white
 COMMON_WHITES = (16, 255)  # the --white suggested for a file's largest value: scikit-learn's digits, 8-bit pixels
 
 

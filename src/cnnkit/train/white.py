@@ -9,7 +9,7 @@ import dataclasses
 from cnnkit.data import ImageDataset
 from cnnkit.train.config import Named, SettingError
 
-SLACK = 1e-4  # relative, as inference's SCALE_SLACK: float round-off just above white is still white
+SLACK = 1e-4  # relative (training and inference alike): float round-off just above white is still white
 EIGHT_BIT_ABOVE = 128  # a largest value above this and at most 255 is 8-bit data (no image is that dark)
 HINT = "16 for scikit-learn's digits, 255 for 8-bit images, 1 for 0..1 floats"
 
