@@ -50,6 +50,10 @@ CASES: list[tuple[str, str, str]] = [
     ("input size with a sign", "summary digits_cnn --input-size +1x8x8", "--input-size '+1x8x8': expected 3 sizes"),
     ("input size empty", "summary digits_cnn --input-size ''", "--input-size '': expected 3 sizes"),
     ("input size of two", "summary digits_cnn --input-size 8x8", "--input-size '8x8': expected 3 positive sizes"),
+    ("explore input size empty", "explore digits_cnn --no-browser --input-size ''",
+     "--input-size '': expected 3 sizes"),
+    ("explore input size with a space", "explore digits_cnn --no-browser --input-size '1 x8x8'",
+     "--input-size '1 x8x8': expected 3 sizes"),
     ("import size with a fraction", "import-weights {files}/weights.pt --trust --model digits_cnn --input-size "
      "1x8.0x8 --out {tmp}/iw", "--input-size '1x8.0x8': expected 3 sizes"),
     ("explain input in Arabic-Indic digits", "explain conv --input ٨x٨ --json", "--input '٨x٨': expected 2 sizes"),

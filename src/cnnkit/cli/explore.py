@@ -140,8 +140,9 @@ def _open(args: argparse.Namespace) -> Explorer:
                                           ("--overwrite", args.overwrite or None)) if value is not None]
         if given:
             raise CnnkitError(f"{given[0]} needs --train (it sets up the run trained from the page)")
-        return Explorer.open(args.source, dims(args.input_size, 3) if args.input_size else None, args.num_classes)
-    if args.input_size or args.num_classes is not None:
+        shape = dims(args.input_size, 3, "--input-size") if args.input_size is not None else None
+        return Explorer.open(args.source, shape, args.num_classes)
+    if args.input_size is not None or args.num_classes is not None:
         raise CnnkitError("--train takes the input size and classes from the run's data; drop --input-size and "
                           "--num-classes")
     from cnnkit.explore.learn import open_training
@@ -151,11 +152,11 @@ def _open(args: argparse.Namespace) -> Explorer:
 
 def run_explain_decision(args: argparse.Namespace) -> int:
     """Write the pictures and print what each shows."""
-    from cnnkit.analysis.pictures import explain_decision
+    from cnnkit.analysis.pictures import UNTRAINED, explain_decision
 
     for item in explain_decision(args.checkpoint, args.images, args.out, args.class_name, args.layer, args.overwrite,
                                  args.white):
-        untrained = "UNTRAINED (random weights): " if item["untrained"] else ""
+        untrained = UNTRAINED if item["untrained"] else ""
         print(f"{item['input']}: {untrained}predicted {item['predicted']} ({percent(item['probability'])}), "
               f"explaining {item['explained']}: {item['saliency']} {item['grad_cam']}")
     return 0
