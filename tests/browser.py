@@ -12,3 +12,9 @@ def launch(playwright):
     """A headless Chromium from the system, refused with a clear message when it is not installed."""
     assert Path(CHROMIUM).exists(), "the browser tests need Debian's chromium (apt-get install chromium)"
     return playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+
+
+def collect_errors(page, problems: list[str]) -> None:
+    """Append every console error and uncaught page error of `page` to `problems`."""
+    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))

@@ -17,7 +17,7 @@ from cnnkit import tf
 from cnnkit.analysis.inference import untrained
 from cnnkit.explore.server import ExploreServer
 from cnnkit.explore.session import Explorer
-from tests.browser import CHROMIUM, launch
+from tests.browser import CHROMIUM, collect_errors, launch
 
 SETTLED = "body[data-settled='1']"  # the prediction and the visible maps belong to the current image
 
@@ -36,8 +36,7 @@ def number(text: str) -> float:
 
 def watch(page, problems: list[str]) -> None:
     """Collect every console error, page error, failed request and 4xx / 5xx answer."""
-    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
-    page.on("pageerror", lambda error: problems.append(str(error)))
+    collect_errors(page, problems)
     page.on("requestfailed", lambda request: problems.append(f"{request.url}: {request.failure}"))
     page.on("response", lambda response: problems.append(
         f"{response.url}: {response.status} for {(response.request.post_data or '')[:300]}")

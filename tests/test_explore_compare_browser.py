@@ -20,7 +20,7 @@ from cnnkit.explore.compare import Checkpoints
 from cnnkit.explore.server import ExploreServer
 from cnnkit.explore.session import Explorer
 from cnnkit.store.checkpoint import read_metadata
-from tests.browser import CHROMIUM, launch
+from tests.browser import CHROMIUM, collect_errors, launch
 
 COMPARED = "#compare-panel[data-settled='1']"
 
@@ -61,8 +61,7 @@ def test_compare_two_checkpoints_side_by_side(runs, tmp_path, monkeypatch):
             browser = launch(playwright)
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 960})
-                page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-                page.on("pageerror", lambda error: problems.append(str(error)))
+                collect_errors(page, problems)
                 page.on("response", lambda r: refused.append(f"{r.status} {r.url}") if r.status >= 400 else None)
                 page.goto(server.url)
                 page.wait_for_selector("body[data-ready='1']", timeout=30_000)

@@ -14,7 +14,7 @@ from playwright.sync_api import sync_playwright
 
 from cnnkit.explore.learn import open_training
 from cnnkit.explore.server import ExploreServer
-from tests.browser import CHROMIUM, launch
+from tests.browser import CHROMIUM, collect_errors, launch
 
 EPOCHS = 10
 
@@ -32,8 +32,7 @@ def test_start_watch_pause_resume(tmp_path, monkeypatch):
             browser = launch(playwright)
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1100})
-                page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-                page.on("pageerror", lambda error: problems.append(str(error)))
+                collect_errors(page, problems)
                 page.goto(server.url)
                 page.wait_for_selector("body[data-ready='1'] #learn-panel[data-state='idle']", timeout=30_000)
                 assert page.locator("#learn-run").inner_text() == str(out)

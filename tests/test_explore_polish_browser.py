@@ -19,7 +19,7 @@ from cnnkit.analysis.inference import untrained
 from cnnkit.explore.learn import open_training
 from cnnkit.explore.server import ExploreServer
 from cnnkit.explore.session import Explorer
-from tests.browser import CHROMIUM, launch
+from tests.browser import CHROMIUM, collect_errors, launch
 
 READY = "body[data-ready='1'][data-settled='1']"
 
@@ -32,8 +32,7 @@ def browse(url: str, width: int, check) -> None:
         browser = launch(playwright)
         try:
             page = browser.new_page(viewport={"width": width, "height": 960})
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda error: problems.append(str(error)))
+            collect_errors(page, problems)
             page.goto(url)
             page.wait_for_selector(READY, timeout=60_000)
             check(page)
