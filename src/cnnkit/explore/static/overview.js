@@ -1,7 +1,7 @@
 // The overview: every unit as a column of small maps from the input to the class probabilities, with the
 // connections drawn; branches of a block are drawn side by side (one row each) and merge into the fusion.
 // Hovering a map highlights the maps that feed it; clicking opens its detail below.
-import {$, element, floats, fmt, groupUnits, hideTooltip, keepAspect, mapCanvas, status, tooltip} from "./util.js";
+import {$, element, floats, fmt, groupUnits, hideTooltip, keepAspect, mapCanvas, softmax, status, tooltip} from "./util.js";
 import {api} from "./api.js";
 import {latestWins} from "./latest.js";
 import {state} from "./state.js";
@@ -261,12 +261,6 @@ function paint(result) {
   $("overview").dataset.settled = String(result.logits.length);
 }
 
-function softmax(logits) {
-  const top = Math.max(...logits);
-  const e = logits.map((z) => Math.exp(z - top));
-  const sum = e.reduce((a, b) => a + b, 0);
-  return e.map((v) => v / sum);
-}
 
 const MAX_CLASSES = 10;  // classes listed in the last column (the most probable, when there are more)
 

@@ -1,6 +1,6 @@
 // Softmax, flatten and dense with the current numbers: logits, exp, their sum and the probabilities at a chosen
 // temperature; and, for one class, which flattened values feed its logit the most.
-import {$, element, fmt, status} from "./util.js";
+import {$, element, fmt, softmax, status} from "./util.js";
 import {api} from "./api.js";
 import {latestWins} from "./latest.js";
 import {state} from "./state.js";
@@ -45,14 +45,12 @@ export function setLogits(values) {
 // A class menu in order of the current logits (the most probable first), each option named with its probability;
 // the first `keep` options (e.g. "the predicted one") stay on top, and the chosen class stays chosen.
 export function orderByProbability(select, values, keep) {
-  const top = Math.max(...values);
-  const exps = values.map((z) => Math.exp(z - top));
-  const sum = exps.reduce((a, b) => a + b, 0);
+  const probabilities = softmax(values);
   const options = [...select.options];
   const fixed = options.slice(0, keep), classes = options.slice(keep);
   classes.sort((a, b) => values[Number(b.value)] - values[Number(a.value)]);
   for (const option of classes) {
-    option.textContent = `${state.model.classes[Number(option.value)]} (${(100 * exps[Number(option.value)] / sum).toFixed(1)}%)`;
+    option.textContent = `${state.model.classes[Number(option.value)]} (${(100 * probabilities[Number(option.value)]).toFixed(1)}%)`;
   }
   const chosen = select.value;
   select.replaceChildren(...fixed, ...classes);

@@ -52,6 +52,14 @@ export function groupUnits(units) {
   return groups;
 }
 
+// Class probabilities from logits (the largest subtracted first, so exp cannot overflow).
+export function softmax(logits) {
+  const top = Math.max(...logits);
+  const e = logits.map((z) => Math.exp(z - top));
+  const sum = e.reduce((a, b) => a + b, 0);
+  return e.map((v) => v / sum);
+}
+
 export function fmt(value) {
   return Number(value).toFixed(4);
 }
