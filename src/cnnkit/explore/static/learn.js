@@ -1,14 +1,13 @@
 // Watch it learn (`cnnkit explore --train`): Start / Pause / Resume, the run's curves, its first layer's filters, and
 // after every epoch the whole page (overview, layers, prediction, strip) redrawn with the new weights through
 // changed(). The page polls /api/train/status (same origin; no sockets needed under the CSP).
-import {$, floats, smallCanvas} from "./util.js";
+import {$, floats, smallCanvas, svgElement} from "./util.js";
 import {api} from "./api.js";
 import {changed, state as appState} from "./state.js";
 import {loadStrip} from "./strip.js";
 
 const RUNNING_MS = 500;   // status polls while training
 const WAITING_MS = 3000;  // while idle or paused (another tab may press Start)
-const SVG = "http://www.w3.org/2000/svg";
 const LOSS = [{key: "train_loss", name: "train-loss", label: "train objective"},
   {key: "val_loss", name: "val-loss", label: "validation cross-entropy"}];
 const ACCURACY = [{key: "val_accuracy", name: "val-acc", label: "validation accuracy"}];
@@ -115,13 +114,6 @@ function drawCurves(epochs) {
   chart($("learn-acc"), rows, ACCURACY, epochs, [0, 1]);
 }
 
-function svg(tag, attributes, text) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value));
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
 // One chart: a line and a dot per series and epoch; x runs over the whole run, so the curve grows to the right.
 function chart(box, rows, series, epochs, [low, high]) {
   const W = 300, H = 150, L = 40, R = 8, T = 8, B = 22;
@@ -129,19 +121,19 @@ function chart(box, rows, series, epochs, [low, high]) {
   const y = (value) => T + (H - T - B) * (1 - (value - low) / (high - low));
   box.replaceChildren();
   box.setAttribute("viewBox", `0 0 ${W} ${H}`);
-  box.append(svg("line", {x1: L, y1: H - B, x2: W - R, y2: H - B, class: "axis"}),
-    svg("line", {x1: L, y1: T, x2: L, y2: H - B, class: "axis"}),
-    svg("text", {x: L - 4, y: T + 8, class: "tick end"}, high.toPrecision(2)),
-    svg("text", {x: L - 4, y: H - B, class: "tick end"}, String(low)),
-    svg("text", {x: L, y: H - 6, class: "tick"}, "epoch 1"),
-    svg("text", {x: W - R, y: H - 6, class: "tick end"}, String(epochs)));
+  box.append(svgElement("line", {x1: L, y1: H - B, x2: W - R, y2: H - B, class: "axis"}),
+    svgElement("line", {x1: L, y1: T, x2: L, y2: H - B, class: "axis"}),
+    svgElement("text", {x: L - 4, y: T + 8, class: "tick end"}, high.toPrecision(2)),
+    svgElement("text", {x: L - 4, y: H - B, class: "tick end"}, String(low)),
+    svgElement("text", {x: L, y: H - 6, class: "tick"}, "epoch 1"),
+    svgElement("text", {x: W - R, y: H - 6, class: "tick end"}, String(epochs)));
   for (const s of series) {
     const points = rows.filter((r) => r[s.key] != null);
-    box.append(svg("polyline", {class: `curve ${s.name}`,
+    box.append(svgElement("polyline", {class: `curve ${s.name}`,
       points: points.map((r) => `${x(r.epoch)},${y(r[s.key])}`).join(" ")}));
     for (const r of points) {
-      const dot = svg("circle", {cx: x(r.epoch), cy: y(r[s.key]), r: 2.5, class: `point ${s.name}`});
-      dot.append(svg("title", {}, `epoch ${r.epoch}: ${s.label} ${r[s.key].toFixed(4)}`));
+      const dot = svgElement("circle", {cx: x(r.epoch), cy: y(r[s.key]), r: 2.5, class: `point ${s.name}`});
+      dot.append(svgElement("title", {}, `epoch ${r.epoch}: ${s.label} ${r[s.key].toFixed(4)}`));
       box.append(dot);
     }
   }

@@ -1,7 +1,7 @@
 // The overview: every unit as a column of small maps from the input to the class probabilities, with the
 // connections drawn; branches of a block are drawn side by side (one row each) and merge into the fusion.
 // Hovering a map highlights the maps that feed it; clicking opens its detail below.
-import {$, element, floats, fmt, groupUnits, hideTooltip, keepAspect, mapCanvas, softmax, status, tooltip} from "./util.js";
+import {$, element, floats, fmt, groupUnits, hideTooltip, keepAspect, mapCanvas, softmax, status, svgElement, tooltip} from "./util.js";
 import {api} from "./api.js";
 import {latestWins} from "./latest.js";
 import {state} from "./state.js";
@@ -10,7 +10,6 @@ import {drawInput} from "./input.js";
 const PER_COLUMN = 6;  // maps drawn per unit
 const SIDE = 16;       // cells a side before a map is averaged down
 const PX = 30;         // CSS pixels a map is drawn at
-const SVG = "http://www.w3.org/2000/svg";
 // Layers that read one channel to make the same channel (the others read every input map).
 const PER_CHANNEL = new Set(["MaxPool2d", "AvgPool2d", "BatchNorm2d", "ReLU", "Identity", "LocalResponseNorm", "Dropout"]);
 let clickHandler = null;
@@ -65,8 +64,7 @@ export function buildOverview() {
     node.append(branches, fusion);
     row.append(node);
   }
-  const svg = document.createElementNS(SVG, "svg");
-  svg.classList.add("ov-lines");
+  const svg = svgElement("svg", {class: "ov-lines"});
   box.replaceChildren(row, svg);  // the lines over the columns: they stay visible where a curve crosses one
   new ResizeObserver(() => { drawEdges(); fitNote(); }).observe(box);
   new ResizeObserver(drawEdges).observe(row);
@@ -109,24 +107,20 @@ function anchor(node, side) {
 
 // A curve from `from` to `to`; with `via`, a straight run along the source's row to x = via first.
 function line(svg, from, to, className, via = from[0]) {
-  const path = document.createElementNS(SVG, "path");
   const mid = (via + to[0]) / 2;
-  path.setAttribute("d", `M${from[0]},${from[1]} L${via},${from[1]} C${mid},${from[1]} ${mid},${to[1]} ${to[0]},${to[1]}`);
-  path.setAttribute("class", className);
+  const path = svgElement("path", {
+    d: `M${from[0]},${from[1]} L${via},${from[1]} C${mid},${from[1]} ${mid},${to[1]} ${to[0]},${to[1]}`,
+    class: className});
   svg.append(path);
   return path;
 }
 
 // An arrowhead for the end of each connection, so a merge reads as two lines flowing into one column.
 function arrowhead() {
-  const defs = document.createElementNS(SVG, "defs");
-  const marker = document.createElementNS(SVG, "marker");
-  for (const [name, value] of [["id", "ov-arrow"], ["viewBox", "0 0 8 8"], ["refX", "8"], ["refY", "4"],
-    ["markerWidth", "4.5"], ["markerHeight", "4.5"], ["orient", "auto"]]) marker.setAttribute(name, value);
-  const tip = document.createElementNS(SVG, "path");
-  tip.setAttribute("d", "M0,0 L8,4 L0,8 z");
-  tip.setAttribute("class", "ov-arrow");
-  marker.append(tip);
+  const marker = svgElement("marker", {id: "ov-arrow", viewBox: "0 0 8 8", refX: 8, refY: 4, markerWidth: 4.5,
+    markerHeight: 4.5, orient: "auto"});
+  marker.append(svgElement("path", {d: "M0,0 L8,4 L0,8 z", class: "ov-arrow"}));
+  const defs = svgElement("defs");
   defs.append(marker);
   return defs;
 }

@@ -2,6 +2,16 @@
 
 export const $ = (id) => document.getElementById(id);
 
+const SVG = "http://www.w3.org/2000/svg";
+
+// An SVG element with its attributes (and text), as `element` makes HTML ones.
+export function svgElement(tag, attributes = {}, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
 export function element(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
